@@ -1,0 +1,413 @@
+//! Egress messages → Twilio REST requests, and Twilio's answers → outcomes.
+//!
+//! Pure: [`prepare`] says exactly what to send, [`classify_response`] and
+//! [`classify_transport`] say what the answer means for the caller (accepted,
+//! retry, reject, opted out, or ambiguous).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::platform::connector::types::{Accepted, EgressMessage, ProviderError, RetryHint, SendError};
+
+/// Twilio's limits on a message.
+const MAX_BODY_CHARS: usize = 1600;
+const MAX_MEDIA: usize = 10;
+/// Twilio's error code for a recipient who replied STOP.
+pub const OPTED_OUT: u32 = 21610;
+/// Twilio's error code for too many requests.
+const TOO_MANY_REQUESTS: u32 = 20429;
+
+/// The settings egress needs, resolved by the caller.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    pub account_sid: String,
+    /// (user, password) for HTTP Basic: the API key and secret, else the account and Auth Token.
+    pub credentials: (String, String),
+    /// e.g. `https://api.twilio.com`, no trailing slash.
+    pub api_base: String,
+    /// e.g. `https://conversations.twilio.com`, no trailing slash.
+    pub conversations_base: String,
+    pub chat_service_sid: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub from_number: Option<String>,
+    pub identity: Option<String>,
+    /// The connector's own status route, when the public URL is known.
+    pub default_status_callback: Option<String>,
+}
+
+/// An HTTP request to make, fully formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub form: Vec<(String, String)>,
+}
+
+impl PreparedRequest {
+    /// The form body, `application/x-www-form-urlencoded`.
+    pub fn body(&self) -> String {
+        form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.form).finish()
+    }
+}
+
+fn local_reject(message: impl Into<String>) -> SendError {
+    SendError::Reject(ProviderError { code: None, message: message.into(), http_status: None, more_info: None })
+}
+
+/// Builds the REST request for `message`, or rejects it before anything is sent.
+pub fn prepare(message: &EgressMessage, settings: &EgressSettings) -> Result<PreparedRequest, SendError> {
+    let body = message.body.as_deref().filter(|b| !b.is_empty());
+    if body.is_none() && message.media_urls.is_empty() {
+        return Err(local_reject("a message needs a body or media"));
+    }
+    if body.is_some_and(|b| b.chars().count() > MAX_BODY_CHARS) {
+        return Err(local_reject(format!("body is longer than {MAX_BODY_CHARS} characters")));
+    }
+    if message.media_urls.len() > MAX_MEDIA {
+        return Err(local_reject(format!("more than {MAX_MEDIA} media URLs")));
+    }
+    let mut headers = vec![
+        ("authorization".to_owned(), basic_auth(&settings.credentials)),
+        ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
+        ("accept".to_owned(), "application/json".to_owned()),
+    ];
+    let mut form = Vec::new();
+    match (&message.conversation_sid, &message.to) {
+        (Some(conversation), None) => {
+            if !message.media_urls.is_empty() {
+                return Err(local_reject("conversation messages take media by MediaSid, not URL"));
+            }
+            let url = match &settings.chat_service_sid {
+                Some(service) => format!(
+                    "{}/v1/Services/{}/Conversations/{}/Messages",
+                    settings.conversations_base,
+                    path_segment(service),
+                    path_segment(conversation)
+                ),
+                None => {
+                    format!("{}/v1/Conversations/{}/Messages", settings.conversations_base, path_segment(conversation))
+                }
+            };
+            if let Some(author) = &settings.identity {
+                form.push(("Author".to_owned(), author.clone()));
+            }
+            if let Some(body) = body {
+                form.push(("Body".to_owned(), body.to_owned()));
+            }
+            if let Some(attributes) = &message.attributes_json {
+                form.push(("Attributes".to_owned(), attributes.clone()));
+            }
+            headers.push(("x-twilio-webhook-enabled".to_owned(), "true".to_owned()));
+            Ok(PreparedRequest { url, headers, form })
+        }
+        (None, Some(to)) => {
+            form.push(("To".to_owned(), to.clone()));
+            let (from, service) = match (&message.from, &message.messaging_service_sid) {
+                (None, None) => (settings.from_number.clone(), settings.messaging_service_sid.clone()),
+                (from, service) => (from.clone(), service.clone()),
+            };
+            if from.is_none() && service.is_none() {
+                return Err(local_reject(
+                    "no sender: give from or messaging_service_sid, or set TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER",
+                ));
+            }
+            if let Some(service) = service {
+                form.push(("MessagingServiceSid".to_owned(), service));
+            }
+            if let Some(from) = from {
+                form.push(("From".to_owned(), from));
+            }
+            if let Some(body) = body {
+                form.push(("Body".to_owned(), body.to_owned()));
+            }
+            for media in &message.media_urls {
+                form.push(("MediaUrl".to_owned(), media.clone()));
+            }
+            let callback = message.status_callback.clone().or_else(|| {
+                settings.default_status_callback.as_ref().map(|base| {
+                    let id: String = form_urlencoded::byte_serialize(message.id.as_bytes()).collect();
+                    format!("{base}?egress_id={id}")
+                })
+            });
+            if let Some(callback) = callback {
+                form.push(("StatusCallback".to_owned(), callback));
+            }
+            let url = format!(
+                "{}/2010-04-01/Accounts/{}/Messages.json",
+                settings.api_base,
+                path_segment(&settings.account_sid)
+            );
+            Ok(PreparedRequest { url, headers, form })
+        }
+        (Some(_), Some(_)) => Err(local_reject("give either to or conversation_sid, not both")),
+        (None, None) => Err(local_reject("a message needs to or conversation_sid")),
+    }
+}
+
+fn basic_auth((user, password): &(String, String)) -> String {
+    format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+}
+
+/// Percent-encodes one path segment, so an id cannot change the path.
+fn path_segment(raw: &str) -> String {
+    form_urlencoded::byte_serialize(raw.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// Twilio's JSON answer to a created message (both APIs).
+#[derive(serde::Deserialize)]
+struct CreatedMessage {
+    sid: String,
+    #[serde(default)]
+    status: Option<String>,
+    /// A string in the Messages API (`"1"`).
+    #[serde(default)]
+    num_segments: Option<serde_json::Value>,
+}
+
+/// Twilio's JSON error body.
+#[derive(serde::Deserialize)]
+struct TwilioError {
+    #[serde(default)]
+    code: Option<u32>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    more_info: Option<String>,
+}
+
+/// What an HTTP answer from Twilio means.
+pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) -> Result<Accepted, SendError> {
+    if (200..300).contains(&status) {
+        let created: CreatedMessage = serde_json::from_slice(body).map_err(|e| {
+            // Twilio said yes but the answer is unreadable: the message exists,
+            // so sending again would duplicate it.
+            SendError::Ambiguous(ProviderError {
+                code: None,
+                message: format!("unreadable {status} answer: {e}"),
+                http_status: Some(status),
+                more_info: None,
+            })
+        })?;
+        let segments = created.num_segments.and_then(|v| match v {
+            serde_json::Value::String(s) => s.parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => None,
+        });
+        return Ok(Accepted {
+            provider_message_id: created.sid,
+            status: created.status.unwrap_or_else(|| "sent".to_owned()),
+            segments,
+        });
+    }
+    let parsed: Option<TwilioError> = serde_json::from_slice(body).ok();
+    let error = ProviderError {
+        code: parsed.as_ref().and_then(|e| e.code),
+        message: parsed
+            .as_ref()
+            .and_then(|e| e.message.clone())
+            .unwrap_or_else(|| format!("HTTP {status} from Twilio")),
+        http_status: Some(status),
+        more_info: parsed.and_then(|e| e.more_info),
+    };
+    if status == 429 || error.code == Some(TOO_MANY_REQUESTS) || status >= 500 {
+        let after_ms = retry_after.and_then(parse_retry_after_ms);
+        return Err(SendError::Retry(RetryHint { after_ms, reason: error }));
+    }
+    if error.code == Some(OPTED_OUT) {
+        return Err(SendError::OptedOut(error));
+    }
+    Err(SendError::Reject(error))
+}
+
+/// `Retry-After` in seconds (Twilio does not send the HTTP-date form).
+fn parse_retry_after_ms(value: &str) -> Option<u64> {
+    let seconds: f64 = value.trim().parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as u64)
+}
+
+/// When a request failed below HTTP: did it reach Twilio?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    /// Failed before the request was sent (DNS, connect, TLS): safe to retry.
+    BeforeSending,
+    /// The host refused the destination: it never will.
+    Denied,
+    /// Failed after sending (timeouts waiting for the answer, a dropped connection).
+    AfterSending,
+}
+
+/// The outcome of a transport failure, with its description.
+pub fn classify_transport(failure: TransportFailure, description: String) -> SendError {
+    let error = ProviderError { code: None, message: description, http_status: None, more_info: None };
+    match failure {
+        TransportFailure::BeforeSending => SendError::Retry(RetryHint { after_ms: None, reason: error }),
+        TransportFailure::Denied => SendError::Reject(error),
+        TransportFailure::AfterSending => SendError::Ambiguous(error),
+    }
+}
+
+/// The base URL of a Twilio product (`api`, `conversations`) as Twilio's
+/// libraries build it: `{product}.{edge}.{region}.twilio.com`, where an edge
+/// without a region means region `us1`.
+pub fn product_base(product: &str, edge: Option<&str>, region: Option<&str>) -> String {
+    let region = region.or(edge.map(|_| "us1"));
+    let host = [Some(product), edge, region, Some("twilio.com")].into_iter().flatten().collect::<Vec<_>>().join(".");
+    format!("https://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EgressSettings {
+        EgressSettings {
+            account_sid: "AC00000000000000000000000000000001".into(),
+            credentials: ("SK00000000000000000000000000000002".into(), "secret".into()),
+            api_base: "https://api.twilio.com".into(),
+            conversations_base: "https://conversations.twilio.com".into(),
+            chat_service_sid: None,
+            messaging_service_sid: None,
+            from_number: Some("+15005550006".into()),
+            identity: Some("platform".into()),
+            default_status_callback: Some("https://hooks.example.com/twilio/status".into()),
+        }
+    }
+
+    fn sms(to: &str, body: &str) -> EgressMessage {
+        EgressMessage {
+            id: "eg 1".into(),
+            to: Some(to.into()),
+            conversation_sid: None,
+            body: Some(body.into()),
+            media_urls: vec![],
+            from: None,
+            messaging_service_sid: None,
+            status_callback: None,
+            attributes_json: None,
+        }
+    }
+
+    #[test]
+    fn sms_request_is_exact() {
+        let mut message = sms("+14155550100", "hello");
+        message.media_urls = vec!["https://e.com/a.png".into(), "https://e.com/b.png".into()];
+        let request = prepare(&message, &settings()).unwrap();
+        assert_eq!(
+            request.url,
+            "https://api.twilio.com/2010-04-01/Accounts/AC00000000000000000000000000000001/Messages.json"
+        );
+        assert_eq!(
+            request.headers[0],
+            ("authorization".into(), format!("Basic {}", BASE64.encode("SK00000000000000000000000000000002:secret")))
+        );
+        assert_eq!(
+            request.body(),
+            "To=%2B14155550100&From=%2B15005550006&Body=hello&MediaUrl=https%3A%2F%2Fe.com%2Fa.png&MediaUrl=https%3A%2F%2Fe.com%2Fb.png\
+             &StatusCallback=https%3A%2F%2Fhooks.example.com%2Ftwilio%2Fstatus%3Fegress_id%3Deg%2B1"
+        );
+    }
+
+    #[test]
+    fn sender_choice() {
+        let mut s = settings();
+        s.messaging_service_sid = Some("MG00000000000000000000000000000007".into());
+        let request = prepare(&sms("+1", "x"), &s).unwrap();
+        assert!(request.form.contains(&("MessagingServiceSid".into(), "MG00000000000000000000000000000007".into())));
+        // The message's own sender wins over both defaults.
+        let mut message = sms("+1", "x");
+        message.from = Some("+19999999999".into());
+        let request = prepare(&message, &s).unwrap();
+        assert!(request.form.contains(&("From".into(), "+19999999999".into())));
+        assert!(!request.form.iter().any(|(k, _)| k == "MessagingServiceSid"));
+        s.messaging_service_sid = None;
+        s.from_number = None;
+        assert!(matches!(prepare(&sms("+1", "x"), &s), Err(SendError::Reject(_))));
+    }
+
+    #[test]
+    fn local_rejections() {
+        assert!(matches!(prepare(&sms("+1", ""), &settings()), Err(SendError::Reject(_))));
+        assert!(matches!(prepare(&sms("+1", &"a".repeat(1601)), &settings()), Err(SendError::Reject(_))));
+        assert!(prepare(&sms("+1", &"a".repeat(1600)), &settings()).is_ok());
+        let mut message = sms("+1", "x");
+        message.media_urls = vec!["u".into(); 11];
+        assert!(matches!(prepare(&message, &settings()), Err(SendError::Reject(_))));
+        message.media_urls.clear();
+        message.to = None;
+        assert!(matches!(prepare(&message, &settings()), Err(SendError::Reject(_))));
+    }
+
+    #[test]
+    fn conversation_request() {
+        let mut message = sms("", "hi");
+        message.to = None;
+        message.conversation_sid = Some("CH00000000000000000000000000000004".into());
+        message.attributes_json = Some("{\"a\":1}".into());
+        let request = prepare(&message, &settings()).unwrap();
+        assert_eq!(
+            request.url,
+            "https://conversations.twilio.com/v1/Conversations/CH00000000000000000000000000000004/Messages"
+        );
+        assert_eq!(request.body(), "Author=platform&Body=hi&Attributes=%7B%22a%22%3A1%7D");
+        assert!(request.headers.contains(&("x-twilio-webhook-enabled".into(), "true".into())));
+        let mut s = settings();
+        s.chat_service_sid = Some("IS00000000000000000000000000000003".into());
+        let request = prepare(&message, &s).unwrap();
+        assert_eq!(
+            request.url,
+            "https://conversations.twilio.com/v1/Services/IS00000000000000000000000000000003/Conversations/CH00000000000000000000000000000004/Messages"
+        );
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_path_segment() {
+        let mut message = sms("", "hi");
+        message.to = None;
+        message.conversation_sid = Some("../../Accounts".into());
+        let request = prepare(&message, &settings()).unwrap();
+        assert!(request.url.ends_with("/v1/Conversations/..%2F..%2FAccounts/Messages"));
+    }
+
+    #[test]
+    fn classification() {
+        let accepted = classify_response(201, None, br#"{"sid":"SM1","status":"queued","num_segments":"2"}"#).unwrap();
+        assert_eq!(
+            (accepted.provider_message_id.as_str(), accepted.status.as_str(), accepted.segments),
+            ("SM1", "queued", Some(2))
+        );
+        let e = classify_response(400, None, br#"{"code":21211,"message":"Invalid 'To' Phone Number","more_info":"https://www.twilio.com/docs/errors/21211","status":400}"#);
+        assert!(matches!(e, Err(SendError::Reject(ProviderError { code: Some(21211), http_status: Some(400), .. }))));
+        let e = classify_response(
+            400,
+            None,
+            br#"{"code":21610,"message":"Attempt to send to unsubscribed recipient","status":400}"#,
+        );
+        assert!(matches!(e, Err(SendError::OptedOut(ProviderError { code: Some(21610), .. }))));
+        let e = classify_response(429, Some("2"), br#"{"code":20429,"message":"Too Many Requests","status":429}"#);
+        assert!(matches!(e, Err(SendError::Retry(RetryHint { after_ms: Some(2000), .. }))));
+        let e = classify_response(503, None, b"<html>busy</html>");
+        assert!(matches!(
+            e,
+            Err(SendError::Retry(RetryHint {
+                after_ms: None,
+                reason: ProviderError { code: None, http_status: Some(503), .. }
+            }))
+        ));
+        let e = classify_response(201, None, b"not json");
+        assert!(matches!(e, Err(SendError::Ambiguous(_))));
+        assert!(matches!(classify_transport(TransportFailure::BeforeSending, "refused".into()), SendError::Retry(_)));
+        assert!(matches!(
+            classify_transport(TransportFailure::AfterSending, "timeout".into()),
+            SendError::Ambiguous(_)
+        ));
+        assert!(matches!(classify_transport(TransportFailure::Denied, "denied".into()), SendError::Reject(_)));
+    }
+
+    #[test]
+    fn hosts_as_twilio_libraries_build_them() {
+        assert_eq!(product_base("api", None, None), "https://api.twilio.com");
+        assert_eq!(product_base("api", Some("dublin"), Some("ie1")), "https://api.dublin.ie1.twilio.com");
+        assert_eq!(product_base("conversations", Some("sydney"), None), "https://conversations.sydney.us1.twilio.com");
+        assert_eq!(product_base("api", None, Some("au1")), "https://api.au1.twilio.com");
+    }
+}

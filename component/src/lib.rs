@@ -1,0 +1,113 @@
+//! The Twilio connector: a WebAssembly component holding all Twilio logic.
+//!
+//! It exports the platform's `connector` interface (describe, send, access
+//! tokens) and `wasi:http/incoming-handler` for Twilio's webhooks, and reaches
+//! the outside only through what the host grants: named secrets, plain config,
+//! the bus, logging and `wasi:http/outgoing-handler`.
+//!
+//! The pure logic ([`signature`], [`segments`], [`token`], [`envelope`],
+//! [`egress`]) has no imports and is tested natively with `cargo test`; the
+//! modules below it ([`settings`], [`outbound`], [`webhook`]) are the thin layer
+//! that talks to the host.
+
+wit_bindgen::generate!({
+    world: "connector-world",
+    path: "../wit",
+    generate_all,
+    additional_derives: [PartialEq, Clone],
+    additional_derives_ignore: ["stream-error"],
+});
+
+pub mod egress;
+pub mod envelope;
+pub mod segments;
+pub mod signature;
+pub mod simulate;
+pub mod token;
+
+mod clock;
+mod outbound;
+mod settings;
+mod webhook;
+
+use exports::platform::connector::connector::{
+    AccessToken, Descriptor, Guest, SimulatedRequest, TokenError, TokenRequest,
+};
+use platform::connector::types::{Accepted, EgressMessage, SendError};
+
+/// The component's name, as the host and `/admin/connectors` show it.
+pub const NAME: &str = "twilio";
+
+/// The component's version; a build may set `CONNECTOR_VERSION` to tell two builds apart.
+pub const VERSION: &str = match option_env!("CONNECTOR_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+struct Component;
+
+impl Guest for Component {
+    fn describe() -> Descriptor {
+        Descriptor { name: NAME.to_owned(), version: VERSION.to_owned() }
+    }
+
+    fn send(message: EgressMessage) -> Result<Accepted, SendError> {
+        outbound::send(&message)
+    }
+
+    fn issue_token(request: TokenRequest) -> Result<AccessToken, TokenError> {
+        let settings = settings::TokenSettings::load().map_err(TokenError::NotConfigured)?;
+        let identity = request.identity.or(settings.identity).unwrap_or_default();
+        let issued = token::issue(&token::TokenRequest {
+            account_sid: &settings.account_sid,
+            api_key_sid: &settings.api_key_sid,
+            api_secret: settings.api_secret.as_bytes(),
+            chat_service_sid: settings.chat_service_sid.as_deref(),
+            region: settings.region.as_deref(),
+            identity: &identity,
+            ttl_seconds: request.ttl_seconds.unwrap_or(token::DEFAULT_TTL_SECONDS),
+            now: clock::unix_seconds(),
+        })
+        .map_err(|e| match e {
+            token::TokenError::Signing(_) => TokenError::NotConfigured(e.to_string()),
+            _ => TokenError::InvalidRequest(e.to_string()),
+        })?;
+        Ok(AccessToken { jwt: issued.jwt, identity, expires_at: issued.expires_at })
+    }
+
+    fn simulate_webhook(
+        kind: String,
+        options: Vec<(String, String)>,
+        base_url: String,
+    ) -> Result<SimulatedRequest, String> {
+        let account_sid = settings::secret("TWILIO_ACCOUNT_SID")?;
+        let auth_token = settings::secret("TWILIO_AUTH_TOKEN")?;
+        let chat_service_sid = settings::secret("TWILIO_CHAT_SERVICE_SID").ok();
+        let signed_base = settings::webhook_base_url().unwrap_or(base_url);
+        let random_hex: fn() -> String = || clock::uuid_v4().replace('-', "");
+        let simulated = simulate::build(
+            &kind,
+            &options,
+            &simulate::Identity {
+                account_sid: &account_sid,
+                auth_token: &auth_token,
+                chat_service_sid: chat_service_sid.as_deref(),
+                base_url: &signed_base,
+                random_hex,
+            },
+        )?;
+        Ok(SimulatedRequest {
+            path_with_query: simulated.path_with_query,
+            headers: simulated.headers,
+            body: simulated.body.into_bytes(),
+        })
+    }
+}
+
+impl exports::wasi::http::incoming_handler::Guest for Component {
+    fn handle(request: wasi::http::types::IncomingRequest, response_out: wasi::http::types::ResponseOutparam) {
+        webhook::handle(request, response_out);
+    }
+}
+
+export!(Component);

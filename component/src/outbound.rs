@@ -1,0 +1,154 @@
+//! Sending through `wasi:http/outgoing-handler`: the only way out of the sandbox.
+
+use crate::egress::{self, PreparedRequest, TransportFailure};
+use crate::platform::connector::log::{self, Level};
+use crate::platform::connector::types::{Accepted, EgressMessage, ProviderError, SendError};
+use crate::wasi::http::outgoing_handler;
+use crate::wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
+use crate::wasi::io::streams::StreamError;
+
+/// Bounds on one REST call, in nanoseconds (the host may cap them further).
+const CONNECT_TIMEOUT_NS: u64 = 5_000_000_000;
+const FIRST_BYTE_TIMEOUT_NS: u64 = 15_000_000_000;
+const BETWEEN_BYTES_TIMEOUT_NS: u64 = 10_000_000_000;
+/// Twilio's answers are a few KiB; more is not a Twilio answer.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Sends one egress message and says what came of it.
+pub fn send(message: &EgressMessage) -> Result<Accepted, SendError> {
+    let settings = crate::settings::egress_settings().map_err(|reason| {
+        SendError::Reject(ProviderError { code: None, message: reason, http_status: None, more_info: None })
+    })?;
+    let request = egress::prepare(message, &settings)?;
+    let outcome = execute(&request);
+    if let Err(error) = &outcome {
+        log::log(Level::Warn, &format!("send {} failed: {}", message.id, describe(error)));
+    }
+    outcome
+}
+
+fn describe(error: &SendError) -> String {
+    let (kind, e) = match error {
+        SendError::Retry(hint) => ("retry", &hint.reason),
+        SendError::Reject(e) => ("reject", e),
+        SendError::OptedOut(e) => ("opted out", e),
+        SendError::Ambiguous(e) => ("ambiguous", e),
+    };
+    match e.code {
+        Some(code) => format!("{kind}: Twilio {code}: {}", e.message),
+        None => format!("{kind}: {}", e.message),
+    }
+}
+
+fn execute(prepared: &PreparedRequest) -> Result<Accepted, SendError> {
+    let url = url::Url::parse(&prepared.url)
+        .map_err(|e| egress::classify_transport(TransportFailure::Denied, format!("invalid URL: {e}")))?;
+    let entries: Vec<(String, Vec<u8>)> =
+        prepared.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+    let headers = Fields::from_list(&entries)
+        .map_err(|e| egress::classify_transport(TransportFailure::Denied, format!("invalid header: {e:?}")))?;
+    let request = OutgoingRequest::new(headers);
+    let scheme = match url.scheme() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => Scheme::Other(other.to_owned()),
+    };
+    let authority = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
+    let path = &url[url::Position::BeforePath..];
+    let set = request.set_method(&Method::Post).is_ok()
+        && request.set_scheme(Some(&scheme)).is_ok()
+        && request.set_authority(Some(&authority)).is_ok()
+        && request.set_path_with_query(Some(path)).is_ok();
+    if !set {
+        return Err(egress::classify_transport(TransportFailure::Denied, format!("cannot address {}", prepared.url)));
+    }
+    let options = RequestOptions::new();
+    // Setting a timeout the host does not support is not fatal: the host bounds every call anyway.
+    let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_NS));
+    let _ = options.set_first_byte_timeout(Some(FIRST_BYTE_TIMEOUT_NS));
+    let _ = options.set_between_bytes_timeout(Some(BETWEEN_BYTES_TIMEOUT_NS));
+
+    let body = request.body().map_err(|()| before_sending("request body already taken"))?;
+    let pending = outgoing_handler::handle(request, Some(options)).map_err(transport_error)?;
+    write_body(body, prepared.body().as_bytes())?;
+
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(transport_error(code)),
+        Some(Err(())) | None => return Err(ambiguous("the answer was lost")),
+    };
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").into_iter().next().and_then(|v| String::from_utf8(v).ok());
+    let body = read_response_body(response)?;
+    egress::classify_response(status, retry_after.as_deref(), &body)
+}
+
+fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), SendError> {
+    {
+        let stream = body.write().map_err(|()| before_sending("request body stream unavailable"))?;
+        for chunk in bytes.chunks(4096) {
+            stream
+                .blocking_write_and_flush(chunk)
+                .map_err(|e| before_sending(&format!("writing the request: {e:?}")))?;
+        }
+    }
+    OutgoingBody::finish(body, None).map_err(transport_error)
+}
+
+fn read_response_body(response: crate::wasi::http::types::IncomingResponse) -> Result<Vec<u8>, SendError> {
+    let incoming = response.consume().map_err(|()| ambiguous("response body unavailable"))?;
+    let mut out = Vec::new();
+    {
+        let stream = incoming.stream().map_err(|()| ambiguous("response body unavailable"))?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => {
+                    out.extend_from_slice(&chunk);
+                    if out.len() > MAX_RESPONSE_BYTES {
+                        return Err(ambiguous("Twilio's answer is larger than 1 MiB"));
+                    }
+                }
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(ambiguous(&format!("reading the answer: {}", e.to_debug_string())));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn before_sending(message: &str) -> SendError {
+    egress::classify_transport(TransportFailure::BeforeSending, message.to_owned())
+}
+
+fn ambiguous(message: &str) -> SendError {
+    egress::classify_transport(TransportFailure::AfterSending, message.to_owned())
+}
+
+/// Whether a transport error happened before the request could reach Twilio.
+fn transport_error(code: ErrorCode) -> SendError {
+    let failure = match &code {
+        ErrorCode::DnsTimeout
+        | ErrorCode::DnsError(_)
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationIpUnroutable
+        | ErrorCode::ConnectionRefused
+        | ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionLimitReached
+        | ErrorCode::TlsProtocolError
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::TlsAlertReceived(_) => TransportFailure::BeforeSending,
+        ErrorCode::HttpRequestDenied
+        | ErrorCode::DestinationIpProhibited
+        | ErrorCode::HttpRequestUriInvalid
+        | ErrorCode::HttpRequestMethodInvalid => TransportFailure::Denied,
+        _ => TransportFailure::AfterSending,
+    };
+    egress::classify_transport(failure, format!("transport: {code:?}"))
+}

@@ -1,0 +1,208 @@
+//! Twilio's webhook routes: verify the signature, build the envelope, publish
+//! it, and only then answer 200.
+//!
+//! | route | publishes |
+//! | --- | --- |
+//! | `POST /twilio/messaging` | an ingress envelope on `messaging` |
+//! | `POST /twilio/status` | a status event on `status` |
+//! | `POST /twilio/conversations` | `onMessageAdded` as an envelope on `conversations` |
+
+use crate::envelope::{self, Context, Params};
+use crate::platform::connector::bus::{self, BusError, BusMessage};
+use crate::platform::connector::log::{self, Level};
+use crate::signature::{self, SignatureError, SignedContent};
+use crate::wasi::http::types::{
+    Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme,
+};
+use crate::wasi::io::streams::StreamError;
+use crate::{clock, settings};
+
+/// Twilio's bodies are small (a 1600-character body plus parameters); the host
+/// enforces its own limit first and answers 413.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The empty TwiML answer: acknowledge, send no reply.
+pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
+
+/// An HTTP answer.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn twiml() -> Self {
+        Self { status: 200, content_type: "text/xml", body: EMPTY_TWIML.to_owned() }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Self {
+        let mut body = message.into();
+        body.push('\n');
+        Self { status, content_type: "text/plain; charset=utf-8", body }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Messaging,
+    Status,
+    Conversations,
+}
+
+pub fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+    let reply = answer(&request);
+    respond(response_out, reply);
+}
+
+fn answer(request: &IncomingRequest) -> Reply {
+    let path_with_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
+    let path = path_with_query.split('?').next().unwrap_or_default();
+    let route = match path {
+        "/twilio/messaging" => Route::Messaging,
+        "/twilio/status" => Route::Status,
+        "/twilio/conversations" => Route::Conversations,
+        _ => return Reply::error(404, "no such route"),
+    };
+    if !matches!(request.method(), Method::Post) {
+        return Reply::error(405, "webhooks are POST");
+    }
+    let headers = request.headers();
+    let header = |name: &str| headers.get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok());
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let auth_token = match settings::secret("TWILIO_AUTH_TOKEN") {
+        Ok(token) => token,
+        Err(reason) => {
+            log::log(Level::Error, &format!("cannot verify webhooks: {reason}"));
+            return Reply::error(500, "the service cannot verify webhooks");
+        }
+    };
+    let url = public_url(request, &header, &path_with_query);
+    let is_form = header("content-type")
+        .is_none_or(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    let params: Vec<(String, String)> =
+        if is_form { form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
+    let content = if is_form { SignedContent::Form(&params) } else { SignedContent::Raw(&body) };
+    match signature::validate(auth_token.as_bytes(), &url, content, header("x-twilio-signature").as_deref()) {
+        Ok(()) => {}
+        Err(SignatureError::Missing) => return Reply::error(400, "missing X-Twilio-Signature"),
+        Err(error) => {
+            log::log(Level::Warn, &format!("refused webhook on {path}: {error}"));
+            return Reply::error(403, "invalid X-Twilio-Signature");
+        }
+    }
+    if !is_form {
+        return Reply::error(415, "Twilio webhooks are application/x-www-form-urlencoded");
+    }
+    publish(route, Params(&params), &url)
+}
+
+fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
+    let context = || Context { id: clock::uuid_v4(), received_at: clock::now_rfc3339() };
+    let built = match route {
+        Route::Messaging => envelope::inbound_message(params, &context())
+            .map(|e| Some(("messaging", e.provider_message_id.clone(), BusMessage::Envelope(e)))),
+        Route::Conversations => envelope::conversation_event(params, &context())
+            .map(|e| e.map(|e| ("conversations", e.provider_message_id.clone(), BusMessage::Envelope(e)))),
+        Route::Status => {
+            let egress_id = signature::query_param(url, "egress_id");
+            envelope::status_callback(params, egress_id, clock::now_rfc3339()).map(|event| {
+                let key = envelope::status_dedup_key(&event).unwrap_or_default();
+                Some(("status", key, BusMessage::Status(event)))
+            })
+        }
+    };
+    let (stream, key, message) = match built {
+        Ok(Some(built)) => built,
+        // Acknowledged, nothing to publish (a Conversations event other than onMessageAdded).
+        Ok(None) => return ok_reply(route),
+        Err(error) => return Reply::error(400, error.to_string()),
+    };
+    match bus::publish(stream, Some(&key), &message) {
+        Ok(_) => ok_reply(route),
+        Err(BusError::Unavailable(reason)) => {
+            log::log(Level::Error, &format!("bus unavailable for {key}: {reason}"));
+            Reply::error(503, "the bus cannot take the message now")
+        }
+        Err(BusError::NotAllowed(reason)) => {
+            log::log(Level::Error, &format!("bus refused stream {stream}: {reason}"));
+            Reply::error(500, "the connector may not publish this message")
+        }
+    }
+}
+
+fn ok_reply(route: Route) -> Reply {
+    match route {
+        Route::Messaging => Reply::twiml(),
+        // Status and Conversations webhooks ignore the body; TwiML is harmless and uniform.
+        Route::Status | Route::Conversations => Reply::twiml(),
+    }
+}
+
+/// The URL Twilio signed: the configured public base, else the forwarded
+/// scheme and host (the host passes those headers only when it trusts them),
+/// else the request as received.
+fn public_url(request: &IncomingRequest, header: &dyn Fn(&str) -> Option<String>, path_with_query: &str) -> String {
+    if let Some(base) = settings::webhook_base_url() {
+        return format!("{base}{path_with_query}");
+    }
+    let scheme = header("x-forwarded-proto")
+        .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
+        .unwrap_or_else(|| match request.scheme() {
+            Some(Scheme::Https) => "https".to_owned(),
+            Some(Scheme::Other(other)) => other,
+            _ => "http".to_owned(),
+        });
+    let host = header("x-forwarded-host")
+        .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
+        .or_else(|| request.authority())
+        .or_else(|| header("host"))
+        .unwrap_or_default();
+    format!("{scheme}://{host}{path_with_query}")
+}
+
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
+    let unavailable = || Reply::error(400, "request body unavailable");
+    let incoming = request.consume().map_err(|()| unavailable())?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming.stream().map_err(|()| unavailable())?;
+        loop {
+            match stream.blocking_read(64 * 1024) {
+                Ok(chunk) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_BODY_BYTES {
+                        return Err(Reply::error(413, "request body too large"));
+                    }
+                }
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(_)) => return Err(Reply::error(400, "request body unreadable")),
+            }
+        }
+    }
+    Ok(body)
+}
+
+fn respond(response_out: ResponseOutparam, reply: Reply) {
+    let headers = Fields::new();
+    let _ = headers.set("content-type", &[reply.content_type.as_bytes().to_vec()]);
+    let _ = headers.set("content-length", &[reply.body.len().to_string().into_bytes()]);
+    let response = OutgoingResponse::new(headers);
+    let _ = response.set_status_code(reply.status);
+    let Ok(body) = response.body() else {
+        ResponseOutparam::set(response_out, Ok(response));
+        return;
+    };
+    ResponseOutparam::set(response_out, Ok(response));
+    if let Ok(stream) = body.write() {
+        for chunk in reply.body.as_bytes().chunks(4096) {
+            if stream.blocking_write_and_flush(chunk).is_err() {
+                break;
+            }
+        }
+    }
+    let _ = OutgoingBody::finish(body, None);
+}

@@ -1,0 +1,94 @@
+//! Builds the connector components for wasm32-wasip2, so nobody builds wasm by
+//! hand: `cargo build`/`cargo test` of the host builds the guest first.
+//!
+//! The guest gets its own target directory (no lock contention with this build)
+//! and none of the host's RUSTFLAGS. The artifacts are bundled into the binary
+//! and their paths exported for the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (package, artifact file stem, name it is bundled under)
+const COMPONENTS: &[(&str, &str, &str)] = &[("twilio-connector", "twilio_connector", "twilio")];
+
+/// Build-time environment of one component build.
+type BuildEnv = &'static [(&'static str, &'static str)];
+
+/// Test fixtures: (package, artifact stem, fixture name, build-time environment).
+/// Not bundled; their paths are exported for the harness.
+const FIXTURES: &[(&str, &str, &str, BuildEnv)] = &[
+    ("probe-connector", "probe_connector", "probe", &[]),
+    ("probe-connector", "probe_connector", "probe-v2", &[("PROBE_VERSION", "2")]),
+    ("probe-connector", "probe_connector", "probe-trap-describe", &[("PROBE_MODE", "trap")]),
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir.parent().expect("host/ sits in the workspace").to_owned();
+    for watched in ["component/src", "component/Cargo.toml", "wit", "Cargo.lock", "tests/fixtures/probe/src"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    println!("cargo:rerun-if-env-changed=CONNECTOR_VERSION");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| if dir.is_absolute() { dir } else { workspace.join(dir) })
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("wasm");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+
+    let mut bundled = String::from(
+        "/// Components built into this binary: (name, bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
+    );
+    for (package, stem, name) in COMPONENTS {
+        build(&workspace, &target_dir, package, &[]);
+        let artifact = target_dir.join("wasm32-wasip2/release").join(format!("{stem}.wasm"));
+        let copy = out_dir.join(format!("{name}.wasm"));
+        std::fs::copy(&artifact, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", artifact.display()));
+        bundled.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", copy.display().to_string()));
+        println!("cargo:rustc-env=COMPONENT_{}_WASM={}", name.to_uppercase(), copy.display());
+    }
+    bundled.push_str("];\n\n/// Test fixture components: (name, path).\npub static FIXTURES: &[(&str, &str)] = &[\n");
+    for (package, stem, name, env) in FIXTURES {
+        build(&workspace, &target_dir, package, env);
+        let artifact = target_dir.join("wasm32-wasip2/release").join(format!("{stem}.wasm"));
+        let copy = out_dir.join(format!("fixture-{name}.wasm"));
+        std::fs::copy(&artifact, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", artifact.display()));
+        bundled.push_str(&format!("    ({name:?}, {:?}),\n", copy.display().to_string()));
+    }
+    bundled.push_str("];\n");
+    std::fs::write(out_dir.join("bundled.rs"), bundled).expect("writing bundled.rs");
+}
+
+/// `cargo rustc --crate-type cdylib`: the crates are plain libraries natively
+/// (a native cdylib cannot link the component's export names).
+fn build(workspace: &Path, target_dir: &Path, package: &str, env: &[(&str, &str)]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .args([
+            "rustc",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--crate-type",
+            "cdylib",
+            "-p",
+            package,
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    // The host's flags (coverage, sanitizers, target-cpu) are not the guest's.
+    for var in
+        ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER", "CARGO_TARGET_DIR"]
+    {
+        command.env_remove(var);
+    }
+    command.env("CARGO_PROFILE_RELEASE_DEBUG", "false").env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let status = command.status().expect("running cargo for the wasm32-wasip2 components");
+    assert!(status.success(), "building the wasm32-wasip2 components failed");
+}

@@ -1,0 +1,93 @@
+//! The platform bus: topics of JSON messages, durable before `publish`
+//! returns, with de-duplication keys and at-least-once consumers.
+//!
+//! [`Bus`] is the interface every backend implements; [`sqlite`] is the
+//! embedded default. [`wire`] is the JSON the platform reads.
+
+pub mod sqlite;
+pub mod wire;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::BusUrl;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Stored durably.
+    New,
+    /// A message with the same topic and de-duplication key was stored before; nothing changed.
+    Duplicate,
+}
+
+/// A message taken from a topic by a consumer. It comes back after the
+/// visibility timeout unless acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message's position in the bus; identifies it for ack and retry.
+    pub seq: i64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// How many times it has been taken, this time included.
+    pub attempt: u32,
+}
+
+/// A stored message, as `tail` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: i64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("bus did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The bus interface; both backends pass the same conformance tests.
+pub trait Bus: Send + Sync + fmt::Debug {
+    /// Stores `payload` on `topic`; returns once it is durable. With a key, a
+    /// second publish of the same key on the same topic is a no-op.
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        key: Option<&'a str>,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Published, BusError>>;
+
+    /// Takes the oldest visible message of `topic`, hiding it for `visibility`.
+    fn take<'a>(&'a self, topic: &'a str, visibility: Duration) -> BoxFuture<'a, Result<Option<Delivery>, BusError>>;
+
+    /// The message was handled: it is not delivered again.
+    fn ack(&self, seq: i64) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Makes a taken message visible again after `delay` (a retry later).
+    fn retry_later(&self, seq: i64, delay: Duration) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Messages of `topic` after `after_seq`, oldest first, at most `limit`.
+    fn read<'a>(&'a self, topic: &'a str, after_seq: i64, limit: usize)
+    -> BoxFuture<'a, Result<Vec<Stored>, BusError>>;
+
+    /// The newest sequence number on `topic` (0 when empty): where a live tail starts.
+    fn last_seq<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64, BusError>>;
+
+    /// Whether the bus answers now.
+    fn ping(&self) -> BoxFuture<'_, Result<(), BusError>>;
+}
+
+/// Opens the bus named by `url`.
+pub fn open(url: &BusUrl) -> anyhow::Result<Arc<dyn Bus>> {
+    match url {
+        BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::open(path)?)),
+        BusUrl::Nats(addr) => anyhow::bail!("nats://{addr}: the NATS JetStream backend is not built into this version"),
+    }
+}

@@ -1,0 +1,332 @@
+//! The `ingress-egress` command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::bus::wire::EgressRequest;
+use crate::config::{self, ConfigError, Env, ServiceConfig};
+use crate::connectors::Connectors;
+use crate::runtime::Runtime;
+use crate::telemetry::{self, LogFormat};
+
+/// Twilio SMS, MMS and Conversations for the platform bus, as a sandboxed
+/// WebAssembly connector.
+///
+/// Every command reads architecture.yaml and the same environment as `serve`
+/// (secrets from NAME, NAME_FILE or the secrets directory).
+#[derive(Debug, Parser)]
+#[command(name = "ingress-egress", version, about, long_about)]
+pub struct Cli {
+    /// The service definitions.
+    #[arg(long, global = true, default_value = "architecture.yaml", env = "ARCHITECTURE")]
+    pub architecture: PathBuf,
+    /// KEY=VALUE lines read as environment variables (the real environment wins).
+    #[arg(long, global = true)]
+    pub env_file: Option<PathBuf>,
+    /// How log lines are written (stderr).
+    #[arg(long, global = true, value_enum, default_value = "human", env = "LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: webhooks on LISTEN_ADDR, admin on ADMIN_ADDR, egress from the bus.
+    Serve,
+    /// Validate architecture.yaml and the environment; name what is missing or malformed.
+    Check,
+    /// Print an Access Token for the Conversations SDK.
+    Token(TokenArgs),
+    /// Publish one egress message on the bus (the running service sends it).
+    Send(SendArgs),
+    /// Follow a bus topic, one JSON message a line.
+    Tail(TailArgs),
+    /// Post a correctly signed webhook to a running service.
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Who the token is for (default: TWILIO_IDENTITY).
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Lifetime in seconds (1 to 86400; default 3600).
+    #[arg(long)]
+    pub ttl: Option<u32>,
+    /// The connector to ask (default: the only one enabled).
+    #[arg(long)]
+    pub connector: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient, E.164 (`+14155550100`) or `whatsapp:+…`.
+    #[arg(long, conflicts_with = "conversation", required_unless_present = "conversation")]
+    pub to: Option<String>,
+    /// Send into this conversation (`CH…`) instead.
+    #[arg(long)]
+    pub conversation: Option<String>,
+    #[arg(long)]
+    pub body: Option<String>,
+    /// A media URL (repeat for several, up to 10).
+    #[arg(long = "media-url")]
+    pub media_urls: Vec<String>,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub messaging_service_sid: Option<String>,
+    /// Your own id for the message (default: a new UUID); status events name it.
+    #[arg(long)]
+    pub id: Option<String>,
+    #[arg(long)]
+    pub connector: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The topic, e.g. ingress.twilio.messaging or events.twilio.status.
+    #[arg(long)]
+    pub topic: String,
+    /// Replay what the bus retains before following.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Stop after this many seconds without a new message.
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// sms, status or conversation.
+    pub kind: String,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub body: Option<String>,
+    #[arg(long = "media-url")]
+    pub media_urls: Vec<String>,
+    /// For `status`: the status to report (default delivered).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// For `status`: Twilio's error code.
+    #[arg(long)]
+    pub error_code: Option<String>,
+    /// For `status`: the egress message id the callback is about.
+    #[arg(long)]
+    pub egress_id: Option<String>,
+    /// Reuse a message sid (to see de-duplication).
+    #[arg(long)]
+    pub message_sid: Option<String>,
+    /// For `conversation`: the conversation sid.
+    #[arg(long)]
+    pub conversation: Option<String>,
+    /// Where the service listens (default: http://LISTEN_ADDR, 0.0.0.0 as 127.0.0.1).
+    #[arg(long)]
+    pub url: Option<String>,
+    #[arg(long)]
+    pub connector: Option<String>,
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut env = Env::from_process();
+    if let Some(path) = &cli.env_file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        env = Env::parse_dotenv(&text).merged_under(env);
+    }
+    if let Command::Check = cli.command {
+        return check(&cli.architecture, &env);
+    }
+    let config = config::load(&cli.architecture, &env)?;
+    match cli.command {
+        Command::Check => Ok(()),
+        Command::Serve => crate::service::run(config).await,
+        Command::Token(args) => token(config, args).await,
+        Command::Send(args) => send(config, args).await,
+        Command::Tail(args) => tail(config, args).await,
+        Command::Simulate(args) => simulate(config, args).await,
+    }
+}
+
+fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
+    match config::load(path, env) {
+        Ok(config) => {
+            println!("{}: ok", path.display());
+            for connector in &config.connectors {
+                match (connector.enabled, &connector.enabled_by) {
+                    (true, _) => println!("connector {}: enabled ({})", connector.name, connector.component),
+                    (false, Some(var)) => println!("connector {}: disabled by {var}", connector.name),
+                    (false, None) => println!("connector {}: disabled", connector.name),
+                }
+            }
+            Ok(())
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            anyhow::bail!("{}: {} problem(s)", path.display(), problems.len())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads the connectors in this process, for commands that call one directly.
+async fn local_connectors(config: &ServiceConfig) -> anyhow::Result<Connectors> {
+    let bus = crate::bus::open(&config.bus_url)?;
+    let runtime = Runtime::new(&config.limits)?;
+    Connectors::load(config, runtime, bus).await
+}
+
+fn pick<'a>(
+    connectors: &'a Connectors,
+    name: Option<&str>,
+) -> anyhow::Result<&'a Arc<crate::connectors::ConnectorSlot>> {
+    match name {
+        Some(name) => connectors.by_name(name).with_context(|| format!("no enabled connector named {name}")),
+        None => match connectors.slots() {
+            [only] => Ok(only),
+            [] => anyhow::bail!("no connector is enabled"),
+            _ => anyhow::bail!("several connectors are enabled: name one with --connector"),
+        },
+    }
+}
+
+async fn token(config: ServiceConfig, args: TokenArgs) -> anyhow::Result<()> {
+    use crate::runtime::bindings::{TokenError, TokenRequest};
+    let connectors = local_connectors(&config).await?;
+    let slot = pick(&connectors, args.connector.as_deref())?;
+    let request = TokenRequest { identity: args.identity, ttl_seconds: args.ttl };
+    match slot.current().issue_token(request).await? {
+        Ok(token) => {
+            println!("{}", token.jwt);
+            Ok(())
+        }
+        Err(TokenError::InvalidRequest(reason)) => anyhow::bail!("invalid request: {reason}"),
+        Err(TokenError::NotConfigured(reason)) => anyhow::bail!("not configured: {reason}"),
+    }
+}
+
+async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
+    let bus = crate::bus::open(&config.bus_url)?;
+    let connector = match &args.connector {
+        Some(name) => config.enabled_connectors().find(|c| &c.name == name),
+        None => config.enabled_connectors().next(),
+    }
+    .context("no such enabled connector")?;
+    let message = EgressRequest {
+        id: args.id,
+        to: args.to,
+        conversation_sid: args.conversation,
+        body: args.body,
+        media_urls: args.media_urls,
+        from: args.from,
+        messaging_service_sid: args.messaging_service_sid,
+        status_callback: None,
+        attributes: None,
+    };
+    let id = crate::egress::enqueue(bus.as_ref(), connector, message).await?;
+    println!("{id}");
+    Ok(())
+}
+
+async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let bus = crate::bus::open(&config.bus_url)?;
+    let mut cursor = if args.from_start { 0 } else { bus.last_seq(&args.topic).await? };
+    let mut printed = 0usize;
+    let mut idle_since = tokio::time::Instant::now();
+    let stdout = std::io::stdout();
+    loop {
+        let batch = bus.read(&args.topic, cursor, 256).await?;
+        if batch.is_empty() {
+            if args.idle_timeout.is_some_and(|secs| idle_since.elapsed() >= Duration::from_secs(secs)) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        idle_since = tokio::time::Instant::now();
+        let mut out = stdout.lock();
+        for message in batch {
+            cursor = message.seq;
+            out.write_all(&message.payload)?;
+            out.write_all(b"\n")?;
+            printed += 1;
+            if args.limit.is_some_and(|limit| printed >= limit) {
+                out.flush()?;
+                return Ok(());
+            }
+        }
+        out.flush()?;
+    }
+}
+
+async fn simulate(config: ServiceConfig, args: SimulateArgs) -> anyhow::Result<()> {
+    let base_url = args.url.clone().unwrap_or_else(|| {
+        let addr = config.listen_addr;
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        format!("http://{host}:{}", addr.port())
+    });
+    let mut options: Vec<(String, String)> = Vec::new();
+    let mut add = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            options.push((k.to_owned(), v.clone()));
+        }
+    };
+    add("from", &args.from);
+    add("to", &args.to);
+    add("body", &args.body);
+    add("status", &args.status);
+    add("error-code", &args.error_code);
+    add("egress-id", &args.egress_id);
+    add("message-sid", &args.message_sid);
+    add("conversation", &args.conversation);
+    for url in &args.media_urls {
+        options.push(("media-url".to_owned(), url.clone()));
+    }
+    let connectors = local_connectors(&config).await?;
+    let slot = pick(&connectors, args.connector.as_deref())?;
+    let simulated = slot
+        .current()
+        .simulate_webhook(args.kind.clone(), options, base_url.clone())
+        .await?
+        .map_err(|reason| anyhow::anyhow!(reason))?;
+    let (status, body) = crate::client::post(&base_url, &simulated.path_with_query, &simulated.headers, simulated.body)
+        .await
+        .with_context(|| format!("posting to {base_url}"))?;
+    println!("{status} {}", String::from_utf8_lossy(&body).trim());
+    if status >= 300 {
+        anyhow::bail!("the service answered {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! The host's typed configuration: architecture.yaml, then the environment
+//! and secret files on top of it.
+//!
+//! [`load`] reports every problem at once, each by the name of the setting and
+//! never by its value, so `ingress-egress check` can list them all.
+
+mod format;
+mod schema;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use format::{Format, parse_bool};
+pub use secret::Secret;
+
+/// The service this host runs, as named in architecture.yaml.
+pub const SERVICE_NAME: &str = "ingress-egress";
+
+/// A snapshot of environment variables, so configuration is a pure function
+/// of its inputs (tests pass their own).
+#[derive(Debug, Clone, Default)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self(std::env::vars().collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.0.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn remove(&mut self, name: &str) -> &mut Self {
+        self.0.remove(name);
+        self
+    }
+
+    /// `KEY=VALUE` lines; blank lines and `#` comments skipped, one pair of
+    /// surrounding quotes removed.
+    pub fn parse_dotenv(text: &str) -> Self {
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix("export ").unwrap_or(line).split_once('='))
+            .map(|(key, value)| {
+                let value = value.trim();
+                let unquoted =
+                    ['"', '\''].iter().find_map(|q| value.strip_prefix(*q)?.strip_suffix(*q)).unwrap_or(value);
+                (key.trim().to_owned(), unquoted.to_owned())
+            })
+            .collect()
+    }
+
+    /// These values under `over`: where both set a name, `over` wins.
+    pub fn merged_under(mut self, over: Env) -> Self {
+        self.0.extend(over.0);
+        self
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        Self(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+/// One thing wrong with the configuration, said by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub name: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid architecture file: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Where the bus lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusUrl {
+    Sqlite(PathBuf),
+    Nats(String),
+}
+
+impl fmt::Display for BusUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Nats(addr) => write!(f, "nats://{addr}"),
+        }
+    }
+}
+
+/// Sandbox and server limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Larger webhook bodies are answered 413 before the connector sees them.
+    pub max_body_bytes: usize,
+    /// Linear memory one connector instance may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock bound on one call into a connector (CPU and waiting alike).
+    pub call_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    /// Instances alive at once (the pooling allocator's size).
+    pub max_concurrent_instances: u32,
+    /// Calls a warm instance serves before it is replaced.
+    pub instance_reuse: u32,
+    /// How long shutdown waits for requests and sends in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(20),
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(10),
+            max_concurrent_instances: 256,
+            instance_reuse: 1000,
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Where a connector's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// The copy built into this binary, by name.
+    Bundled(String),
+    File(PathBuf),
+}
+
+impl fmt::Display for ComponentSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bundled(name) => write!(f, "bundled:{name}"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// How the egress worker drives a connector.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    pub concurrency: u32,
+    pub rate_per_sender: f64,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            rate_per_sender: 10.0,
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One connector, resolved.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    pub name: String,
+    pub enabled: bool,
+    /// The variable that decided `enabled`, for messages.
+    pub enabled_by: Option<String>,
+    pub component: ComponentSource,
+    /// Granted secrets: name → value when set.
+    pub secrets: BTreeMap<String, Option<Secret>>,
+    /// Granted variables: name → value when set or defaulted.
+    pub variables: BTreeMap<String, String>,
+    pub routes: Vec<String>,
+    pub topics: BTreeMap<String, String>,
+    /// Host names (`*.domain` patterns allowed) the connector may call.
+    pub outbound_hosts: Vec<String>,
+    pub egress: EgressConfig,
+}
+
+/// The whole service, resolved.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub bus_url: BusUrl,
+    pub trust_forwarded_headers: bool,
+    pub limits: Limits,
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+impl ServiceConfig {
+    pub fn enabled_connectors(&self) -> impl Iterator<Item = &ConnectorConfig> {
+        self.connectors.iter().filter(|c| c.enabled)
+    }
+}
+
+/// Reads architecture.yaml at `path` and resolves it against `env`.
+pub fn load(path: &Path, env: &Env) -> Result<ServiceConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
+    parse(&text, &base_dir, env).map_err(|e| match e {
+        ParseFailure::Syntax(message) => ConfigError::Parse { path: path.to_owned(), message },
+        ParseFailure::Invalid(problems) => ConfigError::Invalid(problems),
+    })
+}
+
+enum ParseFailure {
+    Syntax(String),
+    Invalid(Vec<Problem>),
+}
+
+fn parse(text: &str, base_dir: &Path, env: &Env) -> Result<ServiceConfig, ParseFailure> {
+    let mut file: schema::ArchitectureFile =
+        serde_yaml::from_str(text).map_err(|e| ParseFailure::Syntax(e.to_string()))?;
+    let service = file
+        .services
+        .remove(SERVICE_NAME)
+        .ok_or_else(|| ParseFailure::Syntax(format!("no service named {SERVICE_NAME} under `services`")))?;
+    let mut problems = Problems::default();
+    let config = resolve(service, base_dir, env, &mut problems);
+    if problems.0.is_empty() { Ok(config) } else { Err(ParseFailure::Invalid(problems.0)) }
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, name: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { name: name.into(), message: message.into() });
+    }
+}
+
+fn resolve(service: schema::ServiceDef, base_dir: &Path, env: &Env, problems: &mut Problems) -> ServiceConfig {
+    let relative = |p: &str| -> PathBuf {
+        let path = PathBuf::from(p);
+        if path.is_absolute() { path } else { base_dir.join(path) }
+    };
+    let mut addr = |name: &str, configured: &str| -> SocketAddr {
+        let value = env.get(name).unwrap_or(configured);
+        value.parse().unwrap_or_else(|_| {
+            problems.add(name, "expected an address such as 127.0.0.1:8080");
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    };
+    let listen_addr = addr("LISTEN_ADDR", &service.listen_addr);
+    let admin_addr = addr("ADMIN_ADDR", &service.admin_addr);
+    let data_dir = env.get("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| relative(&service.data_dir));
+    let bus_url = match env.get("BUS_URL").map(str::to_owned).or(service.bus_url) {
+        None => BusUrl::Sqlite(data_dir.join("bus.sqlite3")),
+        Some(url) => match (url.strip_prefix("sqlite://"), url.strip_prefix("nats://")) {
+            (Some(path), _) if !path.is_empty() => BusUrl::Sqlite(relative(path)),
+            (_, Some(addr)) if !addr.is_empty() => BusUrl::Nats(addr.to_owned()),
+            _ => {
+                problems.add("BUS_URL", "expected sqlite://PATH or nats://HOST:PORT");
+                BusUrl::Sqlite(data_dir.join("bus.sqlite3"))
+            }
+        },
+    };
+    let secrets_dir = env.get("SECRETS_DIR").map(PathBuf::from).or(service.secrets_dir.as_deref().map(relative));
+    let limits = resolve_limits(&service.limits, problems);
+    let connectors = service
+        .connectors
+        .into_iter()
+        .map(|(name, def)| resolve_connector(name, def, &relative, env, secrets_dir.as_deref(), problems))
+        .collect();
+    ServiceConfig {
+        listen_addr,
+        admin_addr,
+        data_dir,
+        bus_url,
+        trust_forwarded_headers: service.trust_forwarded_headers,
+        limits,
+        connectors,
+    }
+}
+
+fn resolve_limits(def: &schema::LimitsDef, problems: &mut Problems) -> Limits {
+    let defaults = Limits::default();
+    let mut positive = |name: &str, value: Option<u64>, default: u64| -> u64 {
+        match value {
+            Some(0) => {
+                problems.add(format!("limits.{name}"), "must be greater than zero");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    };
+    let ms = |d: Duration| d.as_millis() as u64;
+    Limits {
+        max_body_bytes: positive("max_body_bytes", def.max_body_bytes, defaults.max_body_bytes as u64) as usize,
+        memory_bytes: positive("memory_bytes", def.memory_bytes, defaults.memory_bytes as u64) as usize,
+        call_timeout: Duration::from_millis(positive(
+            "call_timeout_ms",
+            def.call_timeout_ms,
+            ms(defaults.call_timeout),
+        )),
+        header_read_timeout: Duration::from_millis(positive(
+            "header_read_timeout_ms",
+            def.header_read_timeout_ms,
+            ms(defaults.header_read_timeout),
+        )),
+        body_read_timeout: Duration::from_millis(positive(
+            "body_read_timeout_ms",
+            def.body_read_timeout_ms,
+            ms(defaults.body_read_timeout),
+        )),
+        max_concurrent_instances: positive(
+            "max_concurrent_instances",
+            def.max_concurrent_instances.map(u64::from),
+            u64::from(defaults.max_concurrent_instances),
+        ) as u32,
+        instance_reuse: positive(
+            "instance_reuse",
+            def.instance_reuse.map(u64::from),
+            u64::from(defaults.instance_reuse),
+        ) as u32,
+        shutdown_grace: Duration::from_millis(positive(
+            "shutdown_grace_ms",
+            def.shutdown_grace_ms,
+            ms(defaults.shutdown_grace),
+        )),
+    }
+}
+
+fn resolve_connector(
+    name: String,
+    def: schema::ConnectorDef,
+    relative: &dyn Fn(&str) -> PathBuf,
+    env: &Env,
+    secrets_dir: Option<&Path>,
+    problems: &mut Problems,
+) -> ConnectorConfig {
+    let component_var = format!("CONNECTOR_{}_COMPONENT", name.to_ascii_uppercase().replace('-', "_"));
+    let component = match env.get(&component_var) {
+        Some(path) => ComponentSource::File(PathBuf::from(path)),
+        None => match def.component.strip_prefix("bundled:") {
+            Some(bundled) => ComponentSource::Bundled(bundled.to_owned()),
+            None => ComponentSource::File(relative(&def.component)),
+        },
+    };
+    // Variables first: `enabled_by` is one of them (or a plain environment variable).
+    let mut variables = BTreeMap::new();
+    let mut variable_formats = Vec::new();
+    for (var, value_def) in &def.variables {
+        let format = declared_format(var, value_def, problems);
+        if let Some(value) = env.get(var).map(str::to_owned).or_else(|| value_def.default.clone()) {
+            variables.insert(var.clone(), value);
+        }
+        variable_formats.push((var.clone(), format, value_def));
+    }
+    let enabled = match &def.enabled_by {
+        None => true,
+        Some(var) => {
+            let value = variables.get(var).map(String::as_str).or_else(|| env.get(var));
+            match value.map(parse_bool) {
+                None => true,
+                Some(Some(enabled)) => enabled,
+                Some(None) => {
+                    problems.add(var.clone(), "expected true or false");
+                    false
+                }
+            }
+        }
+    };
+    let mut secrets = BTreeMap::new();
+    for (secret_name, value_def) in &def.secrets {
+        let format = declared_format(secret_name, value_def, problems);
+        let value = match read_secret(secret_name, env, secrets_dir) {
+            Ok(value) => {
+                if enabled {
+                    check_value(secret_name, value.as_ref().map(Secret::reveal), format.as_ref(), value_def, problems);
+                }
+                value
+            }
+            Err(message) => {
+                if enabled {
+                    problems.add(secret_name.clone(), message);
+                }
+                None
+            }
+        };
+        secrets.insert(secret_name.clone(), value);
+    }
+    if enabled {
+        for (var, format, value_def) in &variable_formats {
+            check_value(var, variables.get(var).map(String::as_str), format.as_ref(), value_def, problems);
+        }
+    }
+    let mut outbound_hosts = def.outbound.hosts.clone();
+    for var in &def.outbound.hosts_from_variables {
+        if let Some(url) = variables.get(var).and_then(|v| url::Url::parse(v).ok())
+            && let Some(host) = url.host_str()
+        {
+            outbound_hosts.push(host.to_owned());
+        }
+    }
+    let defaults = EgressConfig::default();
+    let egress = EgressConfig {
+        concurrency: def.egress.concurrency.unwrap_or(defaults.concurrency).max(1),
+        rate_per_sender: def.egress.rate_per_sender.filter(|r| *r > 0.0).unwrap_or(defaults.rate_per_sender),
+        max_attempts: def.egress.max_attempts.unwrap_or(defaults.max_attempts).max(1),
+        initial_backoff: def.egress.initial_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.initial_backoff),
+        max_backoff: def.egress.max_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.max_backoff),
+    };
+    ConnectorConfig {
+        name,
+        enabled,
+        enabled_by: def.enabled_by,
+        component,
+        secrets,
+        variables,
+        routes: def.routes,
+        topics: def.topics,
+        outbound_hosts,
+        egress,
+    }
+}
+
+fn declared_format(name: &str, def: &schema::ValueDef, problems: &mut Problems) -> Option<Format> {
+    let spec = def.format.as_deref()?;
+    Format::parse(spec).map_err(|e| problems.add(format!("{name}.format"), e)).ok()
+}
+
+fn check_value(
+    name: &str,
+    value: Option<&str>,
+    format: Option<&Format>,
+    def: &schema::ValueDef,
+    problems: &mut Problems,
+) {
+    match (value, format) {
+        (None, _) if def.required => match &def.description {
+            Some(description) => problems.add(name, format!("missing ({description})")),
+            None => problems.add(name, "missing"),
+        },
+        (None, _) => {}
+        (Some(value), Some(format)) => {
+            if let Err(expected) = format.check(value) {
+                problems.add(name, format!("malformed: {expected}"));
+            }
+        }
+        (Some(_), None) => {}
+    }
+}
+
+/// A secret from `NAME`, the file named by `NAME_FILE`, or `secrets_dir/NAME`.
+fn read_secret(name: &str, env: &Env, secrets_dir: Option<&Path>) -> Result<Option<Secret>, String> {
+    if let Some(value) = env.get(name) {
+        return Ok(Some(Secret::new(value)));
+    }
+    let file_var = format!("{name}_FILE");
+    if let Some(path) = env.get(&file_var) {
+        return std::fs::read_to_string(path)
+            .map(|text| Some(Secret::new(text.trim_end_matches(['\r', '\n']))))
+            .map_err(|e| format!("cannot read the file named by {file_var}: {}", e.kind()));
+    }
+    if let Some(dir) = secrets_dir {
+        let path = dir.join(name);
+        if path.is_file() {
+            return std::fs::read_to_string(&path)
+                .map(|text| Some(Secret::new(text.trim_end_matches(['\r', '\n']))))
+                .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;

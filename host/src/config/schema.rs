@@ -1,0 +1,119 @@
+//! The shape of architecture.yaml, as written. Every struct denies unknown
+//! keys, so a typo is an error that names it rather than a silent default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchitectureFile {
+    pub services: BTreeMap<String, ServiceDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    /// For the operator reading the file.
+    #[serde(default, rename = "description")]
+    pub _description: Option<String>,
+    pub listen_addr: String,
+    pub admin_addr: String,
+    pub data_dir: String,
+    /// `sqlite://PATH` or `nats://HOST:PORT`; `sqlite://{data_dir}/bus.sqlite3` when absent.
+    #[serde(default)]
+    pub bus_url: Option<String>,
+    /// Where mounted secret files live (Docker/Kubernetes); one file per secret name.
+    #[serde(default)]
+    pub secrets_dir: Option<String>,
+    /// Pass `X-Forwarded-Proto`/`X-Forwarded-Host` to connectors (only behind a proxy you run).
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+    #[serde(default)]
+    pub limits: LimitsDef,
+    #[serde(default)]
+    pub connectors: BTreeMap<String, ConnectorDef>,
+}
+
+/// Sandbox and server limits; absent ones take the documented defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDef {
+    pub max_body_bytes: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub call_timeout_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub max_concurrent_instances: Option<u32>,
+    pub instance_reuse: Option<u32>,
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorDef {
+    /// For the operator reading the file.
+    #[serde(default, rename = "description")]
+    pub _description: Option<String>,
+    /// The component: a file path (relative to architecture.yaml), or
+    /// `bundled:NAME` for the copy built into the binary.
+    pub component: String,
+    /// The variable that switches the connector on (`true`) or off.
+    #[serde(default)]
+    pub enabled_by: Option<String>,
+    /// Secrets the connector is granted, by name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, ValueDef>,
+    /// Plain settings the connector is granted, by name.
+    #[serde(default)]
+    pub variables: BTreeMap<String, ValueDef>,
+    /// Path prefixes of the public listener routed to this connector.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Stream name (what the connector publishes to or consumes) → bus topic.
+    #[serde(default)]
+    pub topics: BTreeMap<String, String>,
+    #[serde(default)]
+    pub outbound: OutboundDef,
+    #[serde(default)]
+    pub egress: EgressDef,
+}
+
+/// A declared secret or variable.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueDef {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `text`, `sid:XX`, `hex32`, `e164`, `bool`, `url`, `integer`.
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// Where the connector may send HTTP requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundDef {
+    /// Host names; `*.example.com` matches any subdomain.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Variables holding base URLs whose hosts are allowed too (overrides).
+    #[serde(default)]
+    pub hosts_from_variables: Vec<String>,
+}
+
+/// How the egress worker drives this connector.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressDef {
+    pub concurrency: Option<u32>,
+    /// Messages per second per sender (`from` or messaging service).
+    pub rate_per_sender: Option<f64>,
+    pub max_attempts: Option<u32>,
+    pub initial_backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+}

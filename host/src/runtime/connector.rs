@@ -1,0 +1,209 @@
+//! A loaded connector component and the calls the host makes into it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use super::bindings::{
+    Accepted, AccessToken, ConnectorWorld, ConnectorWorldPre, Descriptor, EgressMessage, SendError, SimulatedRequest,
+    TokenError, TokenRequest,
+};
+use super::{EPOCH_TICK, Grants, InstanceState, Runtime};
+use crate::config::Limits;
+use crate::telemetry::metrics;
+
+/// Why a component was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("does not compile: {0}")]
+    Compile(String),
+    #[error("does not link: {0}")]
+    Link(String),
+    #[error("does not answer describe(): {0}")]
+    Describe(String),
+}
+
+/// A compiled, linked and described connector, ready for calls.
+pub struct Connector {
+    pre: ConnectorWorldPre<InstanceState>,
+    grants: Arc<Grants>,
+    limits: Limits,
+    descriptor: Descriptor,
+    content_hash: String,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("name", &self.descriptor.name)
+            .field("version", &self.descriptor.version)
+            .field("content_hash", &self.content_hash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failed call into the guest: it trapped, ran out of time, or the host failed it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CallError(String);
+
+impl Connector {
+    pub(super) async fn load(runtime: &Runtime, bytes: &[u8], grants: Arc<Grants>) -> Result<Self, LoadError> {
+        let content_hash = hex_sha256(bytes);
+        let component = Component::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let instance_pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = ConnectorWorldPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let mut connector = Self {
+            pre,
+            grants,
+            limits: runtime.limits.clone(),
+            descriptor: Descriptor { name: String::new(), version: String::new() },
+            content_hash,
+        };
+        connector.descriptor = connector.call_describe().await.map_err(|e| LoadError::Describe(e.to_string()))?;
+        Ok(connector)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.descriptor.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.descriptor.version
+    }
+
+    /// SHA-256 of the component file, hex.
+    pub fn content_hash(&self) -> &str {
+        &self.content_hash
+    }
+
+    pub fn grants(&self) -> &Arc<Grants> {
+        &self.grants
+    }
+
+    fn new_store(&self) -> Store<InstanceState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build();
+        let state = InstanceState::new(self.grants.clone(), limits, self.limits.call_timeout);
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs `call` on a fresh instance, bounded by the call timeout.
+    async fn with_instance<T>(
+        &self,
+        what: &'static str,
+        call: impl AsyncFnOnce(&mut Store<InstanceState>, &ConnectorWorld) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
+        let started = Instant::now();
+        let mut store = self.new_store();
+        let timeout = self.limits.call_timeout;
+        let result = tokio::time::timeout(timeout, async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            call(&mut store, &instance).await
+        })
+        .await;
+        let outcome = match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(trap)) => Err(CallError(format!("{what} failed in the connector: {trap:#}"))),
+            Err(_) => Err(CallError(format!("{what} took longer than {timeout:?}"))),
+        };
+        metrics::component_call(&self.descriptor.name, what, started.elapsed(), outcome.is_ok());
+        outcome
+    }
+
+    async fn call_describe(&self) -> Result<Descriptor, CallError> {
+        self.with_instance("describe", async |store, instance| {
+            instance.platform_connector_connector().call_describe(store).await
+        })
+        .await
+    }
+
+    pub async fn describe(&self) -> Result<Descriptor, CallError> {
+        self.call_describe().await
+    }
+
+    pub async fn send(&self, message: EgressMessage) -> Result<Result<Accepted, SendError>, CallError> {
+        self.with_instance("send", async |store, instance| {
+            instance.platform_connector_connector().call_send(store, &message).await
+        })
+        .await
+    }
+
+    pub async fn issue_token(&self, request: TokenRequest) -> Result<Result<AccessToken, TokenError>, CallError> {
+        self.with_instance("issue-token", async |store, instance| {
+            instance.platform_connector_connector().call_issue_token(store, &request).await
+        })
+        .await
+    }
+
+    pub async fn simulate_webhook(
+        &self,
+        kind: String,
+        options: Vec<(String, String)>,
+        base_url: String,
+    ) -> Result<Result<SimulatedRequest, String>, CallError> {
+        self.with_instance("simulate-webhook", async |store, instance| {
+            instance.platform_connector_connector().call_simulate_webhook(store, &kind, &options, &base_url).await
+        })
+        .await
+    }
+
+    /// Serves one HTTP request with the component's `wasi:http/incoming-handler`.
+    pub async fn handle<B>(&self, request: hyper::Request<B>) -> Result<hyper::Response<HyperOutgoingBody>, CallError>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let started = Instant::now();
+        let mut store = self.new_store();
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let cannot_pass = |e: wasmtime::Error| CallError(format!("cannot pass the request in: {e:#}"));
+        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(cannot_pass)?;
+        let out = store.data_mut().http().new_response_outparam(sender).map_err(cannot_pass)?;
+        let pre = self.pre.clone();
+        let timeout = self.limits.call_timeout;
+        // The guest keeps running after it hands over the response head, to
+        // write the body: it runs as its own task, bounded by the call timeout.
+        let guest = tokio::spawn(async move {
+            let run = async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            };
+            match tokio::time::timeout(timeout, run).await {
+                Ok(result) => result.map_err(|e| format!("{e:#}")),
+                Err(_) => Err(format!("took longer than {timeout:?}")),
+            }
+        });
+        let response = match receiver.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(code)) => Err(CallError(format!("the connector answered with an error: {code:?}"))),
+            // The guest ended without answering: say why.
+            Err(_) => Err(CallError(match guest.await {
+                Ok(Err(reason)) => format!("the connector failed: {reason}"),
+                Ok(Ok(())) => "the connector returned without answering".to_owned(),
+                Err(e) => format!("the connector task failed: {e}"),
+            })),
+        };
+        metrics::component_call(&self.descriptor.name, "http", started.elapsed(), response.is_ok());
+        response
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,73 @@
+//! What one connector is granted: the only secrets, settings, streams and
+//! outbound hosts its instances can reach.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::bus::Bus;
+use crate::config::{ConnectorConfig, Secret};
+
+/// A connector's grants, shared by all its instances.
+#[derive(Debug)]
+pub struct Grants {
+    pub connector: String,
+    pub secrets: BTreeMap<String, Option<Secret>>,
+    pub variables: BTreeMap<String, String>,
+    /// Stream name → bus topic.
+    pub topics: BTreeMap<String, String>,
+    pub outbound: OutboundAllowList,
+    pub bus: Arc<dyn Bus>,
+}
+
+impl Grants {
+    pub fn new(config: &ConnectorConfig, bus: Arc<dyn Bus>) -> Self {
+        Self {
+            connector: config.name.clone(),
+            secrets: config.secrets.clone(),
+            variables: config.variables.clone(),
+            topics: config.topics.clone(),
+            outbound: OutboundAllowList::new(config.outbound_hosts.clone()),
+            bus,
+        }
+    }
+}
+
+/// Host names a connector may call; `*.example.com` matches any subdomain.
+#[derive(Debug, Clone)]
+pub struct OutboundAllowList(Vec<String>);
+
+impl OutboundAllowList {
+    pub fn new(hosts: Vec<String>) -> Self {
+        Self(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect())
+    }
+
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.0.iter().any(|pattern| match pattern.strip_prefix("*.") {
+            Some(domain) => {
+                host.len() > domain.len() + 1
+                    && host.ends_with(domain)
+                    && host[..host.len() - domain.len()].ends_with('.')
+            }
+            None => *pattern == host,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_matches_exact_hosts_and_subdomains_only() {
+        let list = OutboundAllowList::new(vec!["api.twilio.com".into(), "*.twilio.com".into(), "127.0.0.1".into()]);
+        assert!(list.allows("api.twilio.com"));
+        assert!(list.allows("API.Twilio.com."));
+        assert!(list.allows("conversations.dublin.ie1.twilio.com"));
+        assert!(list.allows("127.0.0.1"));
+        assert!(!list.allows("twilio.com"));
+        assert!(!list.allows("eviltwilio.com"));
+        assert!(!list.allows("twilio.com.evil.org"));
+        assert!(!list.allows("127.0.0.2"));
+    }
+}

@@ -1,0 +1,92 @@
+//! The wasmtime runtime: one engine, one linker, and connectors loaded into it.
+//!
+//! Every store gets an epoch deadline and a memory limit; every call a
+//! wall-clock bound. A store that trapped is never entered again.
+
+pub mod bindings;
+mod connector;
+mod grants;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+pub use connector::{Connector, LoadError};
+pub use grants::{Grants, OutboundAllowList};
+pub use state::InstanceState;
+
+use crate::config::Limits;
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The engine and linker every connector shares.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<InstanceState>>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    pub fn new(limits: &Limits) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let mut linker = Linker::<InstanceState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking wasi:http")?;
+        link_host_interfaces(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking the connector's host interfaces")?;
+        spawn_epoch_ticker(&engine);
+        Ok(Self { engine, linker: Arc::new(linker), limits: limits.clone() })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles, links and describes a connector; it is ready for traffic when this returns.
+    pub async fn load(&self, bytes: &[u8], grants: Arc<Grants>) -> Result<Connector, LoadError> {
+        Connector::load(self, bytes, grants).await
+    }
+}
+
+/// The platform's own interfaces (the WASI ones are linked by their crates).
+fn link_host_interfaces(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    use bindings::platform::connector::{bus, config, log, secrets, types};
+    types::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
+    secrets::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
+    config::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
+    bus::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
+    log::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)
+}
+
+/// Advances the engine's epoch from a plain thread, so a guest stuck in a
+/// loop is interrupted even when every async worker is busy.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the epoch ticker: guest loops will only end at the call timeout");
+    }
+}

@@ -1,0 +1,171 @@
+//! The data of one connector instance's store, and the host side of every
+//! interface the connector imports.
+//!
+//! WASI gets nothing: no environment, no arguments, no preopened directories,
+//! no sockets. `wasi:http` outbound goes through [`OutboundPolicy`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::bindings::platform::connector::{bus, config, log, secrets, types};
+use super::grants::Grants;
+use crate::bus::wire;
+use crate::telemetry::metrics;
+
+/// Store data for one instance.
+pub struct InstanceState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    hooks: OutboundPolicy,
+    grants: Arc<Grants>,
+}
+
+impl InstanceState {
+    pub fn new(grants: Arc<Grants>, limits: StoreLimits, call_timeout: Duration) -> Self {
+        Self {
+            // The default builder grants nothing: empty env, no args, no
+            // preopens, sockets denied, stdio to nowhere.
+            wasi: WasiCtx::builder().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits,
+            hooks: OutboundPolicy { grants: grants.clone(), max_timeout: call_timeout },
+            grants,
+        }
+    }
+}
+
+impl std::fmt::Debug for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceState").field("connector", &self.grants.connector).finish_non_exhaustive()
+    }
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Outbound HTTP policy: only allow-listed hosts, and every wait bounded.
+pub struct OutboundPolicy {
+    grants: Arc<Grants>,
+    max_timeout: Duration,
+}
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        drop(fut);
+        let host = request.uri().host().unwrap_or_default().to_owned();
+        let allowed = self.grants.outbound.allows(&host);
+        let connector = self.grants.connector.clone();
+        let cap = self.max_timeout;
+        let bound = |d: Option<Duration>| Some(d.map_or(cap, |d| d.min(cap)));
+        let options = wasmtime_wasi_http::RequestOptions {
+            connect_timeout: bound(options.and_then(|o| o.connect_timeout)),
+            first_byte_timeout: bound(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes_timeout: bound(options.and_then(|o| o.between_bytes_timeout)),
+        };
+        Box::new(async move {
+            if !allowed {
+                tracing::warn!(connector, host, "outbound request refused: host not allowed");
+                metrics::outbound_refused(&connector);
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+            ))
+        })
+    }
+}
+
+impl types::Host for InstanceState {}
+
+impl secrets::Host for InstanceState {
+    async fn reveal(&mut self, name: String) -> wasmtime::Result<Result<String, secrets::SecretError>> {
+        Ok(match self.grants.secrets.get(&name) {
+            Some(Some(value)) => Ok(value.reveal().to_owned()),
+            Some(None) => Err(secrets::SecretError::NotSet),
+            None => {
+                tracing::warn!(connector = %self.grants.connector, secret = %name, "connector asked for a secret it is not granted");
+                Err(secrets::SecretError::NotGranted)
+            }
+        })
+    }
+}
+
+impl config::Host for InstanceState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.grants.variables.get(&key).cloned())
+    }
+}
+
+impl bus::Host for InstanceState {
+    async fn publish(
+        &mut self,
+        stream: String,
+        dedup_key: Option<String>,
+        message: bus::BusMessage,
+    ) -> wasmtime::Result<Result<bus::Receipt, bus::BusError>> {
+        let Some(topic) = self.grants.topics.get(&stream) else {
+            tracing::warn!(connector = %self.grants.connector, stream, "publish to a stream not granted");
+            return Ok(Err(bus::BusError::NotAllowed(format!("stream {stream} is not granted"))));
+        };
+        let payload = wire::encode(&message);
+        let started = Instant::now();
+        let result = self.grants.bus.publish(topic, dedup_key.as_deref(), payload).await;
+        metrics::bus_publish(topic, started.elapsed(), result.is_ok());
+        Ok(match result {
+            Ok(crate::bus::Published::New) => Ok(bus::Receipt::Published),
+            Ok(crate::bus::Published::Duplicate) => Ok(bus::Receipt::Duplicate),
+            Err(e) => {
+                tracing::error!(topic, error = %e, "bus publish failed");
+                Err(bus::BusError::Unavailable(e.to_string()))
+            }
+        })
+    }
+}
+
+impl log::Host for InstanceState {
+    async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let connector = &self.grants.connector;
+        match level {
+            log::Level::Debug => tracing::debug!(connector, "{message}"),
+            log::Level::Info => tracing::info!(connector, "{message}"),
+            log::Level::Warn => tracing::warn!(connector, "{message}"),
+            log::Level::Error => tracing::error!(connector, "{message}"),
+        }
+        Ok(())
+    }
+}

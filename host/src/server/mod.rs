@@ -1,0 +1,130 @@
+//! The HTTP listeners: public (webhooks, health) and admin (loopback:
+//! metrics, connectors, egress, tokens).
+
+mod admin;
+mod public;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::bus::Bus;
+use crate::config::ServiceConfig;
+use crate::connectors::Connectors;
+
+/// Response bodies: what a component streams, or a buffer the host wrote.
+pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// What both listeners serve from.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: ServiceConfig,
+    pub connectors: Connectors,
+    pub bus: Arc<dyn Bus>,
+}
+
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
+}
+
+pub fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut body = message.to_owned();
+    body.push('\n');
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(serde_json::to_vec(value).unwrap_or_default()))
+        .unwrap_or_else(|_| Response::new(full("")))
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy)]
+enum Listener {
+    Public,
+    Admin,
+}
+
+/// Binds both listeners; returns their real addresses (a port 0 becomes a free port).
+pub async fn bind(config: &ServiceConfig) -> anyhow::Result<(TcpListener, TcpListener)> {
+    use anyhow::Context as _;
+    let public =
+        TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
+    let admin = TcpListener::bind(config.admin_addr).await.with_context(|| format!("binding {}", config.admin_addr))?;
+    Ok((public, admin))
+}
+
+/// Serves both listeners until `shutdown` turns true, then stops accepting and
+/// waits (up to the shutdown grace) for requests in flight.
+pub async fn serve(
+    state: Arc<AppState>,
+    public: TcpListener,
+    admin: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_read_timeout = state.config.limits.header_read_timeout;
+    loop {
+        let (stream, listener) = tokio::select! {
+            accepted = public.accept() => (accepted, Listener::Public),
+            accepted = admin.accept() => (accepted, Listener::Admin),
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match stream {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let state = state.clone();
+            async move {
+                let response = match listener {
+                    Listener::Public => public::handle(&state, request, peer).await,
+                    Listener::Admin => admin::handle(&state, request).await,
+                };
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop((public, admin));
+    let grace = state.config.limits.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?grace, "requests still in flight after the shutdown grace; stopping anyway");
+    }
+    Ok(())
+}
+
+/// The address a listener really bound, for the log line.
+pub fn local(listener: &TcpListener) -> SocketAddr {
+    listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}

@@ -1,0 +1,94 @@
+//! The public listener: Twilio's webhooks (routed to their connector) and health.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+
+use super::{AppState, Body, full, text};
+use crate::telemetry::metrics;
+
+pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let response = match path.as_str() {
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => readiness(state).await,
+        _ => match state.connectors.route(&path) {
+            Some(_) => to_connector(state, request, &path, peer).await,
+            None => text(StatusCode::NOT_FOUND, "no such route"),
+        },
+    };
+    metrics::http_request(route_label(&path), response.status().as_u16());
+    response
+}
+
+/// A bounded label: known routes by name, everything else as `other`.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/twilio/messaging" => "/twilio/messaging",
+        "/twilio/status" => "/twilio/status",
+        "/twilio/conversations" => "/twilio/conversations",
+        _ => "other",
+    }
+}
+
+async fn readiness(state: &AppState) -> Response<Body> {
+    match tokio::time::timeout(Duration::from_secs(2), state.bus.ping()).await {
+        Ok(Ok(())) if !state.connectors.slots().is_empty() => text(StatusCode::OK, "ready"),
+        Ok(Ok(())) => text(StatusCode::SERVICE_UNAVAILABLE, "no connector loaded"),
+        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("bus: {e}")),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "bus: no answer"),
+    }
+}
+
+/// Reads the body within the size and time limits, then hands the request to
+/// the connector that owns the route.
+async fn to_connector(state: &AppState, request: Request<Incoming>, path: &str, peer: SocketAddr) -> Response<Body> {
+    let limits = &state.config.limits;
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    let (mut parts, body) = request.into_parts();
+    let limited = http_body_util::Limited::new(body, limits.max_body_bytes);
+    let bytes = match tokio::time::timeout(limits.body_read_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
+        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "request body not received in time"),
+    };
+    if !state.config.trust_forwarded_headers {
+        // Only a proxy the operator runs may say what the public URL was.
+        for name in ["x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"] {
+            parts.headers.remove(name);
+        }
+    }
+    let Some(slot) = state.connectors.route(path) else {
+        return text(StatusCode::NOT_FOUND, "no such route");
+    };
+    let connector = slot.current();
+    let request = Request::from_parts(parts, full(bytes));
+    match connector.handle(request).await {
+        Ok(response) => {
+            // Connectors answer 400 to an unsigned request and 403 to a forged one.
+            if matches!(response.status(), StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) {
+                metrics::webhook_rejected(connector.name(), response.status().as_u16());
+            }
+            response.map(|body| body.boxed_unsync())
+        }
+        Err(e) => {
+            tracing::error!(connector = connector.name(), path, %peer, error = %e, "connector failed the request");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Shared pieces of the harness: a service in a temporary directory with test
+//! credentials, an independent X-Twilio-Signature, and a plain HTTP client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use ingress_egress::config::{self, Env, ServiceConfig};
+use ingress_egress::service::RunningService;
+
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub const AUTH_TOKEN: &str = "fedcba9876543210fedcba9876543210";
+pub const API_KEY: &str = "SK0123456789abcdef0123456789abcdef";
+pub const API_SECRET: &str = "harness-api-secret-0123456789abcd";
+pub const CHAT_SERVICE_SID: &str = "IS0123456789abcdef0123456789abcdef";
+
+/// The repository's architecture.yaml.
+pub fn repo_architecture() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../architecture.yaml")).expect("architecture.yaml")
+}
+
+/// Where the build put a fixture component.
+pub fn fixture(name: &str) -> &'static str {
+    ingress_egress::bundled::fixture(name).unwrap_or_else(|| panic!("no fixture {name}"))
+}
+
+/// A service definition and environment in a temporary directory.
+#[derive(Debug)]
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub env: Env,
+    architecture: String,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Harness {
+    /// The repository's architecture.yaml with every Twilio secret set, both
+    /// listeners on free loopback ports and the bus in the temporary directory.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = Env::default();
+        env.set("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
+            .set("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+            .set("TWILIO_API_KEY", API_KEY)
+            .set("TWILIO_API_SECRET", API_SECRET)
+            .set("TWILIO_CHAT_SERVICE_SID", CHAT_SERVICE_SID)
+            .set("LISTEN_ADDR", "127.0.0.1:0")
+            .set("ADMIN_ADDR", "127.0.0.1:0")
+            .set("DATA_DIR", dir.path().join("data").to_str().expect("utf-8 path"));
+        Self { dir, env, architecture: repo_architecture() }
+    }
+
+    /// Changes the architecture text (a grant removed, a connector added).
+    pub fn edit_architecture(&mut self, edit: impl FnOnce(String) -> String) -> &mut Self {
+        self.architecture = edit(std::mem::take(&mut self.architecture));
+        self
+    }
+
+    /// Adds the probe fixture as a second connector serving `/probe/`.
+    pub fn with_probe(&mut self, fixture_name: &str, outbound_hosts: &[&str]) -> &mut Self {
+        let path = fixture(fixture_name);
+        let hosts = outbound_hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
+        self.edit_architecture(|text| {
+            format!(
+                "{text}      probe:\n        component: {path}\n        routes: [/probe/]\n        secrets:\n          TWILIO_AUTH_TOKEN: {{}}\n        outbound:\n          hosts: [{hosts}]\n"
+            )
+        })
+    }
+
+    pub fn architecture_path(&self) -> PathBuf {
+        let path = self.dir.path().join("architecture.yaml");
+        std::fs::write(&path, &self.architecture).expect("writing architecture.yaml");
+        path
+    }
+
+    pub fn config(&self) -> ServiceConfig {
+        config::load(&self.architecture_path(), &self.env).expect("valid configuration")
+    }
+
+    pub async fn start(&self) -> RunningService {
+        ingress_egress::service::start(self.config(), None).await.expect("service starts")
+    }
+}
+
+/// X-Twilio-Signature computed here, independently of the component.
+pub fn sign(url: &str, params: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<_> = params.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(AUTH_TOKEN.as_bytes()).expect("any key length");
+    mac.update(url.as_bytes());
+    for (k, v) in sorted {
+        mac.update(k.as_bytes());
+        mac.update(v.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Form-encodes parameters.
+pub fn form(params: &[(&str, &str)]) -> Vec<u8> {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish().into_bytes()
+}
+
+/// POSTs to a listener; returns status and body text.
+pub async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
+    let headers: Vec<(String, String)> = headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let (status, body) =
+        ingress_egress::client::post(&format!("http://{addr}"), path, &headers, body).await.expect("request");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// POSTs a form webhook signed for `http://{addr}{path}` (or unsigned, or with `signature`).
+pub async fn post_webhook(
+    addr: SocketAddr,
+    path: &str,
+    params: &[(&str, &str)],
+    signature: Signature<'_>,
+) -> (u16, String) {
+    let url = format!("http://{addr}{path}");
+    let sig = match signature {
+        Signature::Valid => Some(sign(&url, params)),
+        Signature::Missing => None,
+        Signature::Given(s) => Some(s.to_owned()),
+    };
+    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+    if let Some(sig) = &sig {
+        headers.push(("x-twilio-signature", sig.as_str()));
+    }
+    post(addr, path, &headers, form(params)).await
+}
+
+/// How a webhook is signed.
+#[derive(Debug, Clone, Copy)]
+pub enum Signature<'a> {
+    Valid,
+    Missing,
+    Given(&'a str),
+}
