@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use harness::{ACCOUNT_SID, API_KEY, API_SECRET, CHAT_SERVICE_SID, Harness, fixture, post};
 use ingress_egress::runtime::bindings::{TokenError, TokenRequest};
-use ingress_egress::runtime::{Grants, Runtime};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
@@ -42,11 +41,7 @@ fn twilio_bytes() -> &'static [u8] {
 }
 
 async fn load_twilio(harness: &Harness) -> ingress_egress::runtime::Connector {
-    let config = harness.config();
-    let runtime = Runtime::new(&config.limits).unwrap();
-    let bus = ingress_egress::bus::open(&config.bus_url).unwrap();
-    let grants = Arc::new(Grants::new(&config.connectors[0], bus));
-    runtime.load(twilio_bytes(), grants).await.unwrap()
+    harness.load_twilio().await
 }
 
 #[tokio::test]

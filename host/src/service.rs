@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use crate::bus::{self, Bus};
 use crate::config::ServiceConfig;
 use crate::connectors::Connectors;
+use crate::egress::EgressWorker;
 use crate::runtime::Runtime;
 use crate::server::{self, AppState};
 
@@ -20,13 +21,21 @@ pub struct RunningService {
     pub state: Arc<AppState>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
+    egress: Vec<JoinHandle<()>>,
 }
 
 impl RunningService {
     /// Stops accepting, lets requests in flight finish, and waits for the end.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.task.await?
+        let served = self.task.await?;
+        // Sends under way finish; each is bounded by the call timeout.
+        let grace = self.state.config.limits.shutdown_grace + self.state.config.limits.call_timeout;
+        let workers = futures_join_all(self.egress);
+        if tokio::time::timeout(grace, workers).await.is_err() {
+            tracing::warn!(?grace, "egress sends still under way after the grace; their messages will be redelivered");
+        }
+        served
     }
 }
 
@@ -58,8 +67,20 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
     tracing::info!(bus = %config.bus_url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");
     let state = Arc::new(AppState { config, connectors, bus });
     let (shutdown, stopping) = watch::channel(false);
+    let mut egress = Vec::new();
+    for slot in state.connectors.slots() {
+        if let Some(worker) = EgressWorker::new(slot.clone(), state.bus.clone(), state.config.limits.call_timeout) {
+            egress.extend(worker.spawn(&stopping));
+        }
+    }
     let task = tokio::spawn(server::serve(state.clone(), public, admin, stopping));
-    Ok(RunningService { public_addr, admin_addr, state, shutdown, task })
+    Ok(RunningService { public_addr, admin_addr, state, shutdown, task, egress })
+}
+
+async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
 }
 
 /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully.

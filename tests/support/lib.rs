@@ -1,5 +1,8 @@
 //! Shared pieces of the harness: a service in a temporary directory with test
-//! credentials, an independent X-Twilio-Signature, and a plain HTTP client.
+//! credentials, an independent X-Twilio-Signature, a plain HTTP client, and a
+//! fake Twilio.
+
+pub mod fake_twilio;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +89,28 @@ impl Harness {
     pub async fn start(&self) -> RunningService {
         ingress_egress::service::start(self.config(), None).await.expect("service starts")
     }
+
+    /// The Twilio connector loaded on its own (no listeners), with its grants.
+    pub async fn load_twilio(&self) -> ingress_egress::runtime::Connector {
+        let config = self.config();
+        let runtime = ingress_egress::runtime::Runtime::new(&config.limits).expect("runtime");
+        let bus = ingress_egress::bus::open(&config.bus_url).expect("bus");
+        let twilio = config.connectors.iter().find(|c| c.name == "twilio").expect("twilio connector");
+        let grants = std::sync::Arc::new(ingress_egress::runtime::Grants::new(twilio, bus));
+        let bytes = ingress_egress::bundled::get("twilio").expect("bundled twilio component");
+        runtime.load(bytes, grants).await.expect("the component loads")
+    }
+
+    /// Points both Twilio REST base URLs at `base` (a fake Twilio or Prism).
+    pub fn with_twilio_at(&mut self, base: &str) -> &mut Self {
+        self.env.set("TWILIO_API_BASE_URL", base).set("TWILIO_CONVERSATIONS_BASE_URL", base);
+        self
+    }
+
+    /// Starts the service on another bus (a failing one, say).
+    pub async fn start_with_bus(&self, bus: std::sync::Arc<dyn ingress_egress::bus::Bus>) -> RunningService {
+        ingress_egress::service::start(self.config(), Some(bus)).await.expect("service starts")
+    }
 }
 
 /// X-Twilio-Signature computed here, independently of the component.
@@ -141,4 +166,77 @@ pub enum Signature<'a> {
     Valid,
     Missing,
     Given(&'a str),
+}
+
+/// A bus that is down: every operation fails.
+#[derive(Debug)]
+pub struct DeadBus;
+
+impl ingress_egress::bus::Bus for DeadBus {
+    fn publish<'a>(
+        &'a self,
+        _: &'a str,
+        _: Option<&'a str>,
+        _: Vec<u8>,
+    ) -> ingress_egress::bus::BoxFuture<'a, Result<ingress_egress::bus::Published, ingress_egress::bus::BusError>> {
+        Box::pin(async { Err(dead()) })
+    }
+    fn take<'a>(
+        &'a self,
+        _: &'a str,
+        _: std::time::Duration,
+    ) -> ingress_egress::bus::BoxFuture<'a, Result<Option<ingress_egress::bus::Delivery>, ingress_egress::bus::BusError>>
+    {
+        Box::pin(async { Err(dead()) })
+    }
+    fn ack(&self, _: i64) -> ingress_egress::bus::BoxFuture<'_, Result<(), ingress_egress::bus::BusError>> {
+        Box::pin(async { Err(dead()) })
+    }
+    fn retry_later(
+        &self,
+        _: i64,
+        _: std::time::Duration,
+    ) -> ingress_egress::bus::BoxFuture<'_, Result<(), ingress_egress::bus::BusError>> {
+        Box::pin(async { Err(dead()) })
+    }
+    fn read<'a>(
+        &'a self,
+        _: &'a str,
+        _: i64,
+        _: usize,
+    ) -> ingress_egress::bus::BoxFuture<'a, Result<Vec<ingress_egress::bus::Stored>, ingress_egress::bus::BusError>>
+    {
+        Box::pin(async { Err(dead()) })
+    }
+    fn last_seq<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> ingress_egress::bus::BoxFuture<'a, Result<i64, ingress_egress::bus::BusError>> {
+        Box::pin(async { Err(dead()) })
+    }
+    fn ping(&self) -> ingress_egress::bus::BoxFuture<'_, Result<(), ingress_egress::bus::BusError>> {
+        Box::pin(async { Err(dead()) })
+    }
+}
+
+fn dead() -> ingress_egress::bus::BusError {
+    ingress_egress::bus::BusError::Unavailable("disk I/O error".into())
+}
+
+/// Every message on `topic`, parsed.
+pub async fn messages(service: &RunningService, topic: &str) -> Vec<serde_json::Value> {
+    let stored = service.state.bus.read(topic, 0, 10_000).await.expect("bus read");
+    stored.iter().map(|m| serde_json::from_slice(&m.payload).expect("JSON on the bus")).collect()
+}
+
+/// Waits (bounded) until `topic` holds at least `count` messages; returns them.
+pub async fn wait_for_messages(service: &RunningService, topic: &str, count: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = messages(service, topic).await;
+        if found.len() >= count || tokio::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -47,6 +47,14 @@ impl EgressRequest {
     }
 }
 
+/// Now, as RFC 3339 in UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    now.format(&format).unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
 pub fn encode(message: &BusMessage) -> Vec<u8> {
     let value = match message {
         BusMessage::Envelope(envelope) => envelope_json(envelope),

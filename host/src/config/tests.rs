@@ -45,10 +45,12 @@ fn the_repository_architecture_loads_with_all_secrets() {
 #[test]
 fn two_missing_and_one_malformed_are_all_named_without_values() {
     let mut env = full_env();
-    env.remove("TWILIO_AUTH_TOKEN").remove("TWILIO_API_SECRET").set("TWILIO_ACCOUNT_SID", "ACnot-a-sid-secretish");
+    env.remove("TWILIO_AUTH_TOKEN")
+        .remove("TWILIO_CHAT_SERVICE_SID")
+        .set("TWILIO_ACCOUNT_SID", "ACnot-a-sid-secretish");
     let found = problems(&repo_architecture(), &env);
     let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["TWILIO_ACCOUNT_SID", "TWILIO_API_SECRET", "TWILIO_AUTH_TOKEN"], "{found:?}");
+    assert_eq!(names, ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_CHAT_SERVICE_SID"], "{found:?}");
     let text = ConfigError::Invalid(found).to_string();
     assert!(text.contains("TWILIO_AUTH_TOKEN: missing"));
     assert!(text.contains("TWILIO_ACCOUNT_SID: malformed: expected AC followed by 32 hex digits"));

@@ -36,7 +36,9 @@ impl InstanceState {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             limits,
-            hooks: OutboundPolicy { grants: grants.clone(), max_timeout: call_timeout },
+            // Outbound waits end well before the call does, so the guest sees a
+            // transport error (and can say whether the request went out) rather than being cut off.
+            hooks: OutboundPolicy { grants: grants.clone(), max_timeout: call_timeout / 2 },
             grants,
         }
     }

@@ -1,4 +1,10 @@
-//! Egress: enqueueing messages on a connector's egress topic.
+//! Egress: enqueueing messages on a connector's egress topic, and the worker
+//! that sends them.
+
+mod rate;
+mod worker;
+
+pub use worker::{EgressWorker, backoff};
 
 use crate::bus::wire::EgressRequest;
 use crate::bus::{Bus, BusError};
@@ -6,6 +12,10 @@ use crate::config::ConnectorConfig;
 
 /// The stream a connector consumes egress messages from.
 pub const EGRESS_STREAM: &str = "egress";
+/// Where the outcome of each message is published.
+pub const STATUS_STREAM: &str = "status";
+/// Where messages that will not be sent go, with the reason.
+pub const DEADLETTER_STREAM: &str = "deadletter";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {

@@ -1,0 +1,280 @@
+//! The egress worker: takes messages from a connector's egress topic, asks the
+//! connector to send them, and publishes what came of it.
+//!
+//! A message leaves the topic only when the provider took it or it was
+//! dead-lettered with the reason. Retryable outcomes come back after an
+//! exponential backoff with jitter (at least the provider's Retry-After), up to
+//! `max_attempts`; permanent ones are dead-lettered at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+use super::rate::SenderRates;
+use super::{DEADLETTER_STREAM, EGRESS_STREAM, STATUS_STREAM};
+use crate::bus::wire::{self, EgressRequest};
+use crate::bus::{Bus, Delivery};
+use crate::config::EgressConfig;
+use crate::connectors::ConnectorSlot;
+use crate::runtime::bindings::{ProviderError, SendError, StatusEvent};
+use crate::telemetry::metrics;
+
+/// How long an idle worker waits before looking at the topic again.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long a worker waits after the bus failed before trying again.
+const BUS_PAUSE: Duration = Duration::from_secs(1);
+
+/// One connector's egress: its topics, its bounds, and the shared rate limits.
+#[derive(Debug)]
+pub struct EgressWorker {
+    slot: Arc<ConnectorSlot>,
+    bus: Arc<dyn Bus>,
+    egress_topic: String,
+    status_topic: Option<String>,
+    deadletter_topic: Option<String>,
+    config: EgressConfig,
+    rates: SenderRates,
+    /// How long a taken message stays hidden: longer than any one send.
+    visibility: Duration,
+}
+
+/// The final word on a message that was not sent.
+struct Failure {
+    status: &'static str,
+    reason: String,
+    error: Option<ProviderError>,
+}
+
+impl EgressWorker {
+    /// The worker for `slot`, or `None` when the connector has no egress topic.
+    pub fn new(slot: Arc<ConnectorSlot>, bus: Arc<dyn Bus>, call_timeout: Duration) -> Option<Arc<Self>> {
+        let topics = &slot.config.topics;
+        let egress_topic = topics.get(EGRESS_STREAM)?.clone();
+        Some(Arc::new(Self {
+            status_topic: topics.get(STATUS_STREAM).cloned(),
+            deadletter_topic: topics.get(DEADLETTER_STREAM).cloned(),
+            rates: SenderRates::new(slot.config.egress.rate_per_sender),
+            config: slot.config.egress.clone(),
+            visibility: call_timeout + Duration::from_secs(30),
+            egress_topic,
+            slot,
+            bus,
+        }))
+    }
+
+    /// Runs `concurrency` loops until `shutdown`; sends under way finish first.
+    pub fn spawn(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.config.concurrency)
+            .map(|_| {
+                let worker = self.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move { worker.run(shutdown).await })
+            })
+            .collect()
+    }
+
+    async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            match self.bus.take(&self.egress_topic, self.visibility).await {
+                Ok(Some(delivery)) => self.process(delivery).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %self.egress_topic, error = %e, "cannot take egress messages");
+                    tokio::time::sleep(BUS_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Sends one message and settles it: acknowledged, retried later, or dead-lettered.
+    pub async fn process(&self, delivery: Delivery) {
+        let connector = self.slot.config.name.clone();
+        let request: EgressRequest = match serde_json::from_slice(&delivery.payload) {
+            Ok(request) => request,
+            Err(e) => {
+                let id = format!("seq-{}", delivery.seq);
+                let failure =
+                    Failure { status: "failed", reason: format!("malformed egress message: {e}"), error: None };
+                self.fail(&delivery, &id, failure).await;
+                return;
+            }
+        };
+        let id = request.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
+        let span = tracing::info_span!("egress", %connector, id = %id, attempt = delivery.attempt);
+        async {
+            let sender = request.from.as_deref().or(request.messaging_service_sid.as_deref()).unwrap_or("default");
+            if !self.rates.acquire(sender, self.visibility / 4).await {
+                // Over this sender's rate for longer than we hold the message: let it come back.
+                self.settle(self.bus.retry_later(delivery.seq, Duration::from_secs(1)).await, "retry");
+                return;
+            }
+            let current = self.slot.current();
+            match current.send(request.to_wit(&id)).await {
+                Ok(Ok(accepted)) => {
+                    tracing::info!(sid = %accepted.provider_message_id, status = %accepted.status, "sent");
+                    metrics::egress_outcome(&connector, "accepted");
+                    let event = status_event(&id, Some(accepted.provider_message_id), &accepted.status, None);
+                    if self.publish_status(&event).await {
+                        self.settle(self.bus.ack(delivery.seq).await, "ack");
+                    }
+                }
+                Ok(Err(SendError::Retry(hint))) => {
+                    let after = hint.after_ms.map(Duration::from_millis);
+                    self.retry(&delivery, &id, after, hint.reason).await;
+                }
+                Ok(Err(SendError::Reject(error))) => {
+                    let reason = format!("rejected: {}", describe(&error));
+                    self.fail(&delivery, &id, Failure { status: "failed", reason, error: Some(error) }).await;
+                }
+                Ok(Err(SendError::OptedOut(error))) => {
+                    let reason = format!("recipient opted out: {}", describe(&error));
+                    self.fail(&delivery, &id, Failure { status: "opted-out", reason, error: Some(error) }).await;
+                }
+                Ok(Err(SendError::Ambiguous(error))) => {
+                    // Not retried: the provider may have the message already.
+                    let reason = format!("outcome unknown, may have been sent: {}", describe(&error));
+                    self.fail(&delivery, &id, Failure { status: "unknown", reason, error: Some(error) }).await;
+                }
+                Err(call_error) => {
+                    let error = ProviderError {
+                        code: None,
+                        message: call_error.to_string(),
+                        http_status: None,
+                        more_info: None,
+                    };
+                    self.retry(&delivery, &id, None, error).await;
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn retry(&self, delivery: &Delivery, id: &str, after: Option<Duration>, error: ProviderError) {
+        let connector = &self.slot.config.name;
+        if delivery.attempt >= self.config.max_attempts {
+            let reason = format!("gave up after {} attempts: {}", delivery.attempt, describe(&error));
+            self.fail(delivery, id, Failure { status: "failed", reason, error: Some(error) }).await;
+            return;
+        }
+        let delay = backoff(&self.config, delivery.attempt).max(after.unwrap_or_default());
+        tracing::warn!(?delay, reason = %describe(&error), "send failed; retrying later");
+        metrics::egress_outcome(connector, "retry");
+        metrics::egress_retry(connector);
+        self.settle(self.bus.retry_later(delivery.seq, delay).await, "retry");
+    }
+
+    /// Dead-letters a message with its reason, publishes its final status, acknowledges it.
+    async fn fail(&self, delivery: &Delivery, id: &str, failure: Failure) {
+        let connector = &self.slot.config.name;
+        tracing::warn!(status = failure.status, reason = %failure.reason, "dead-lettering");
+        metrics::egress_outcome(connector, failure.status);
+        let Some(topic) = &self.deadletter_topic else {
+            tracing::error!("no deadletter topic for {connector}: the message stays on the egress topic");
+            self.settle(self.bus.retry_later(delivery.seq, Duration::from_secs(60)).await, "retry");
+            return;
+        };
+        let original: Value = serde_json::from_slice(&delivery.payload)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.payload).into_owned()));
+        let record = json!({
+            "id": id,
+            "status": failure.status,
+            "reason": failure.reason,
+            "error_code": failure.error.as_ref().and_then(|e| e.code),
+            "error_message": failure.error.as_ref().map(|e| e.message.clone()),
+            "attempts": delivery.attempt,
+            "dead_lettered_at": wire::now_rfc3339(),
+            "message": original,
+        });
+        let payload = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = self.bus.publish(topic, Some(id), payload).await {
+            tracing::error!(error = %e, "cannot dead-letter; the message will come back");
+            return;
+        }
+        metrics::dead_letter(connector);
+        let event = status_event(id, None, failure.status, failure.error.as_ref());
+        if self.publish_status(&event).await {
+            self.settle(self.bus.ack(delivery.seq).await, "ack");
+        }
+    }
+
+    /// Publishes a status event; false when the bus could not take it.
+    async fn publish_status(&self, event: &StatusEvent) -> bool {
+        let Some(topic) = &self.status_topic else { return true };
+        let key = format!("{}:{}", event.id.as_deref().unwrap_or_default(), event.status);
+        let payload = serde_json::to_vec(&wire::status_json(event)).unwrap_or_default();
+        match self.bus.publish(topic, Some(&key), payload).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot publish the status event; the message will come back");
+                false
+            }
+        }
+    }
+
+    fn settle(&self, result: Result<(), crate::bus::BusError>, what: &str) {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "bus {what} failed; the message will come back after its visibility timeout");
+        }
+    }
+}
+
+fn status_event(id: &str, sid: Option<String>, status: &str, error: Option<&ProviderError>) -> StatusEvent {
+    StatusEvent {
+        id: Some(id.to_owned()),
+        provider_message_id: sid,
+        status: status.to_owned(),
+        error_code: error.and_then(|e| e.code),
+        error_message: error.map(|e| e.message.clone()),
+        account_sid: None,
+        occurred_at: wire::now_rfc3339(),
+        attributes: Vec::new(),
+    }
+}
+
+fn describe(error: &ProviderError) -> String {
+    match (error.code, error.http_status) {
+        (Some(code), _) => format!("{code}: {}", error.message),
+        (None, Some(status)) => format!("HTTP {status}: {}", error.message),
+        (None, None) => error.message.clone(),
+    }
+}
+
+/// Exponential backoff with jitter: `initial · 2^(attempt-1)`, capped, then
+/// a random point in its upper half (so retries of a burst spread out).
+pub fn backoff(config: &EgressConfig, attempt: u32) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(20);
+    let full = config.initial_backoff.saturating_mul(1 << exponent).min(config.max_backoff);
+    let half = full / 2;
+    half + full.saturating_sub(half).mul_f64(rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let config = EgressConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..EgressConfig::default()
+        };
+        for _ in 0..100 {
+            let first = backoff(&config, 1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+            let third = backoff(&config, 3);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
+            let late = backoff(&config, 30);
+            assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1), "{late:?}");
+        }
+    }
+}

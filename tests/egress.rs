@@ -1,0 +1,281 @@
+//! Egress: the component's REST requests against a fake Twilio that checks
+//! them to the letter, the outcomes Twilio's answers map to, and the egress
+//! worker that retries, dead-letters and reports.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use harness::fake_twilio::{FakeTwilio, Reply};
+use harness::{ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, post, wait_for_messages};
+use ingress_egress::runtime::bindings::{EgressMessage, SendError};
+
+fn sms(id: &str) -> EgressMessage {
+    EgressMessage {
+        id: id.into(),
+        to: Some("+14155550100".into()),
+        conversation_sid: None,
+        body: Some("Your code is 1234".into()),
+        media_urls: vec!["https://example.com/a.png".into()],
+        from: Some("+15005550006".into()),
+        messaging_service_sid: None,
+        status_callback: None,
+        attributes_json: None,
+    }
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[tokio::test]
+async fn an_sms_is_the_exact_request_twilio_expects() {
+    let fake = FakeTwilio::start().await;
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&fake.base_url()).env.set("TWILIO_WEBHOOK_BASE_URL", "https://hooks.example.com");
+    let connector = harness.load_twilio().await;
+    let accepted = connector.send(sms("msg-1")).await.unwrap().unwrap();
+    assert_eq!(accepted.status, "queued");
+    assert_eq!(accepted.segments, Some(1));
+    assert!(accepted.provider_message_id.starts_with("SM"));
+
+    let received = fake.received();
+    assert_eq!(received.len(), 1);
+    let request = &received[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"));
+    assert_eq!(request.header("authorization"), Some(basic(API_KEY, API_SECRET).as_str()));
+    assert_eq!(request.header("content-type"), Some("application/x-www-form-urlencoded"));
+    assert_eq!(
+        request.form,
+        pairs(&[
+            ("To", "+14155550100"),
+            ("From", "+15005550006"),
+            ("Body", "Your code is 1234"),
+            ("MediaUrl", "https://example.com/a.png"),
+            ("StatusCallback", "https://hooks.example.com/twilio/status?egress_id=msg-1"),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn without_an_api_key_rest_uses_the_auth_token() {
+    let fake = FakeTwilio::start().await;
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&fake.base_url()).env.remove("TWILIO_API_KEY").remove("TWILIO_API_SECRET");
+    let connector = harness.load_twilio().await;
+    connector.send(sms("msg-2")).await.unwrap().unwrap();
+    assert_eq!(fake.received()[0].header("authorization"), Some(basic(ACCOUNT_SID, AUTH_TOKEN).as_str()));
+}
+
+#[tokio::test]
+async fn a_conversation_message_is_the_exact_request() {
+    let fake = FakeTwilio::start().await;
+    fake.script([Reply::json(201, r#"{"sid":"IM00000000000000000000000000000009","index":0}"#)]);
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&fake.base_url()).env.set("TWILIO_IDENTITY", "support-bot");
+    let connector = harness.load_twilio().await;
+    let message = EgressMessage {
+        id: "c-1".into(),
+        to: None,
+        conversation_sid: Some("CH00000000000000000000000000000001".into()),
+        body: Some("hello conversation".into()),
+        media_urls: vec![],
+        from: None,
+        messaging_service_sid: None,
+        status_callback: None,
+        attributes_json: Some(r#"{"priority":"high"}"#.into()),
+    };
+    let accepted = connector.send(message).await.unwrap().unwrap();
+    assert_eq!(accepted.provider_message_id, "IM00000000000000000000000000000009");
+    let request = &fake.received()[0];
+    assert_eq!(
+        request.path,
+        format!("/v1/Services/{CHAT_SERVICE_SID}/Conversations/CH00000000000000000000000000000001/Messages")
+    );
+    assert_eq!(request.header("x-twilio-webhook-enabled"), Some("true"));
+    assert_eq!(
+        request.form,
+        pairs(&[("Author", "support-bot"), ("Body", "hello conversation"), ("Attributes", r#"{"priority":"high"}"#)])
+    );
+}
+
+#[tokio::test]
+async fn twilio_answers_map_to_what_the_caller_should_do() {
+    let fake = FakeTwilio::start().await;
+    fake.script([
+        Reply::error(400, 21211, "The 'To' number is not a valid phone number."),
+        Reply::error(400, 21610, "Attempt to send to unsubscribed recipient"),
+        Reply::error(429, 20429, "Too Many Requests").with_header("retry-after", "3"),
+        Reply::json(500, "oops"),
+        Reply::hang(Duration::from_secs(30)),
+    ]);
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&fake.base_url());
+    harness.edit_architecture(|text| text.replace("call_timeout_ms: 20000", "call_timeout_ms: 3000"));
+    let connector = harness.load_twilio().await;
+
+    match connector.send(sms("a")).await.unwrap() {
+        Err(SendError::Reject(e)) => assert_eq!((e.code, e.http_status), (Some(21211), Some(400))),
+        other => panic!("21211: {other:?}"),
+    }
+    match connector.send(sms("b")).await.unwrap() {
+        Err(SendError::OptedOut(e)) => assert_eq!(e.code, Some(21610)),
+        other => panic!("21610: {other:?}"),
+    }
+    match connector.send(sms("c")).await.unwrap() {
+        Err(SendError::Retry(hint)) => assert_eq!((hint.after_ms, hint.reason.code), (Some(3000), Some(20429))),
+        other => panic!("429: {other:?}"),
+    }
+    match connector.send(sms("d")).await.unwrap() {
+        Err(SendError::Retry(hint)) => assert_eq!(hint.reason.http_status, Some(500)),
+        other => panic!("500: {other:?}"),
+    }
+    // A hang after the request went out: the message may exist, so not retryable.
+    let started = std::time::Instant::now();
+    match connector.send(sms("e")).await.unwrap() {
+        Err(SendError::Ambiguous(_)) => {}
+        other => panic!("hang: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "bounded by the call timeout");
+}
+
+#[tokio::test]
+async fn nothing_listening_is_retryable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&base);
+    let connector = harness.load_twilio().await;
+    assert!(matches!(connector.send(sms("f")).await.unwrap(), Err(SendError::Retry(_))));
+}
+
+/// A service whose egress retries quickly, against `fake`.
+fn fast_retry_harness(fake: &FakeTwilio) -> Harness {
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&fake.base_url());
+    harness.edit_architecture(|text| text.replace("initial_backoff_ms: 500", "initial_backoff_ms: 20"));
+    harness
+}
+
+async fn enqueue(service: &ingress_egress::service::RunningService, body: &str) -> String {
+    let (status, answer) =
+        post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.as_bytes().to_vec())
+            .await;
+    assert_eq!(status, 202, "{answer}");
+    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_egress_message_reaches_twilio_and_produces_a_status_event() {
+    let fake = FakeTwilio::start().await;
+    let service = fast_retry_harness(&fake).start().await;
+    let id = enqueue(&service, r#"{"to": "+14155550100", "from": "+15005550006", "body": "hi"}"#).await;
+    let events = wait_for_messages(&service, "events.twilio.status", 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["id"], id);
+    assert_eq!(events[0]["status"], "queued");
+    assert!(events[0]["provider_message_id"].as_str().unwrap().starts_with("SM"));
+    let received = fake.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].form[..3], pairs(&[("To", "+14155550100"), ("From", "+15005550006"), ("Body", "hi")]));
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_429_then_201_sends_once_after_a_retry() {
+    let fake = FakeTwilio::start().await;
+    fake.script([Reply::error(429, 20429, "Too Many Requests")]);
+    let service = fast_retry_harness(&fake).start().await;
+    let id = enqueue(&service, r#"{"to": "+14155550100", "from": "+15005550006", "body": "retry me"}"#).await;
+    let events = wait_for_messages(&service, "events.twilio.status", 1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0]["id"].as_str(), events[0]["status"].as_str()), (Some(id.as_str()), Some("queued")));
+    // Settled: nothing more is sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.received().len(), 2);
+    assert!(harness::messages(&service, "deadletter.twilio").await.is_empty());
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_opted_out_recipient_is_dead_lettered_and_reported() {
+    let fake = FakeTwilio::start().await;
+    fake.script([Reply::error(400, 21610, "Attempt to send to unsubscribed recipient")]);
+    let service = fast_retry_harness(&fake).start().await;
+    let id = enqueue(&service, r#"{"id": "stop-1", "to": "+14155550100", "from": "+15005550006", "body": "hi"}"#).await;
+    assert_eq!(id, "stop-1");
+    let dead = wait_for_messages(&service, "deadletter.twilio", 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["id"], "stop-1");
+    assert_eq!(dead[0]["error_code"], 21610);
+    assert!(dead[0]["reason"].as_str().unwrap().contains("opted out"));
+    assert_eq!(dead[0]["message"]["body"], "hi");
+    let events = wait_for_messages(&service, "events.twilio.status", 1).await;
+    assert_eq!((events[0]["status"].as_str(), events[0]["error_code"].as_u64()), (Some("opted-out"), Some(21610)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fake.received().len(), 1, "a permanent failure is not retried");
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_end_in_the_dead_letter_topic() {
+    let fake = FakeTwilio::start().await;
+    fake.script((0..3).map(|_| Reply::json(503, "unavailable")));
+    let mut harness = fast_retry_harness(&fake);
+    harness.edit_architecture(|text| text.replace("max_attempts: 8", "max_attempts: 3"));
+    let service = harness.start().await;
+    enqueue(&service, r#"{"id": "m-503", "to": "+14155550100", "from": "+15005550006", "body": "hi"}"#).await;
+    let dead = wait_for_messages(&service, "deadletter.twilio", 1).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0]["reason"].as_str().unwrap().starts_with("gave up after 3 attempts"), "{dead:?}");
+    assert_eq!(fake.received().len(), 3);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_egress_requests_are_refused_at_the_door() {
+    let fake = FakeTwilio::start().await;
+    let service = fast_retry_harness(&fake).start().await;
+    for body in [
+        r#"{"body": "no recipient"}"#,
+        r#"{"to": "+1", "conversation_sid": "CH1", "body": "both"}"#,
+        r#"{"to": "+1"}"#,
+        "not json",
+        r#"{"to": "+1", "body": "x", "colour": "red"}"#,
+    ] {
+        let (status, _) =
+            post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.as_bytes().to_vec())
+                .await;
+        assert_eq!(status, 400, "{body}");
+    }
+    assert!(harness::messages(&service, "egress.twilio").await.is_empty());
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn outbound_calls_reach_only_allowed_hosts() {
+    let fake = FakeTwilio::start().await;
+    let mut harness = Harness::new();
+    harness.with_probe("probe", &[]);
+    let service = harness.start().await;
+    let path = format!("/probe/outbound?url=http://{}/anything", fake.addr);
+    let (_, body) = post(service.public_addr, &path, &[], Vec::new()).await;
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert!(fake.received().is_empty());
+    service.stop().await.unwrap();
+
+    let mut harness = Harness::new();
+    harness.with_probe("probe", &["127.0.0.1"]);
+    let service = harness.start().await;
+    let (_, body) = post(service.public_addr, &path, &[], Vec::new()).await;
+    assert_eq!(body, "status 201");
+    assert_eq!(fake.received().len(), 1);
+    service.stop().await.unwrap();
+}

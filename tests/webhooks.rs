@@ -1,0 +1,236 @@
+//! Twilio's webhooks through the real host and component onto a real SQLite bus.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use std::sync::Arc;
+
+use harness::{ACCOUNT_SID, CHAT_SERVICE_SID, DeadBus, Harness, Signature, messages, post, post_webhook, sign};
+use serde_json::json;
+
+const TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
+const MESSAGING: &str = "ingress.twilio.messaging";
+const SID: &str = "SM1234567890abcdef1234567890abcdef";
+
+fn inbound_sms() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ToCountry", "US"),
+        ("SmsMessageSid", SID),
+        ("NumMedia", "0"),
+        ("SmsSid", SID),
+        ("SmsStatus", "received"),
+        ("Body", "Hello from a phone"),
+        ("To", "+15005550006"),
+        ("NumSegments", "1"),
+        ("MessageSid", SID),
+        ("AccountSid", ACCOUNT_SID),
+        ("From", "+14155550100"),
+        ("ApiVersion", "2010-04-01"),
+        ("FromCity", "SAN FRANCISCO"),
+        ("AddedByTwilioNextYear", "kept"),
+    ]
+}
+
+#[tokio::test]
+async fn a_signed_sms_puts_exactly_one_envelope_on_the_bus() {
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let (status, body) = post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Valid).await;
+    assert_eq!((status, body.as_str()), (200, TWIML));
+
+    let envelopes = messages(&service, MESSAGING).await;
+    assert_eq!(envelopes.len(), 1);
+    let e = &envelopes[0];
+    assert_eq!(e["source"], "twilio");
+    assert_eq!(e["channel"], "sms");
+    assert_eq!(e["provider_message_id"], SID);
+    assert_eq!(e["account_sid"], ACCOUNT_SID);
+    assert_eq!(e["conversation_sid"], json!(null));
+    assert_eq!(e["from"], "+14155550100");
+    assert_eq!(e["to"], "+15005550006");
+    assert_eq!(e["body"], "Hello from a phone");
+    assert_eq!(e["media"], json!([]));
+    assert_eq!(e["segments"], 1);
+    assert_eq!(e["attributes"]["FromCity"], "SAN FRANCISCO");
+    assert_eq!(e["attributes"]["AddedByTwilioNextYear"], "kept");
+    assert_eq!(e["attributes"].as_object().unwrap().len(), inbound_sms().len());
+    assert_eq!(e["id"].as_str().unwrap().len(), 36);
+    assert!(e["received_at"].as_str().unwrap().ends_with('Z'));
+
+    // Twilio retries with the same MessageSid: acknowledged, not published again.
+    let (status, _) = post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Valid).await;
+    assert_eq!(status, 200);
+    assert_eq!(messages(&service, MESSAGING).await.len(), 1);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn forged_and_unsigned_webhooks_publish_nothing() {
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let addr = service.public_addr;
+    let (status, _) =
+        post_webhook(addr, "/twilio/messaging", &inbound_sms(), Signature::Given("bm90IGEgc2lnbmF0dXJl")).await;
+    assert_eq!(status, 403);
+    let (status, _) = post_webhook(addr, "/twilio/messaging", &inbound_sms(), Signature::Missing).await;
+    assert_eq!(status, 400);
+    // Signed, then tampered with.
+    let signature = sign(&format!("http://{addr}/twilio/messaging"), &inbound_sms());
+    let mut tampered = inbound_sms();
+    tampered[5] = ("Body", "Send me the money");
+    let (status, _) = post_webhook(addr, "/twilio/messaging", &tampered, Signature::Given(&signature)).await;
+    assert_eq!(status, 403);
+    // Signed for another path.
+    let other = sign(&format!("http://{addr}/twilio/status"), &inbound_sms());
+    let (status, _) = post_webhook(addr, "/twilio/messaging", &inbound_sms(), Signature::Given(&other)).await;
+    assert_eq!(status, 403);
+    assert!(messages(&service, MESSAGING).await.is_empty());
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bus_that_cannot_take_the_envelope_answers_503() {
+    let harness = Harness::new();
+    let service = harness.start_with_bus(Arc::new(DeadBus)).await;
+    let (status, body) = post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Valid).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = post(service.public_addr, "/readyz", &[], Vec::new()).await;
+    assert_eq!(status, 503);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn mms_status_and_conversation_webhooks() {
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let addr = service.public_addr;
+
+    let mut mms = inbound_sms();
+    mms.retain(|(k, _)| !matches!(*k, "NumMedia" | "MessageSid" | "SmsSid" | "SmsMessageSid"));
+    mms.extend([
+        ("MessageSid", "MM00000000000000000000000000000001"),
+        ("NumMedia", "2"),
+        ("MediaUrl0", "https://api.twilio.com/media/0"),
+        ("MediaContentType0", "image/jpeg"),
+        ("MediaUrl1", "https://api.twilio.com/media/1"),
+        ("MediaContentType1", "video/mp4"),
+    ]);
+    assert_eq!(post_webhook(addr, "/twilio/messaging", &mms, Signature::Valid).await.0, 200);
+    let envelope = &messages(&service, MESSAGING).await[0];
+    assert_eq!(envelope["channel"], "mms");
+    assert_eq!(
+        envelope["media"],
+        json!([
+            {"url": "https://api.twilio.com/media/0", "content_type": "image/jpeg"},
+            {"url": "https://api.twilio.com/media/1", "content_type": "video/mp4"},
+        ])
+    );
+
+    let status_params = [
+        ("MessageSid", "SM00000000000000000000000000000002"),
+        ("MessageStatus", "undelivered"),
+        ("ErrorCode", "30003"),
+        ("AccountSid", ACCOUNT_SID),
+        ("To", "+14155550100"),
+        ("From", "+15005550006"),
+    ];
+    assert_eq!(post_webhook(addr, "/twilio/status?egress_id=msg-7", &status_params, Signature::Valid).await.0, 200);
+    let events = messages(&service, "events.twilio.status").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["id"], "msg-7");
+    assert_eq!(events[0]["provider_message_id"], "SM00000000000000000000000000000002");
+    assert_eq!(events[0]["status"], "undelivered");
+    assert_eq!(events[0]["error_code"], 30003);
+
+    let added = [
+        ("AccountSid", ACCOUNT_SID),
+        ("EventType", "onMessageAdded"),
+        ("Source", "SDK"),
+        ("ClientIdentity", "alice"),
+        ("ConversationSid", "CH00000000000000000000000000000003"),
+        ("MessageSid", "IM00000000000000000000000000000004"),
+        ("ChatServiceSid", CHAT_SERVICE_SID),
+        ("Index", "0"),
+        ("Body", "hi from the SDK"),
+        ("Author", "alice"),
+        ("Attributes", "{\"ticket\":42}"),
+        ("Media", "[]"),
+        ("RetryCount", "0"),
+    ];
+    assert_eq!(post_webhook(addr, "/twilio/conversations", &added, Signature::Valid).await.0, 200);
+    let conversation = messages(&service, "ingress.twilio.conversations").await;
+    assert_eq!(conversation.len(), 1);
+    assert_eq!(conversation[0]["channel"], "conversations");
+    assert_eq!(conversation[0]["conversation_sid"], "CH00000000000000000000000000000003");
+    assert_eq!(conversation[0]["from"], "alice");
+    assert_eq!(conversation[0]["metadata"], json!({"ticket": 42}));
+
+    let other_event = [("AccountSid", ACCOUNT_SID), ("EventType", "onConversationUpdated"), ("Source", "API")];
+    assert_eq!(post_webhook(addr, "/twilio/conversations", &other_event, Signature::Valid).await.0, 200);
+    assert_eq!(messages(&service, "ingress.twilio.conversations").await.len(), 1);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_webhooks_are_refused_without_publishing() {
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let addr = service.public_addr;
+    // Signed but missing From.
+    let missing: Vec<_> = inbound_sms().into_iter().filter(|(k, _)| *k != "From").collect();
+    let (status, body) = post_webhook(addr, "/twilio/messaging", &missing, Signature::Valid).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("From"), "{body}");
+    // Over the 64 KiB limit: refused before the component sees it.
+    let huge = "x".repeat(70 * 1024);
+    let mut params = inbound_sms();
+    params[5] = ("Body", &huge);
+    let (status, _) = post_webhook(addr, "/twilio/messaging", &params, Signature::Valid).await;
+    assert_eq!(status, 413);
+    let (status, _) = post(addr, "/twilio/nothing-here", &[], Vec::new()).await;
+    assert_eq!(status, 404);
+    assert!(messages(&service, MESSAGING).await.is_empty());
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn signatures_are_checked_against_the_public_url() {
+    let mut harness = Harness::new();
+    harness.env.set("TWILIO_WEBHOOK_BASE_URL", "https://hooks.example.com");
+    let service = harness.start().await;
+    let params = inbound_sms();
+    // Signed as Twilio would, for the public URL (with the port form, too).
+    for url in ["https://hooks.example.com/twilio/messaging", "https://hooks.example.com:443/twilio/messaging"] {
+        let signature = sign(url, &params);
+        let (status, _) =
+            post_webhook(service.public_addr, "/twilio/messaging", &params, Signature::Given(&signature)).await;
+        assert_eq!(status, 200, "{url}");
+    }
+    // The URL the server sees is not the one Twilio signed.
+    let (status, _) = post_webhook(service.public_addr, "/twilio/messaging", &params, Signature::Valid).await;
+    assert_eq!(status, 403);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_when_trusted() {
+    let params = inbound_sms();
+    let signature = sign("https://public.example.org/twilio/messaging", &params);
+    let headers = [
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("x-twilio-signature", signature.as_str()),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "public.example.org"),
+    ];
+    let untrusted = Harness::new();
+    let service = untrusted.start().await;
+    let (status, _) = post(service.public_addr, "/twilio/messaging", &headers, harness::form(&params)).await;
+    assert_eq!(status, 403);
+    service.stop().await.unwrap();
+
+    let mut trusted = Harness::new();
+    trusted.edit_architecture(|text| text.replace("trust_forwarded_headers: false", "trust_forwarded_headers: true"));
+    let service = trusted.start().await;
+    let (status, _) = post(service.public_addr, "/twilio/messaging", &headers, harness::form(&params)).await;
+    assert_eq!(status, 200);
+    service.stop().await.unwrap();
+}
