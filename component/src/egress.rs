@@ -202,10 +202,7 @@ pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) ->
     let parsed: Option<TwilioError> = serde_json::from_slice(body).ok();
     let error = ProviderError {
         code: parsed.as_ref().and_then(|e| e.code),
-        message: parsed
-            .as_ref()
-            .and_then(|e| e.message.clone())
-            .unwrap_or_else(|| format!("HTTP {status} from Twilio")),
+        message: parsed.as_ref().and_then(|e| e.message.clone()).unwrap_or_else(|| unexpected_body(status, body)),
         http_status: Some(status),
         more_info: parsed.and_then(|e| e.more_info),
     };
@@ -217,6 +214,17 @@ pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) ->
         return Err(SendError::OptedOut(error));
     }
     Err(SendError::Reject(error))
+}
+
+/// An answer that is not Twilio's error JSON (a proxy's page, say): its start, for the operator.
+fn unexpected_body(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let snippet: String = text.chars().take(1000).collect();
+    if snippet.trim().is_empty() {
+        format!("HTTP {status} from Twilio")
+    } else {
+        format!("HTTP {status} from Twilio: {}", snippet.trim())
+    }
 }
 
 /// `Retry-After` in seconds (Twilio does not send the HTTP-date form).

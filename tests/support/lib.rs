@@ -3,6 +3,7 @@
 //! fake Twilio.
 
 pub mod fake_twilio;
+pub mod prism;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
