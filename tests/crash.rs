@@ -1,0 +1,119 @@
+//! Nothing acknowledged is lost: SIGKILL the service in the middle of a burst
+//! of webhooks, and every one answered 200 is on the bus.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::{ACCOUNT_SID, Harness};
+use ingress_egress::bus::Bus as _;
+use ingress_egress::bus::sqlite::SqliteBus;
+
+/// Webhooks in the burst, at most; the kill comes after `KILL_AFTER` answers.
+const BURST: usize = 400;
+const KILL_AFTER: usize = 100;
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_burst_loses_no_acknowledged_webhook() {
+    let mut harness = Harness::new();
+    let public = free_addr();
+    harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", free_addr().to_string());
+    let architecture = harness.architecture_path();
+    let data_dir = harness.dir.path().join("data");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ingress-egress-under-test"));
+    command
+        .env_clear()
+        .arg("--architecture")
+        .arg(&architecture)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for name in [
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_API_KEY",
+        "TWILIO_API_SECRET",
+        "TWILIO_CHAT_SERVICE_SID",
+        "LISTEN_ADDR",
+        "ADMIN_ADDR",
+        "DATA_DIR",
+    ] {
+        command.env(name, harness.env.get(name).unwrap());
+    }
+    let mut child = command.spawn().unwrap();
+
+    // Up within a bound.
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(public).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..BURST)
+        .map(|i| {
+            let answered = answered.clone();
+            tokio::spawn(async move {
+                let sid = format!("SM{i:032x}");
+                let params = [
+                    ("MessageSid", sid.as_str()),
+                    ("AccountSid", ACCOUNT_SID),
+                    ("From", "+14155550100"),
+                    ("To", "+15005550006"),
+                    ("Body", "burst"),
+                ];
+                let url = format!("http://{public}/twilio/messaging");
+                let headers = vec![
+                    ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
+                    ("x-twilio-signature".to_owned(), harness::sign(&url, &params)),
+                ];
+                let base = format!("http://{public}");
+                let request =
+                    ingress_egress::client::post(&base, "/twilio/messaging", &headers, harness::form(&params));
+                // A request cut off by the kill fails or never answers: bounded either way.
+                match tokio::time::timeout(Duration::from_secs(20), request).await {
+                    Ok(Ok((200, _))) => {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                        Some(sid)
+                    }
+                    _ => None,
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(Ordering::SeqCst) < KILL_AFTER && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        if let Some(sid) = task.await.unwrap() {
+            acknowledged.push(sid);
+        }
+    }
+    assert!(acknowledged.len() >= KILL_AFTER, "only {} answered before the kill", acknowledged.len());
+
+    let bus = SqliteBus::open(&data_dir.join("bus.sqlite3")).unwrap();
+    let stored = bus.read("ingress.twilio.messaging", 0, 100_000).await.unwrap();
+    let stored: std::collections::HashSet<String> = stored
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["provider_message_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let lost: Vec<_> = acknowledged.iter().filter(|sid| !stored.contains(*sid)).collect();
+    assert!(lost.is_empty(), "{} acknowledged webhooks lost: {lost:?}", lost.len());
+}

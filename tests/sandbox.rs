@@ -1,0 +1,56 @@
+//! The sandbox: a guest that traps, loops or grows memory without end costs
+//! one request a 500; the host and every other request carry on.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use harness::{ACCOUNT_SID, Harness, Signature, messages, post, post_webhook};
+
+fn sms(sid: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MessageSid", sid.to_owned()),
+        ("AccountSid", ACCOUNT_SID.to_owned()),
+        ("From", "+14155550100".to_owned()),
+        ("To", "+15005550006".to_owned()),
+        ("Body", "still here".to_owned()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_guest_costs_one_request_a_500() {
+    let mut harness = Harness::new();
+    harness.with_probe("probe", &[]);
+    harness.edit_architecture(|text| text.replace("call_timeout_ms: 20000", "call_timeout_ms: 2000"));
+    let service = harness.start().await;
+    let addr = service.public_addr;
+
+    let bad: Vec<_> = ["/probe/trap", "/probe/loop", "/probe/memory"]
+        .into_iter()
+        .map(|path| tokio::spawn(async move { (path, post(addr, path, &[], Vec::new()).await.0) }))
+        .collect();
+    // Good traffic alongside, on both connectors.
+    let good: Vec<_> = (0..40)
+        .map(|i| {
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    post(addr, "/probe/ok", &[], Vec::new()).await.0
+                } else {
+                    let sid = format!("SM{i:032}");
+                    let params = sms(&sid);
+                    let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    post_webhook(addr, "/twilio/messaging", &borrowed, Signature::Valid).await.0
+                }
+            })
+        })
+        .collect();
+    for task in bad {
+        let (path, status) = task.await.unwrap();
+        assert_eq!(status, 500, "{path}");
+    }
+    for task in good {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert_eq!(messages(&service, "ingress.twilio.messaging").await.len(), 20);
+    // And afterwards, too.
+    assert_eq!(post(addr, "/probe/ok", &[], Vec::new()).await, (200, "ok".to_owned()));
+    service.stop().await.unwrap();
+}
