@@ -54,3 +54,26 @@ async fn a_misbehaving_guest_costs_one_request_a_500() {
     assert_eq!(post(addr, "/probe/ok", &[], Vec::new()).await, (200, "ok".to_owned()));
     service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn warm_instances_serve_a_bounded_number_of_calls_and_never_survive_a_trap() {
+    let mut harness = Harness::new();
+    harness.with_probe("probe", &[]);
+    harness.edit_architecture(|text| text.replace("instance_reuse: 1000", "instance_reuse: 3"));
+    let service = harness.start().await;
+    let addr = service.public_addr;
+    let mut counts = Vec::new();
+    for _ in 0..7 {
+        counts.push(post(addr, "/probe/count", &[], Vec::new()).await.1);
+        // The instance goes back to the pool just after the response is out.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // One instance serves three calls, then a fresh one takes over. The first
+    // one already answered describe() when the connector was loaded.
+    assert_eq!(counts, ["1", "2", "1", "2", "3", "1", "2"]);
+    assert_eq!(post(addr, "/probe/trap", &[], Vec::new()).await.0, 500);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The instance that trapped is gone: the next call starts on a fresh one.
+    assert_eq!(post(addr, "/probe/count", &[], Vec::new()).await.1, "1");
+    service.stop().await.unwrap();
+}

@@ -14,6 +14,7 @@ use super::bindings::{
     Accepted, AccessToken, ConnectorWorld, ConnectorWorldPre, Descriptor, EgressMessage, SendError, SimulatedRequest,
     TokenError, TokenRequest,
 };
+use super::pool::{InstancePool, Warm};
 use super::{EPOCH_TICK, Grants, InstanceState, Runtime};
 use crate::config::Limits;
 use crate::telemetry::metrics;
@@ -32,6 +33,7 @@ pub enum LoadError {
 /// A compiled, linked and described connector, ready for calls.
 pub struct Connector {
     pre: ConnectorWorldPre<InstanceState>,
+    pool: Arc<InstancePool>,
     grants: Arc<Grants>,
     limits: Limits,
     descriptor: Descriptor,
@@ -59,8 +61,10 @@ impl Connector {
         let component = Component::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let instance_pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = ConnectorWorldPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let limits = &runtime.limits;
         let mut connector = Self {
             pre,
+            pool: Arc::new(InstancePool::new(limits.max_concurrent_instances as usize, limits.instance_reuse)),
             grants,
             limits: runtime.limits.clone(),
             descriptor: Descriptor { name: String::new(), version: String::new() },
@@ -97,28 +101,43 @@ impl Connector {
         let state = InstanceState::new(self.grants.clone(), limits, self.limits.call_timeout);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
-        let ticks = (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+        // Instantiation runs guest code too: it gets the same deadline as a call.
+        store.set_epoch_deadline(self.deadline_ticks());
         store
     }
 
-    /// Runs `call` on a fresh instance, bounded by the call timeout.
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+
+    /// A warm instance with a fresh deadline for one call.
+    async fn take_instance(&self) -> wasmtime::Result<Warm> {
+        let mut warm = self.pool.take(&self.pre, || self.new_store()).await?;
+        warm.store.set_epoch_deadline(self.deadline_ticks());
+        Ok(warm)
+    }
+
+    /// Runs `call` on a warm instance, bounded by the call timeout. The
+    /// instance goes back to the pool only if the call ended normally.
     async fn with_instance<T>(
         &self,
         what: &'static str,
         call: impl AsyncFnOnce(&mut Store<InstanceState>, &ConnectorWorld) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
         let started = Instant::now();
-        let mut store = self.new_store();
         let timeout = self.limits.call_timeout;
         let result = tokio::time::timeout(timeout, async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            call(&mut store, &instance).await
+            let mut warm = self.take_instance().await?;
+            let value = call(&mut warm.store, &warm.instance).await?;
+            Ok::<_, wasmtime::Error>((value, warm))
         })
         .await;
         let outcome = match result {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok((value, warm))) => {
+                self.pool.give_back(warm);
+                Ok(value)
+            }
             Ok(Err(trap)) => Err(CallError(format!("{what} failed in the connector: {trap:#}"))),
             Err(_) => Err(CallError(format!("{what} took longer than {timeout:?}"))),
         };
@@ -170,22 +189,27 @@ impl Connector {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let started = Instant::now();
-        let mut store = self.new_store();
+        let timeout = self.limits.call_timeout;
+        let mut warm = match tokio::time::timeout(timeout, self.take_instance()).await {
+            Ok(Ok(warm)) => warm,
+            Ok(Err(e)) => return Err(CallError(format!("cannot instantiate the connector: {e:#}"))),
+            Err(_) => return Err(CallError(format!("instantiating took longer than {timeout:?}"))),
+        };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let cannot_pass = |e: wasmtime::Error| CallError(format!("cannot pass the request in: {e:#}"));
-        let req = store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(cannot_pass)?;
-        let out = store.data_mut().http().new_response_outparam(sender).map_err(cannot_pass)?;
-        let pre = self.pre.clone();
-        let timeout = self.limits.call_timeout;
+        let req = warm.store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(cannot_pass)?;
+        let out = warm.store.data_mut().http().new_response_outparam(sender).map_err(cannot_pass)?;
+        let pool_owner = self.pool.clone();
         // The guest keeps running after it hands over the response head, to
         // write the body: it runs as its own task, bounded by the call timeout.
         let guest = tokio::spawn(async move {
-            let run = async {
-                let instance = pre.instantiate_async(&mut store).await?;
-                instance.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
-            };
+            let run = warm.instance.wasi_http_incoming_handler().call_handle(&mut warm.store, req, out);
             match tokio::time::timeout(timeout, run).await {
-                Ok(result) => result.map_err(|e| format!("{e:#}")),
+                Ok(Ok(())) => {
+                    pool_owner.give_back(warm);
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(_) => Err(format!("took longer than {timeout:?}")),
             }
         });

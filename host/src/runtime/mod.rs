@@ -6,6 +6,7 @@
 pub mod bindings;
 mod connector;
 mod grants;
+mod pool;
 mod state;
 
 use std::sync::Arc;
@@ -40,9 +41,10 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     pub fn new(limits: &Limits) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = pooled_engine(limits).or_else(|e| {
+            tracing::warn!(error = %e, "the pooling allocator is not available here; allocating instances on demand");
+            Engine::new(&base_config()).map_err(anyhow::Error::from)
+        })?;
         let mut linker = Linker::<InstanceState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
@@ -63,6 +65,36 @@ impl Runtime {
     pub async fn load(&self, bytes: &[u8], grants: Arc<Grants>) -> Result<Connector, LoadError> {
         Connector::load(self, bytes, grants).await
     }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    config
+}
+
+/// An engine whose instances come from pre-reserved slots: instantiation is a
+/// few page-table operations instead of fresh mappings. It needs a large
+/// virtual address space; [`Runtime::new`] falls back when it is refused.
+fn pooled_engine(limits: &Limits) -> anyhow::Result<Engine> {
+    let instances = limits.max_concurrent_instances;
+    let mut pooling = wasmtime::PoolingAllocationConfig::new();
+    pooling
+        .total_component_instances(instances)
+        // A Rust wasip2 component is a few core instances (the program and
+        // wit-component's shims) with one memory and a few tables.
+        .max_core_instances_per_component(16)
+        .total_core_instances(instances.saturating_mul(16))
+        .max_memories_per_component(4)
+        .total_memories(instances.saturating_mul(2))
+        .max_tables_per_component(16)
+        .total_tables(instances.saturating_mul(8))
+        .total_stacks(instances)
+        .max_memory_size(limits.memory_bytes)
+        .max_unused_warm_slots(instances / 4);
+    let mut config = base_config();
+    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+    Engine::new(&config).map_err(anyhow::Error::from).context("creating the pooled wasmtime engine")
 }
 
 /// The platform's own interfaces (the WASI ones are linked by their crates).
