@@ -279,3 +279,32 @@ async fn outbound_calls_reach_only_allowed_hosts() {
     assert_eq!(fake.received().len(), 1);
     service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn each_sender_is_held_to_its_rate() {
+    let fake = FakeTwilio::start().await;
+    let mut harness = fast_retry_harness(&fake);
+    harness.edit_architecture(|text| text.replace("rate_per_sender: 10", "rate_per_sender: 4"));
+    let service = harness.start().await;
+    for i in 0..12 {
+        enqueue(&service, &format!(r#"{{"id": "r{i}", "to": "+14155550100", "from": "+15005550006", "body": "x"}}"#))
+            .await;
+    }
+    enqueue(&service, r#"{"id": "other", "to": "+14155550100", "from": "+15005550007", "body": "x"}"#).await;
+    let events = wait_for_messages(&service, "events.twilio.status", 13).await;
+    assert_eq!(events.len(), 13);
+    // A burst of 4, then 4 per second: the other 8 take at least 2 s. The
+    // other sender is not held up behind them.
+    let times = fake.received_at();
+    let from_first: Vec<_> = fake
+        .received()
+        .iter()
+        .zip(&times)
+        .filter(|(r, _)| r.form.iter().any(|(k, v)| k == "From" && v == "+15005550006"))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(from_first.len(), 12);
+    let span = *from_first.last().unwrap() - from_first[0];
+    assert!(span >= Duration::from_millis(1800), "12 messages at 4/s took only {span:?}");
+    service.stop().await.unwrap();
+}

@@ -234,3 +234,45 @@ async fn forwarded_headers_count_only_when_trusted() {
     assert_eq!(status, 200);
     service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_count_requests_rejections_and_publishes() {
+    let harness = Harness::new();
+    let service = harness.start().await;
+    post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Valid).await;
+    post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Given("Zm9yZ2Vk")).await;
+    let (status, text) = get(service.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for expected in [
+        "ingress_http_requests_total{route=\"/twilio/messaging\",status=\"200\"}",
+        "ingress_http_requests_total{route=\"/twilio/messaging\",status=\"403\"}",
+        "ingress_webhooks_rejected_total{connector=\"twilio\",status=\"403\"}",
+        "bus_published_total{topic=\"ingress.twilio.messaging\",outcome=\"ok\"}",
+        "bus_publish_seconds_bucket{topic=\"ingress.twilio.messaging\",le=\"+Inf\"}",
+        "component_call_seconds_count{connector=\"twilio\",call=\"http\"}",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    let (status, body) = get(service.admin_addr, "/admin/connectors").await;
+    assert_eq!(status, 200);
+    let connectors: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(connectors["connectors"][0]["name"], "twilio");
+    assert_eq!(connectors["connectors"][0]["version"], "0.1.0");
+    service.stop().await.unwrap();
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

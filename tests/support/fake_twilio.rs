@@ -83,6 +83,7 @@ impl Reply {
 #[derive(Debug, Default)]
 struct Shared {
     received: Vec<Recorded>,
+    received_at: Vec<std::time::Instant>,
     script: VecDeque<Reply>,
     counter: u64,
 }
@@ -134,6 +135,11 @@ impl FakeTwilio {
     pub fn received(&self) -> Vec<Recorded> {
         self.shared.lock().expect("lock").received.clone()
     }
+
+    /// When each request of [`Self::received`] arrived.
+    pub fn received_at(&self) -> Vec<std::time::Instant> {
+        self.shared.lock().expect("lock").received_at.clone()
+    }
 }
 
 async fn answer(
@@ -152,6 +158,7 @@ async fn answer(
     let reply = {
         let mut shared = state.lock().expect("lock");
         shared.received.push(Recorded { method, path, headers, form });
+        shared.received_at.push(std::time::Instant::now());
         shared.counter += 1;
         let counter = shared.counter;
         shared.script.pop_front().unwrap_or_else(|| Reply::created(&format!("SM{counter:032x}")))
