@@ -20,6 +20,8 @@ const FIXTURES: &[(&str, &str, &str, BuildEnv)] = &[
     ("probe-connector", "probe_connector", "probe", &[]),
     ("probe-connector", "probe_connector", "probe-v2", &[("PROBE_VERSION", "2")]),
     ("probe-connector", "probe_connector", "probe-trap-describe", &[("PROBE_MODE", "trap")]),
+    // A second build of the real connector that differs observably, for hot swap.
+    ("twilio-connector", "twilio_connector", "twilio-v2", &[("CONNECTOR_VERSION", "0.2.0-test")]),
 ];
 
 fn main() {

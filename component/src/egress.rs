@@ -70,6 +70,7 @@ pub fn prepare(message: &EgressMessage, settings: &EgressSettings) -> Result<Pre
         ("authorization".to_owned(), basic_auth(&settings.credentials)),
         ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
         ("accept".to_owned(), "application/json".to_owned()),
+        ("user-agent".to_owned(), format!("ingress-egress-twilio/{}", crate::VERSION)),
     ];
     let mut form = Vec::new();
     match (&message.conversation_sid, &message.to) {

@@ -48,6 +48,18 @@ pub enum Command {
     Tail(TailArgs),
     /// Post a correctly signed webhook to a running service.
     Simulate(SimulateArgs),
+    /// Ask a running service to hot-swap its connector(s) from their component files.
+    Reload(ReloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Only this connector (default: all).
+    #[arg(long)]
+    pub connector: Option<String>,
+    /// The admin listener (default: ADMIN_ADDR).
+    #[arg(long)]
+    pub admin_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send(config, args).await,
         Command::Tail(args) => tail(config, args).await,
         Command::Simulate(args) => simulate(config, args).await,
+        Command::Reload(args) => reload(config, args).await,
     }
 }
 
@@ -203,7 +216,7 @@ fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
 /// Loads the connectors in this process, for commands that call one directly.
 async fn local_connectors(config: &ServiceConfig) -> anyhow::Result<Connectors> {
     let bus = crate::bus::open(&config.bus_url)?;
-    let runtime = Runtime::new(&config.limits)?;
+    let runtime = Runtime::new(&config.limits, Some(config.data_dir.join("compile-cache")))?;
     Connectors::load(config, runtime, bus).await
 }
 
@@ -292,11 +305,7 @@ async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
 }
 
 async fn simulate(config: ServiceConfig, args: SimulateArgs) -> anyhow::Result<()> {
-    let base_url = args.url.clone().unwrap_or_else(|| {
-        let addr = config.listen_addr;
-        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-        format!("http://{host}:{}", addr.port())
-    });
+    let base_url = args.url.clone().unwrap_or_else(|| format!("http://{}", loopback(config.listen_addr)));
     let mut options: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
@@ -329,4 +338,27 @@ async fn simulate(config: ServiceConfig, args: SimulateArgs) -> anyhow::Result<(
         anyhow::bail!("the service answered {status}");
     }
     Ok(())
+}
+
+async fn reload(config: ServiceConfig, args: ReloadArgs) -> anyhow::Result<()> {
+    let base = args.admin_url.unwrap_or_else(|| format!("http://{}", loopback(config.admin_addr)));
+    let path = match &args.connector {
+        Some(name) => format!(
+            "/admin/reload?connector={}",
+            url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+        ),
+        None => "/admin/reload".to_owned(),
+    };
+    let (status, body) =
+        crate::client::post(&base, &path, &[], Vec::new()).await.with_context(|| format!("asking {base}"))?;
+    println!("{}", String::from_utf8_lossy(&body).trim());
+    if status >= 300 {
+        anyhow::bail!("reload refused ({status})");
+    }
+    Ok(())
+}
+
+/// An address to connect to: a listener on 0.0.0.0 is reached on 127.0.0.1.
+fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() { std::net::SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr }
 }

@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod watch;
 
 /// Components built into this binary by the build script.
 pub mod bundled {

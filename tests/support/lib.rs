@@ -24,6 +24,13 @@ pub fn repo_architecture() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../architecture.yaml")).expect("architecture.yaml")
 }
 
+/// Logs to the test output, filtered by `RUST_LOG` (errors only by default).
+/// Not for the binaries that capture logs themselves.
+pub fn init_test_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// Where the build put a fixture component.
 pub fn fixture(name: &str) -> &'static str {
     ingress_egress::bundled::fixture(name).unwrap_or_else(|| panic!("no fixture {name}"))
@@ -94,12 +101,12 @@ impl Harness {
     /// The Twilio connector loaded on its own (no listeners), with its grants.
     pub async fn load_twilio(&self) -> ingress_egress::runtime::Connector {
         let config = self.config();
-        let runtime = ingress_egress::runtime::Runtime::new(&config.limits).expect("runtime");
+        let runtime = ingress_egress::runtime::Runtime::new(&config.limits, None).expect("runtime");
         let bus = ingress_egress::bus::open(&config.bus_url).expect("bus");
         let twilio = config.connectors.iter().find(|c| c.name == "twilio").expect("twilio connector");
         let grants = std::sync::Arc::new(ingress_egress::runtime::Grants::new(twilio, bus));
         let bytes = ingress_egress::bundled::get("twilio").expect("bundled twilio component");
-        runtime.load(bytes, grants).await.expect("the component loads")
+        runtime.load(bytes.to_vec(), grants).await.expect("the component loads")
     }
 
     /// Points both Twilio REST base URLs at `base` (a fake Twilio or Prism).

@@ -213,6 +213,8 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     pub bus_url: BusUrl,
     pub trust_forwarded_headers: bool,
+    /// Watch file-backed components and swap them in when they change.
+    pub watch_components: bool,
     pub limits: Limits,
     pub connectors: Vec<ConnectorConfig>,
 }
@@ -298,6 +300,7 @@ fn resolve(service: schema::ServiceDef, base_dir: &Path, env: &Env, problems: &m
         data_dir,
         bus_url,
         trust_forwarded_headers: service.trust_forwarded_headers,
+        watch_components: service.watch_components,
         limits,
         connectors,
     }

@@ -29,6 +29,9 @@ pub struct ServiceDef {
     /// Pass `X-Forwarded-Proto`/`X-Forwarded-Host` to connectors (only behind a proxy you run).
     #[serde(default)]
     pub trust_forwarded_headers: bool,
+    /// Swap a connector in when its component file changes (default true).
+    #[serde(default = "yes")]
+    pub watch_components: bool,
     #[serde(default)]
     pub limits: LimitsDef,
     #[serde(default)]
@@ -116,4 +119,8 @@ pub struct EgressDef {
     pub max_attempts: Option<u32>,
     pub initial_backoff_ms: Option<u64>,
     pub max_backoff_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
 }

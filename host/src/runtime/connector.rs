@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -38,6 +37,7 @@ pub struct Connector {
     limits: Limits,
     descriptor: Descriptor,
     content_hash: String,
+    from_cache: bool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -56,9 +56,15 @@ impl std::fmt::Debug for Connector {
 pub struct CallError(String);
 
 impl Connector {
-    pub(super) async fn load(runtime: &Runtime, bytes: &[u8], grants: Arc<Grants>) -> Result<Self, LoadError> {
-        let content_hash = hex_sha256(bytes);
-        let component = Component::new(&runtime.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    pub(super) async fn load(runtime: &Runtime, bytes: Vec<u8>, grants: Arc<Grants>) -> Result<Self, LoadError> {
+        let content_hash = content_hash(&bytes);
+        // Compiling takes a core for a while: never on a request worker.
+        let (engine, cache, hash) = (runtime.engine.clone(), runtime.cache.clone(), content_hash.clone());
+        let compiled = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &bytes, &hash))
+            .await
+            .map_err(|e| LoadError::Compile(e.to_string()))?
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = compiled.component;
         let instance_pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = ConnectorWorldPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let limits = &runtime.limits;
@@ -69,6 +75,7 @@ impl Connector {
             limits: runtime.limits.clone(),
             descriptor: Descriptor { name: String::new(), version: String::new() },
             content_hash,
+            from_cache: compiled.from_cache,
         };
         connector.descriptor = connector.call_describe().await.map_err(|e| LoadError::Describe(e.to_string()))?;
         Ok(connector)
@@ -85,6 +92,11 @@ impl Connector {
     /// SHA-256 of the component file, hex.
     pub fn content_hash(&self) -> &str {
         &self.content_hash
+    }
+
+    /// Whether the compiled code came from the compile cache.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     pub fn grants(&self) -> &Arc<Grants> {
@@ -228,6 +240,7 @@ impl Connector {
     }
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
+/// SHA-256 of a component file, hex: how versions are told apart.
+pub fn content_hash(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

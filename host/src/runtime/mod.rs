@@ -4,6 +4,7 @@
 //! wall-clock bound. A store that trapped is never entered again.
 
 pub mod bindings;
+mod cache;
 mod connector;
 mod grants;
 mod pool;
@@ -16,7 +17,8 @@ use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-pub use connector::{Connector, LoadError};
+pub use cache::CompileCache;
+pub use connector::{CallError, Connector, LoadError, content_hash};
 pub use grants::{Grants, OutboundAllowList};
 pub use state::InstanceState;
 
@@ -31,6 +33,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<InstanceState>>,
     limits: Limits,
+    cache: CompileCache,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -40,7 +43,8 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    pub fn new(limits: &Limits) -> anyhow::Result<Self> {
+    /// `cache_dir` holds compiled components between runs (none: compile every time).
+    pub fn new(limits: &Limits, cache_dir: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
         let engine = pooled_engine(limits).or_else(|e| {
             tracing::warn!(error = %e, "the pooling allocator is not available here; allocating instances on demand");
             Engine::new(&base_config()).map_err(anyhow::Error::from)
@@ -54,7 +58,7 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("linking the connector's host interfaces")?;
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker: Arc::new(linker), limits: limits.clone() })
+        Ok(Self { engine, linker: Arc::new(linker), limits: limits.clone(), cache: CompileCache::new(cache_dir) })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -62,7 +66,7 @@ impl Runtime {
     }
 
     /// Compiles, links and describes a connector; it is ready for traffic when this returns.
-    pub async fn load(&self, bytes: &[u8], grants: Arc<Grants>) -> Result<Connector, LoadError> {
+    pub async fn load(&self, bytes: Vec<u8>, grants: Arc<Grants>) -> Result<Connector, LoadError> {
         Connector::load(self, bytes, grants).await
     }
 }

@@ -1,8 +1,6 @@
 //! The admin listener (loopback by default): metrics, connector status,
 //! egress enqueueing and access tokens.
 
-use std::time::UNIX_EPOCH;
-
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -10,7 +8,7 @@ use serde_json::json;
 
 use super::{AppState, Body, full, json, text};
 use crate::bus::wire::EgressRequest;
-use crate::connectors::ConnectorSlot;
+use crate::connectors::{ConnectorSlot, ReloadOutcome};
 use crate::runtime::bindings::{TokenError, TokenRequest};
 use crate::telemetry::metrics;
 
@@ -25,9 +23,10 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Bo
             .body(full(metrics::render()))
             .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "metrics")),
         (Method::GET, "/admin/connectors") => connectors(state),
+        (Method::POST, "/admin/reload") => reload(state, &request).await,
         (Method::POST, "/v1/messages") => enqueue(state, request).await,
         (Method::POST, "/v1/tokens") => token(state, request).await,
-        (_, "/metrics" | "/admin/connectors" | "/v1/messages" | "/v1/tokens") => {
+        (_, "/metrics" | "/admin/connectors" | "/admin/reload" | "/v1/messages" | "/v1/tokens") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => text(StatusCode::NOT_FOUND, "no such route"),
@@ -35,22 +34,36 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Bo
 }
 
 fn connectors(state: &AppState) -> Response<Body> {
-    let list: Vec<_> = state
-        .connectors
-        .slots()
-        .iter()
-        .map(|slot| {
-            let current = slot.current();
-            json!({
-                "name": slot.config.name,
-                "component": slot.config.component.to_string(),
-                "version": current.version(),
-                "content_hash": current.content_hash(),
-                "loaded_at": slot.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default(),
-            })
+    let list: Vec<_> = state.connectors.slots().iter().map(|slot| slot.describe()).collect();
+    json(StatusCode::OK, &json!({ "connectors": list }))
+}
+
+/// `POST /admin/reload[?connector=NAME]`: swaps in the component files as they are now.
+async fn reload(state: &AppState, request: &Request<Incoming>) -> Response<Body> {
+    let name = query_connector(request);
+    if let Some(name) = &name
+        && state.connectors.by_name(name).is_none()
+    {
+        return text(StatusCode::NOT_FOUND, "no such connector");
+    }
+    let outcomes = state.connectors.reload(name.as_deref()).await;
+    let refused = outcomes.iter().any(|(_, o)| matches!(o, ReloadOutcome::Refused(_)));
+    let list: Vec<_> = outcomes
+        .into_iter()
+        .map(|(name, outcome)| match outcome {
+            ReloadOutcome::Swapped { from, to } => json!({"name": name, "outcome": "swapped", "from": from, "to": to}),
+            ReloadOutcome::Unchanged => json!({"name": name, "outcome": "unchanged"}),
+            ReloadOutcome::Refused(reason) => json!({"name": name, "outcome": "refused", "reason": reason}),
         })
         .collect();
-    json(StatusCode::OK, &json!({ "connectors": list }))
+    let status = if refused { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    json(status, &json!({ "connectors": list }))
+}
+
+fn query_connector(request: &Request<Incoming>) -> Option<String> {
+    request.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "connector").map(|(_, v)| v.into_owned())
+    })
 }
 
 /// The connector named by `?connector=`, else the only one loaded.

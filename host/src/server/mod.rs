@@ -28,7 +28,7 @@ pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 #[derive(Debug)]
 pub struct AppState {
     pub config: ServiceConfig,
-    pub connectors: Connectors,
+    pub connectors: Arc<Connectors>,
     pub bus: Arc<dyn Bus>,
 }
 

@@ -136,11 +136,11 @@ pub fn dead_letter(connector: &str) {
     );
 }
 
-pub fn swap(connector: &str, ok: bool) {
+pub fn swap(connector: &str, outcome: &str) {
     counter(
         "connector_swaps_total",
-        "Connector hot swaps by outcome.",
-        vec![("connector", connector.to_owned()), ("outcome", outcome(ok))],
+        "Connector hot swaps by outcome (swapped, refused).",
+        vec![("connector", connector.to_owned()), ("outcome", outcome.to_owned())],
         1,
     );
 }

@@ -1,0 +1,283 @@
+//! Hot swap: the connector is replaced in a running host, under traffic,
+//! without a failed request, a lost or a doubled message.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use harness::fake_twilio::FakeTwilio;
+use harness::{ACCOUNT_SID, Harness, Signature, fixture, messages, post, post_webhook, wait_for_messages};
+use ingress_egress::service::RunningService;
+use serde_json::Value;
+
+const V1: &str = "0.1.0";
+const V2: &str = "0.2.0-test";
+
+fn v1_bytes() -> Vec<u8> {
+    ingress_egress::bundled::get("twilio").unwrap().to_vec()
+}
+
+fn v2_bytes() -> Vec<u8> {
+    std::fs::read(fixture("twilio-v2")).unwrap()
+}
+
+/// Replaces the component file the way a deploy would: write aside, rename over.
+fn install(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A harness whose Twilio connector is the file it returns, holding version 1.
+fn file_backed(watch: bool) -> (Harness, PathBuf) {
+    harness::init_test_logs();
+    let mut harness = Harness::new();
+    let path = harness.dir.path().join("twilio.wasm");
+    install(&path, &v1_bytes());
+    harness.env.set("CONNECTOR_TWILIO_COMPONENT", path.to_str().unwrap());
+    if !watch {
+        harness.edit_architecture(|text| text.replace("watch_components: true", "watch_components: false"));
+    }
+    (harness, path)
+}
+
+async fn admin_connector(service: &RunningService) -> Value {
+    let (status, body) = post_get(service.admin_addr, "/admin/connectors").await;
+    assert_eq!(status, 200);
+    serde_json::from_str::<Value>(&body).unwrap()["connectors"][0].clone()
+}
+
+async fn reload(service: &RunningService) -> (u16, Value) {
+    let (status, body) = post(service.admin_addr, "/admin/reload", &[], Vec::new()).await;
+    (status, serde_json::from_str(&body).unwrap())
+}
+
+/// GET through the plain client (the admin routes answer GET only where they read).
+async fn post_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    (status, String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
+fn sms(sid: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MessageSid", sid.to_owned()),
+        ("AccountSid", ACCOUNT_SID.to_owned()),
+        ("From", "+14155550100".to_owned()),
+        ("To", "+15005550006".to_owned()),
+        ("Body", "during a swap".to_owned()),
+    ]
+}
+
+async fn signed_sms(addr: std::net::SocketAddr, sid: &str) -> u16 {
+    let params = sms(sid);
+    let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    post_webhook(addr, "/twilio/messaging", &borrowed, Signature::Valid).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_swaps_under_traffic_fail_nothing_lose_nothing_double_nothing() {
+    let fake = FakeTwilio::start().await;
+    let (mut harness, path) = file_backed(false);
+    harness.with_twilio_at(&fake.base_url());
+    let service = harness.start().await;
+    let (public, admin) = (service.public_addr, service.admin_addr);
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let webhooks = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..2000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                statuses.push(signed_sms(public, &format!("SM{i:032x}")).await);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            statuses
+        })
+    };
+    let sends = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..400 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let id = format!("swap-{i}");
+                let body = format!(r#"{{"id": "{id}", "to": "+14155550100", "from": "+15005550006", "body": "{id}"}}"#);
+                let (status, _) =
+                    post(admin, "/v1/messages", &[("content-type", "application/json")], body.into_bytes()).await;
+                assert_eq!(status, 202);
+                ids.push(id);
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            ids
+        })
+    };
+
+    for swap in 0..10 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (bytes, version) = if swap % 2 == 0 { (v2_bytes(), V2) } else { (v1_bytes(), V1) };
+        install(&path, &bytes);
+        let (status, outcome) = reload(&service).await;
+        assert_eq!(status, 200, "{outcome}");
+        assert_eq!(outcome["connectors"][0]["outcome"], "swapped", "{outcome}");
+        assert_eq!(admin_connector(&service).await["version"], version);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let statuses = webhooks.await.unwrap();
+    assert!(statuses.len() > 50, "too little traffic: {}", statuses.len());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "failed webhooks: {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+    assert_eq!(messages(&service, "ingress.twilio.messaging").await.len(), statuses.len());
+
+    let ids = sends.await.unwrap();
+    let events = wait_for_messages(&service, "events.twilio.status", ids.len()).await;
+    assert_eq!(events.len(), ids.len());
+    let mut sent_per_id: HashMap<String, usize> = HashMap::new();
+    let mut versions_seen: HashMap<String, usize> = HashMap::new();
+    for request in fake.received() {
+        let body = request.form.iter().find(|(k, _)| k == "Body").map(|(_, v)| v.clone()).unwrap();
+        *sent_per_id.entry(body).or_default() += 1;
+        *versions_seen.entry(request.header("user-agent").unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    for id in &ids {
+        assert_eq!(sent_per_id.get(id), Some(&1), "{id} sent {:?} times", sent_per_id.get(id));
+    }
+    assert!(versions_seen.contains_key(&format!("ingress-egress-twilio/{V1}")), "{versions_seen:?}");
+    assert!(versions_seen.contains_key(&format!("ingress-egress-twilio/{V2}")), "{versions_seen:?}");
+    assert_eq!(admin_connector(&service).await["swap_count"], 10);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn broken_components_are_refused_and_the_old_one_keeps_serving() {
+    let (harness, path) = file_backed(false);
+    let service = harness.start().await;
+    let truncated = v1_bytes()[..v1_bytes().len() / 2].to_vec();
+    let trap_in_describe = std::fs::read(fixture("probe-trap-describe")).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("truncated", truncated, "does not compile"),
+        ("missing exports", b"(component)".to_vec(), "does not link"),
+        ("traps in describe", trap_in_describe, "does not answer describe()"),
+    ];
+    for (i, (case, bytes, expected)) in cases.into_iter().enumerate() {
+        install(&path, &bytes);
+        let (status, outcome) = reload(&service).await;
+        assert_eq!(status, 422, "{case}: {outcome}");
+        let reason = outcome["connectors"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains(expected), "{case}: {reason}");
+        // Traffic carries on, on the old component.
+        assert_eq!(signed_sms(service.public_addr, &format!("SM{i:032x}")).await, 200, "{case}");
+        let connector = admin_connector(&service).await;
+        assert_eq!(connector["version"], V1);
+        assert_eq!(connector["swap_count"], 0);
+        assert!(connector["last_refusal"]["reason"].as_str().unwrap().contains(expected), "{connector}");
+    }
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_file_is_swapped_in_by_the_watcher() {
+    let (harness, path) = file_backed(true);
+    let service = harness.start().await;
+    install(&path, &v2_bytes());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while admin_connector(&service).await["version"] != V2 {
+        assert!(tokio::time::Instant::now() < deadline, "the watcher did not swap within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(signed_sms(service.public_addr, "SM00000000000000000000000000000abc").await, 200);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn compiled_components_are_reused_across_restarts_and_swaps_back() {
+    let (harness, path) = file_backed(false);
+    let service = harness.start().await;
+    assert_eq!(admin_connector(&service).await["compiled_from_cache"], false);
+    install(&path, &v2_bytes());
+    assert_eq!(reload(&service).await.1["connectors"][0]["outcome"], "swapped");
+    install(&path, &v1_bytes());
+    assert_eq!(reload(&service).await.1["connectors"][0]["outcome"], "swapped");
+    // Back to a version compiled before: from the cache.
+    assert_eq!(admin_connector(&service).await["compiled_from_cache"], true);
+    service.stop().await.unwrap();
+    let restarted = harness.start().await;
+    assert_eq!(admin_connector(&restarted).await["compiled_from_cache"], true);
+    restarted.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_the_reload_command_swap_a_running_service() {
+    let (mut harness, path) = file_backed(false);
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (public, admin) = (free(), free());
+    harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
+    let architecture = harness.architecture_path();
+    let run = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ingress-egress-under-test"));
+        command.env_clear().arg("--architecture").arg(&architecture).args(args);
+        for name in [
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_AUTH_TOKEN",
+            "TWILIO_CHAT_SERVICE_SID",
+            "LISTEN_ADDR",
+            "ADMIN_ADDR",
+            "DATA_DIR",
+            "CONNECTOR_TWILIO_COMPONENT",
+        ] {
+            command.env(name, harness.env.get(name).unwrap());
+        }
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        command
+    };
+    let mut child = run(&["serve"]).spawn().unwrap();
+    let version = || async move {
+        let (_, body) = post_get(admin, "/admin/connectors").await;
+        serde_json::from_str::<Value>(&body).unwrap()["connectors"][0]["version"].as_str().unwrap().to_owned()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(version().await, V1);
+
+    install(&path, &v2_bytes());
+    assert!(std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while version().await != V2 {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP did not swap");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    install(&path, &v1_bytes());
+    let reloaded = run(&["reload"]).status().unwrap();
+    assert!(reloaded.success());
+    assert_eq!(version().await, V1);
+
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
