@@ -142,3 +142,64 @@ fn the_import_check_catches_a_filesystem_import() {
     let imports = imports_of(&probe);
     assert!(imports.iter().any(|i| i.starts_with("wasi:filesystem/")), "{imports:?}");
 }
+
+/// Runs the real command line with only `vars` in its environment.
+fn cli(harness: &Harness, args: &[&str], vars: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ingress-egress-under-test"));
+    command.env_clear().arg("--architecture").arg(harness.architecture_path()).args(args);
+    for name in vars {
+        if let Some(value) = harness.env.get(name) {
+            command.env(name, value);
+        }
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn check_names_two_missing_secrets_and_a_malformed_sid_and_fails() {
+    let mut harness = Harness::new();
+    harness.env.set("TWILIO_ACCOUNT_SID", "AC-this-is-not-a-sid");
+    let output = cli(&harness, &["check"], &["TWILIO_ACCOUNT_SID", "TWILIO_API_KEY", "TWILIO_API_SECRET", "DATA_DIR"]);
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("TWILIO_ACCOUNT_SID: malformed"), "{stdout}");
+    assert!(stdout.contains("TWILIO_AUTH_TOKEN: missing"), "{stdout}");
+    assert!(stdout.contains("TWILIO_CHAT_SERVICE_SID: missing"), "{stdout}");
+    assert!(!stdout.contains("this-is-not-a-sid"));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("this-is-not-a-sid"));
+
+    let all = ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_CHAT_SERVICE_SID", "DATA_DIR"];
+    let mut good = Harness::new();
+    assert!(cli(&good, &["check"], &all).status.success());
+    good.edit_architecture(|text| text.replace("trust_forwarded_headers:", "trust_forwarded_header:"));
+    let output = cli(&good, &["check"], &all);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("trust_forwarded_header"));
+}
+
+#[test]
+fn the_token_command_prints_a_token_that_verifies() {
+    let harness = Harness::new();
+    let vars = [
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "TWILIO_API_KEY",
+        "TWILIO_API_SECRET",
+        "TWILIO_CHAT_SERVICE_SID",
+        "DATA_DIR",
+    ];
+    let output = cli(&harness, &["token", "--identity", "alice"], &vars);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let jwt = String::from_utf8(output.stdout).unwrap();
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
+    let data = jsonwebtoken::decode::<Value>(jwt.trim(), &DecodingKey::from_secret(API_SECRET.as_bytes()), &validation)
+        .unwrap();
+    assert_eq!(data.header.cty.as_deref(), Some("twilio-fpa;v=1"));
+    assert_eq!(data.claims["grants"], json!({"identity": "alice", "chat": {"service_sid": CHAT_SERVICE_SID}}));
+    assert_eq!(data.claims["exp"].as_u64().unwrap() - data.claims["nbf"].as_u64().unwrap(), 3600);
+
+    let output = cli(&harness, &["token", "--identity", "alice", "--ttl", "86401"], &vars);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("86400"));
+}

@@ -11,17 +11,29 @@ use super::{AppState, Body, full, text};
 use crate::telemetry::metrics;
 
 pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    use tracing::Instrument as _;
     let path = request.uri().path().to_owned();
-    let response = match path.as_str() {
-        "/healthz" => text(StatusCode::OK, "ok"),
-        "/readyz" => readiness(state).await,
-        _ => match state.connectors.route(&path) {
-            Some(_) => to_connector(state, request, &path, peer).await,
-            None => text(StatusCode::NOT_FOUND, "no such route"),
-        },
-    };
+    let span = tracing::info_span!("request", route = route_label(&path), %peer);
+    let response = async {
+        let response = respond(state, request, &path, peer).await;
+        tracing::debug!(status = response.status().as_u16(), "answered");
+        response
+    }
+    .instrument(span)
+    .await;
     metrics::http_request(route_label(&path), response.status().as_u16());
     response
+}
+
+async fn respond(state: &AppState, request: Request<Incoming>, path: &str, peer: SocketAddr) -> Response<Body> {
+    match path {
+        "/healthz" => text(StatusCode::OK, "ok"),
+        "/readyz" => readiness(state).await,
+        _ => match state.connectors.route(path) {
+            Some(_) => to_connector(state, request, path, peer).await,
+            None => text(StatusCode::NOT_FOUND, "no such route"),
+        },
+    }
 }
 
 /// A bounded label: known routes by name, everything else as `other`.

@@ -1,0 +1,151 @@
+//! Signed webhooks per second, each durable on the bus before its 200: the
+//! sandboxed service against a native Rust handler doing the same work (verify
+//! the signature, build the envelope, publish to the same SQLite bus) in the
+//! same invocation. Bounded: `BENCH_REQUESTS` (default 20000) per side, 60 s.
+//!
+//! `cargo bench -p bench --bench webhooks`
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bench::{Prepared, Report, run};
+use bytes::Bytes;
+use harness::{ACCOUNT_SID, AUTH_TOKEN, Harness};
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use ingress_egress::bus::Bus;
+use ingress_egress::bus::sqlite::SqliteBus;
+use subtle::ConstantTimeEq;
+
+const CONNECTIONS: usize = 64;
+const DEADLINE: Duration = Duration::from_secs(60);
+const TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
+
+fn requests(addr: SocketAddr, count: usize, tag: &str) -> Vec<Prepared> {
+    (0..count)
+        .map(|i| {
+            let sid = format!("SM{tag}{i:030x}");
+            let params = [
+                ("ToCountry", "US"),
+                ("SmsMessageSid", sid.as_str()),
+                ("NumMedia", "0"),
+                ("SmsSid", sid.as_str()),
+                ("SmsStatus", "received"),
+                ("Body", "Hello, this is a benchmark message"),
+                ("To", "+15005550006"),
+                ("NumSegments", "1"),
+                ("MessageSid", sid.as_str()),
+                ("AccountSid", ACCOUNT_SID),
+                ("From", "+14155550100"),
+                ("ApiVersion", "2010-04-01"),
+            ];
+            let signature = harness::sign(&format!("http://{addr}/twilio/messaging"), &params);
+            Prepared {
+                path: "/twilio/messaging".into(),
+                headers: vec![
+                    ("content-type".into(), "application/x-www-form-urlencoded".into()),
+                    ("x-twilio-signature".into(), signature),
+                ],
+                body: Bytes::from(harness::form(&params)),
+            }
+        })
+        .collect()
+}
+
+/// The baseline: the same work natively, no sandbox.
+async fn native_handler(
+    bus: Arc<SqliteBus>,
+    addr: SocketAddr,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let signature = request.headers().get("x-twilio-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let respond = |status: u16, body: &'static str| {
+        Ok(hyper::Response::builder().status(status).body(Full::new(Bytes::from(body))).expect("response"))
+    };
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(AUTH_TOKEN.as_bytes()).expect("key");
+    mac.update(format!("http://{addr}/twilio/messaging").as_bytes());
+    let mut sorted = params.clone();
+    sorted.sort();
+    for (k, v) in &sorted {
+        mac.update(k.as_bytes());
+        mac.update(v.as_bytes());
+    }
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let Some(signature) = signature else { return respond(400, "missing signature") };
+    if !bool::from(expected.as_bytes().ct_eq(signature.as_bytes())) {
+        return respond(403, "forged");
+    }
+    let sid = params.iter().find(|(k, _)| k == "MessageSid").map(|(_, v)| v.clone()).unwrap_or_default();
+    let attributes: serde_json::Map<String, serde_json::Value> =
+        params.drain(..).map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    let envelope =
+        serde_json::json!({"provider_message_id": sid, "source": "twilio", "channel": "sms", "attributes": attributes});
+    match bus.publish("ingress.twilio.messaging", Some(&sid), serde_json::to_vec(&envelope).expect("json")).await {
+        Ok(_) => Ok(hyper::Response::builder()
+            .header("content-type", "text/xml")
+            .body(Full::new(Bytes::from(TWIML)))
+            .expect("response")),
+        Err(_) => respond(503, "bus"),
+    }
+}
+
+async fn start_native(dir: &std::path::Path) -> SocketAddr {
+    let bus = Arc::new(SqliteBus::open(&dir.join("native.sqlite3")).expect("bus"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |r| native_handler(bus.clone(), addr, r));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn line(name: &str, report: &Report) {
+    println!(
+        "{name:<22} {:>8.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} requests, {} failed, {:.1} s)",
+        report.per_second(),
+        report.p50.as_secs_f64() * 1e3,
+        report.p99.as_secs_f64() * 1e3,
+        report.requests,
+        report.failures,
+        report.elapsed.as_secs_f64()
+    );
+}
+
+fn main() {
+    let count: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let native = start_native(dir.path()).await;
+        let harness = Harness::new();
+        let service = harness.start().await;
+
+        // Warm both (connections, instances, the page cache), then measure.
+        run(native, requests(native, 500, "w0"), CONNECTIONS, DEADLINE).await;
+        run(service.public_addr, requests(service.public_addr, 500, "w1"), CONNECTIONS, DEADLINE).await;
+        let baseline = run(native, requests(native, count, "b0"), CONNECTIONS, DEADLINE).await;
+        let sandboxed =
+            run(service.public_addr, requests(service.public_addr, count, "s0"), CONNECTIONS, DEADLINE).await;
+
+        println!("signed webhooks, durable before 200, {CONNECTIONS} connections, one process:");
+        line("native (baseline)", &baseline);
+        line("ingress-egress", &sandboxed);
+        println!("ratio (ingress-egress / native): {:.2}", sandboxed.per_second() / baseline.per_second());
+        assert_eq!(sandboxed.failures, 0, "failed requests");
+        service.stop().await.expect("stop");
+    });
+}
