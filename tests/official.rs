@@ -65,7 +65,7 @@ async fn webhooks_signed_by_twilio_python_are_accepted() {
                 ("Body".to_owned(), random.text()),
             ];
             for name in extra_names {
-                if random.next() % 2 == 0 {
+                if random.next().is_multiple_of(2) {
                     params.push((name.to_owned(), random.text()));
                 }
             }
