@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{ACCOUNT_SID, Harness};
+use harness::Harness;
 use ingress_egress::bus::Bus as _;
 use ingress_egress::bus::sqlite::SqliteBus;
 
@@ -16,45 +15,11 @@ use ingress_egress::bus::sqlite::SqliteBus;
 const BURST: usize = 400;
 const KILL_AFTER: usize = 100;
 
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_burst_loses_no_acknowledged_webhook() {
     let mut harness = Harness::new();
-    let public = free_addr();
-    harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", free_addr().to_string());
-    let architecture = harness.architecture_path();
     let data_dir = harness.dir.path().join("data");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ingress-egress-under-test"));
-    command
-        .env_clear()
-        .arg("--architecture")
-        .arg(&architecture)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for name in [
-        "TWILIO_ACCOUNT_SID",
-        "TWILIO_AUTH_TOKEN",
-        "TWILIO_API_KEY",
-        "TWILIO_API_SECRET",
-        "TWILIO_CHAT_SERVICE_SID",
-        "LISTEN_ADDR",
-        "ADMIN_ADDR",
-        "DATA_DIR",
-    ] {
-        command.env(name, harness.env.get(name).unwrap());
-    }
-    let mut child = command.spawn().unwrap();
-
-    // Up within a bound.
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(public).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the service did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, public, _) = harness.spawn_serve().await;
 
     let answered = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..BURST)
@@ -62,13 +27,8 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_webhook() {
             let answered = answered.clone();
             tokio::spawn(async move {
                 let sid = format!("SM{i:032x}");
-                let params = [
-                    ("MessageSid", sid.as_str()),
-                    ("AccountSid", ACCOUNT_SID),
-                    ("From", "+14155550100"),
-                    ("To", "+15005550006"),
-                    ("Body", "burst"),
-                ];
+                let owned = harness::minimal_sms(&sid, "burst");
+                let params: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let url = format!("http://{public}/twilio/messaging");
                 let headers = vec![
                     ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),

@@ -145,14 +145,7 @@ fn the_import_check_catches_a_filesystem_import() {
 
 /// Runs the real command line with only `vars` in its environment.
 fn cli(harness: &Harness, args: &[&str], vars: &[&str]) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ingress-egress-under-test"));
-    command.env_clear().arg("--architecture").arg(harness.architecture_path()).args(args);
-    for name in vars {
-        if let Some(value) = harness.env.get(name) {
-            command.env(name, value);
-        }
-    }
-    command.output().unwrap()
+    harness.command(args, Some(vars)).output().unwrap()
 }
 
 #[test]

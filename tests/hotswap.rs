@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use harness::fake_twilio::FakeTwilio;
-use harness::{ACCOUNT_SID, Harness, Signature, fixture, messages, post, post_webhook, wait_for_messages};
+use harness::{Harness, fixture, get, messages, post, signed_sms, wait_for_messages};
 use ingress_egress::service::RunningService;
 use serde_json::Value;
 
@@ -46,7 +46,7 @@ fn file_backed(watch: bool) -> (Harness, PathBuf) {
 }
 
 async fn admin_connector(service: &RunningService) -> Value {
-    let (status, body) = post_get(service.admin_addr, "/admin/connectors").await;
+    let (status, body) = get(service.admin_addr, "/admin/connectors").await;
     assert_eq!(status, 200);
     serde_json::from_str::<Value>(&body).unwrap()["connectors"][0].clone()
 }
@@ -54,38 +54,6 @@ async fn admin_connector(service: &RunningService) -> Value {
 async fn reload(service: &RunningService) -> (u16, Value) {
     let (status, body) = post(service.admin_addr, "/admin/reload", &[], Vec::new()).await;
     (status, serde_json::from_str(&body).unwrap())
-}
-
-/// GET through the plain client (the admin routes answer GET only where they read).
-async fn post_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header("host", addr.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    (status, String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes()).into_owned())
-}
-
-fn sms(sid: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("MessageSid", sid.to_owned()),
-        ("AccountSid", ACCOUNT_SID.to_owned()),
-        ("From", "+14155550100".to_owned()),
-        ("To", "+15005550006".to_owned()),
-        ("Body", "during a swap".to_owned()),
-    ]
-}
-
-async fn signed_sms(addr: std::net::SocketAddr, sid: &str) -> u16 {
-    let params = sms(sid);
-    let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    post_webhook(addr, "/twilio/messaging", &borrowed, Signature::Valid).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,37 +200,11 @@ async fn compiled_components_are_reused_across_restarts_and_swaps_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_the_reload_command_swap_a_running_service() {
     let (mut harness, path) = file_backed(false);
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (public, admin) = (free(), free());
-    harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
-    let architecture = harness.architecture_path();
-    let run = |args: &[&str]| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ingress-egress-under-test"));
-        command.env_clear().arg("--architecture").arg(&architecture).args(args);
-        for name in [
-            "TWILIO_ACCOUNT_SID",
-            "TWILIO_AUTH_TOKEN",
-            "TWILIO_CHAT_SERVICE_SID",
-            "LISTEN_ADDR",
-            "ADMIN_ADDR",
-            "DATA_DIR",
-            "CONNECTOR_TWILIO_COMPONENT",
-        ] {
-            command.env(name, harness.env.get(name).unwrap());
-        }
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        command
-    };
-    let mut child = run(&["serve"]).spawn().unwrap();
+    let (mut child, _, admin) = harness.spawn_serve().await;
     let version = || async move {
-        let (_, body) = post_get(admin, "/admin/connectors").await;
+        let (_, body) = get(admin, "/admin/connectors").await;
         serde_json::from_str::<Value>(&body).unwrap()["connectors"][0]["version"].as_str().unwrap().to_owned()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(admin).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the service did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(version().await, V1);
 
     install(&path, &v2_bytes());
@@ -274,7 +216,7 @@ async fn sighup_and_the_reload_command_swap_a_running_service() {
     }
 
     install(&path, &v1_bytes());
-    let reloaded = run(&["reload"]).status().unwrap();
+    let reloaded = harness.command(&["reload"], None).stdout(std::process::Stdio::null()).status().unwrap();
     assert!(reloaded.success());
     assert_eq!(version().await, V1);
 

@@ -3,17 +3,7 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
-use harness::{ACCOUNT_SID, Harness, Signature, messages, post, post_webhook};
-
-fn sms(sid: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("MessageSid", sid.to_owned()),
-        ("AccountSid", ACCOUNT_SID.to_owned()),
-        ("From", "+14155550100".to_owned()),
-        ("To", "+15005550006".to_owned()),
-        ("Body", "still here".to_owned()),
-    ]
-}
+use harness::{Harness, messages, post, signed_sms};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misbehaving_guest_costs_one_request_a_500() {
@@ -34,10 +24,7 @@ async fn a_misbehaving_guest_costs_one_request_a_500() {
                 if i % 2 == 0 {
                     post(addr, "/probe/ok", &[], Vec::new()).await.0
                 } else {
-                    let sid = format!("SM{i:032}");
-                    let params = sms(&sid);
-                    let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    post_webhook(addr, "/twilio/messaging", &borrowed, Signature::Valid).await.0
+                    signed_sms(addr, &format!("SM{i:032}")).await
                 }
             })
         })

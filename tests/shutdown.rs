@@ -3,41 +3,16 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::Harness;
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_in_flight_and_exits() {
     let mut harness = Harness::new();
     harness.with_probe("probe", &[]);
-    let public = free_addr();
-    harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", free_addr().to_string());
-    let architecture = harness.architecture_path();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ingress-egress-under-test"));
-    command
-        .env_clear()
-        .arg("--architecture")
-        .arg(&architecture)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for name in
-        ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_CHAT_SERVICE_SID", "LISTEN_ADDR", "ADMIN_ADDR", "DATA_DIR"]
-    {
-        command.env(name, harness.env.get(name).unwrap());
-    }
-    let mut child = command.spawn().unwrap();
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(public).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the service did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, public, _) = harness.spawn_serve().await;
 
     let in_flight = tokio::spawn(async move {
         ingress_egress::client::post(&format!("http://{public}"), "/probe/slow?ms=1500", &[], Vec::new()).await

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use harness::{ACCOUNT_SID, CHAT_SERVICE_SID, DeadBus, Harness, Signature, messages, post, post_webhook, sign};
+use harness::{ACCOUNT_SID, CHAT_SERVICE_SID, DeadBus, Harness, Signature, get, messages, post, post_webhook, sign};
 use serde_json::json;
 
 const TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
@@ -259,20 +259,4 @@ async fn metrics_count_requests_rejections_and_publishes() {
     assert_eq!(connectors["connectors"][0]["name"], "twilio");
     assert_eq!(connectors["connectors"][0]["version"], "0.1.0");
     service.stop().await.unwrap();
-}
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header("host", addr.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }

@@ -248,3 +248,107 @@ pub async fn wait_for_messages(service: &RunningService, topic: &str, count: usi
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A loopback address with a port free right now.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+}
+
+/// Waits (bounded) until something accepts connections on `addr`.
+pub async fn wait_for_listener(addr: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "nothing listens on {addr} after 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The harness package's build of the real command line. Cargo builds it
+/// beside the test binaries' `deps/` folder for every integration test.
+fn cli_binary() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("current exe");
+    let profile_dir = test_binary.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let binary = profile_dir.join("ingress-egress-under-test");
+    assert!(binary.exists(), "{} is missing: it is built with the harness tests", binary.display());
+    binary
+}
+
+/// Every variable the harness sets, for a child process.
+const SERVICE_VARS: &[&str] = &[
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_API_KEY",
+    "TWILIO_API_SECRET",
+    "TWILIO_CHAT_SERVICE_SID",
+    "TWILIO_API_BASE_URL",
+    "TWILIO_CONVERSATIONS_BASE_URL",
+    "LISTEN_ADDR",
+    "ADMIN_ADDR",
+    "DATA_DIR",
+    "CONNECTOR_TWILIO_COMPONENT",
+];
+
+impl Harness {
+    /// The real command line as a child process, with `args` and an environment
+    /// holding only the harness's variables (or only `vars`, when given).
+    pub fn command(&self, args: &[&str], vars: Option<&[&str]>) -> std::process::Command {
+        let mut command = std::process::Command::new(cli_binary());
+        command.env_clear().arg("--architecture").arg(self.architecture_path()).args(args);
+        for name in vars.unwrap_or(SERVICE_VARS) {
+            if let Some(value) = self.env.get(name) {
+                command.env(name, value);
+            }
+        }
+        command
+    }
+
+    /// `serve` as a child process on fresh loopback ports; returns once it listens.
+    pub async fn spawn_serve(&mut self) -> (std::process::Child, SocketAddr, SocketAddr) {
+        let (public, admin) = (free_addr(), free_addr());
+        self.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
+        let child = self
+            .command(&["serve"], None)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning serve");
+        wait_for_listener(public).await;
+        wait_for_listener(admin).await;
+        (child, public, admin)
+    }
+}
+
+/// GETs a path; returns status and body text.
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The fewest parameters an inbound SMS webhook has.
+pub fn minimal_sms(sid: &str, body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MessageSid", sid.to_owned()),
+        ("AccountSid", ACCOUNT_SID.to_owned()),
+        ("From", "+14155550100".to_owned()),
+        ("To", "+15005550006".to_owned()),
+        ("Body", body.to_owned()),
+    ]
+}
+
+/// Posts a correctly signed minimal SMS webhook; returns the status.
+pub async fn signed_sms(addr: SocketAddr, sid: &str) -> u16 {
+    let params = minimal_sms(sid, "hello");
+    let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    post_webhook(addr, "/twilio/messaging", &borrowed, Signature::Valid).await.0
+}
