@@ -194,6 +194,11 @@ impl Connector {
         .await
     }
 
+    fn failed_call(&self, started: Instant, reason: String) -> CallError {
+        metrics::component_call(&self.descriptor.name, "http", started.elapsed(), false);
+        CallError(reason)
+    }
+
     /// Serves one HTTP request with the component's `wasi:http/incoming-handler`.
     pub async fn handle<B>(&self, request: hyper::Request<B>) -> Result<hyper::Response<HyperOutgoingBody>, CallError>
     where
@@ -212,9 +217,7 @@ impl Connector {
         let req = warm.store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(cannot_pass)?;
         let out = warm.store.data_mut().http().new_response_outparam(sender).map_err(cannot_pass)?;
         let pool_owner = self.pool.clone();
-        // The guest keeps running after it hands over the response head, to
-        // write the body: it runs as its own task, bounded by the call timeout.
-        let guest = tokio::spawn(async move {
+        let guest = async move {
             let run = warm.instance.wasi_http_incoming_handler().call_handle(&mut warm.store, req, out);
             match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(())) => {
@@ -224,17 +227,35 @@ impl Connector {
                 Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(_) => Err(format!("took longer than {timeout:?}")),
             }
-        });
-        let response = match receiver.await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(code)) => Err(CallError(format!("the connector answered with an error: {code:?}"))),
-            // The guest ended without answering: say why.
-            Err(_) => Err(CallError(match guest.await {
-                Ok(Err(reason)) => format!("the connector failed: {reason}"),
-                Ok(Ok(())) => "the connector returned without answering".to_owned(),
-                Err(e) => format!("the connector task failed: {e}"),
-            })),
         };
+        // The guest usually finishes (body written) before anyone looks at the
+        // response: run it right here. Should it hand over the response head and
+        // keep writing a body, it goes on as its own task while the body streams.
+        let mut guest = Box::pin(guest);
+        let mut receiver = receiver;
+        let answered = tokio::select! {
+            biased;
+            finished = &mut guest => Err(finished),
+            response = &mut receiver => Ok(response),
+        };
+        let why = |finished: Result<(), String>| match finished {
+            Err(reason) => format!("the connector failed: {reason}"),
+            Ok(()) => "the connector returned without answering".to_owned(),
+        };
+        let response = match answered {
+            Ok(Ok(response)) => {
+                tokio::spawn(guest);
+                response
+            }
+            // The guest dropped its response without answering: it is ending; say why.
+            Ok(Err(_)) => return Err(self.failed_call(started, why(guest.await))),
+            // Finished: the response, if it set one, is waiting in the channel.
+            Err(finished) => match receiver.await {
+                Ok(response) => response,
+                Err(_) => return Err(self.failed_call(started, why(finished))),
+            },
+        };
+        let response = response.map_err(|code| CallError(format!("the connector answered with an error: {code:?}")));
         metrics::component_call(&self.descriptor.name, "http", started.elapsed(), response.is_ok());
         response
     }

@@ -74,6 +74,10 @@ impl Runtime {
 fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true).epoch_interruption(true);
+    // `perf` can name guest functions when asked to (writes /tmp/perf-PID.map).
+    if std::env::var_os("WASMTIME_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 
