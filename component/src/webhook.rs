@@ -118,11 +118,12 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
     let (stream, key, message) = match built {
         Ok(Some(built)) => built,
         // Acknowledged, nothing to publish (a Conversations event other than onMessageAdded).
-        Ok(None) => return ok_reply(route),
+        Ok(None) => return Reply::twiml(),
         Err(error) => return Reply::error(400, error.to_string()),
     };
+    // Status and Conversations webhooks ignore the body: the same empty TwiML serves all three.
     match bus::publish(stream, Some(&key), &message) {
-        Ok(_) => ok_reply(route),
+        Ok(_) => Reply::twiml(),
         Err(BusError::Unavailable(reason)) => {
             log::log(Level::Error, &format!("bus unavailable for {key}: {reason}"));
             Reply::error(503, "the bus cannot take the message now")
@@ -131,14 +132,6 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
             log::log(Level::Error, &format!("bus refused stream {stream}: {reason}"));
             Reply::error(500, "the connector may not publish this message")
         }
-    }
-}
-
-fn ok_reply(route: Route) -> Reply {
-    match route {
-        Route::Messaging => Reply::twiml(),
-        // Status and Conversations webhooks ignore the body; TwiML is harmless and uniform.
-        Route::Status | Route::Conversations => Reply::twiml(),
     }
 }
 

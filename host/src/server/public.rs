@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
 use super::{AppState, Body, full, text};
+use crate::connectors::ConnectorSlot;
 use crate::telemetry::metrics;
 
 pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -30,7 +31,7 @@ async fn respond(state: &AppState, request: Request<Incoming>, path: &str, peer:
         "/healthz" => text(StatusCode::OK, "ok"),
         "/readyz" => readiness(state).await,
         _ => match state.connectors.route(path) {
-            Some(_) => to_connector(state, request, path, peer).await,
+            Some(slot) => to_connector(state, slot, request, path, peer).await,
             None => text(StatusCode::NOT_FOUND, "no such route"),
         },
     }
@@ -59,7 +60,13 @@ async fn readiness(state: &AppState) -> Response<Body> {
 
 /// Reads the body within the size and time limits, then hands the request to
 /// the connector that owns the route.
-async fn to_connector(state: &AppState, request: Request<Incoming>, path: &str, peer: SocketAddr) -> Response<Body> {
+async fn to_connector(
+    state: &AppState,
+    slot: &ConnectorSlot,
+    request: Request<Incoming>,
+    path: &str,
+    peer: SocketAddr,
+) -> Response<Body> {
     let limits = &state.config.limits;
     let declared = request
         .headers()
@@ -85,9 +92,6 @@ async fn to_connector(state: &AppState, request: Request<Incoming>, path: &str, 
             parts.headers.remove(name);
         }
     }
-    let Some(slot) = state.connectors.route(path) else {
-        return text(StatusCode::NOT_FOUND, "no such route");
-    };
     let connector = slot.current();
     let request = Request::from_parts(parts, full(bytes));
     match connector.handle(request).await {
