@@ -38,3 +38,34 @@ async fn sigterm_drains_requests_in_flight_and_exits() {
     };
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_say_what_loaded_and_never_a_secret() {
+    let mut harness = Harness::new();
+    let (public, admin) = (harness::free_addr(), harness::free_addr());
+    harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
+    let mut child = harness
+        .command(&["--log-format", "json", "serve"], None)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    harness::wait_for_listener(public).await;
+    // Some traffic that logs: a forged webhook and a token.
+    harness::post_webhook(public, "/twilio/messaging", &[("MessageSid", "SM1")], harness::Signature::Given("Zm9yZ2Vk"))
+        .await;
+    harness::post(admin, "/v1/tokens", &[("content-type", "application/json")], br#"{"identity":"alice"}"#.to_vec())
+        .await;
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["message"] == "connector loaded" && l["connector"] == "twilio"), "{logs}");
+    assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("refused webhook"))), "{logs}");
+    for secret in [harness::AUTH_TOKEN, harness::API_SECRET] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
