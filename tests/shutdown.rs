@@ -44,7 +44,7 @@ async fn json_logs_say_what_loaded_and_never_a_secret() {
     let mut harness = Harness::new();
     let (public, admin) = (harness::free_addr(), harness::free_addr());
     harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
-    let mut child = harness
+    let child = harness
         .command(&["--log-format", "json", "serve"], None)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
