@@ -215,7 +215,7 @@ fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
 
 /// Loads the connectors in this process, for commands that call one directly.
 async fn local_connectors(config: &ServiceConfig) -> anyhow::Result<Connectors> {
-    let bus = crate::bus::open(&config.bus_url)?;
+    let bus = crate::bus::open(&config.bus_url, config.bus_retention)?;
     let runtime = Runtime::new(&config.limits, Some(config.data_dir.join("compile-cache")))?;
     Connectors::load(config, runtime, bus).await
 }
@@ -250,7 +250,7 @@ async fn token(config: ServiceConfig, args: TokenArgs) -> anyhow::Result<()> {
 }
 
 async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
-    let bus = crate::bus::open(&config.bus_url)?;
+    let bus = crate::bus::open(&config.bus_url, config.bus_retention)?;
     let connector = match &args.connector {
         Some(name) => config.enabled_connectors().find(|c| &c.name == name),
         None => config.enabled_connectors().next(),
@@ -274,7 +274,7 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
 
 async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let bus = crate::bus::open(&config.bus_url)?;
+    let bus = crate::bus::open(&config.bus_url, config.bus_retention)?;
     let mut cursor = if args.from_start { 0 } else { bus.last_seq(&args.topic).await? };
     let mut printed = 0usize;
     let mut idle_since = tokio::time::Instant::now();

@@ -45,7 +45,7 @@ impl RunningService {
 pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::Result<RunningService> {
     let bus = match bus {
         Some(bus) => bus,
-        None => bus::open(&config.bus_url)?,
+        None => bus::open(&config.bus_url, config.bus_retention)?,
     };
     for connector in config.connectors.iter().filter(|c| !c.enabled) {
         let reason = connector.enabled_by.as_deref().map_or_else(String::new, |var| format!(": {var} is false"));

@@ -84,10 +84,10 @@ pub trait Bus: Send + Sync + fmt::Debug {
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>>;
 }
 
-/// Opens the bus named by `url`.
-pub fn open(url: &BusUrl) -> anyhow::Result<Arc<dyn Bus>> {
+/// Opens the bus named by `url`; handled messages are kept for `retention`.
+pub fn open(url: &BusUrl, retention: Duration) -> anyhow::Result<Arc<dyn Bus>> {
     match url {
-        BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::open(path)?)),
+        BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::with_retention(path, retention)?)),
         BusUrl::Nats(addr) => anyhow::bail!("nats://{addr}: the NATS JetStream backend is not built into this version"),
     }
 }

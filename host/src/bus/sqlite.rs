@@ -18,6 +18,12 @@ use super::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
 const MAX_BATCH: usize = 1024;
 /// No bus operation waits longer than this.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long handled messages are kept by default (they also hold their de-duplication key).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the writer looks for handled messages past their retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per statement, so a prune never holds the writer for long.
+const PRUNE_CHUNK: i64 = 5000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -55,6 +61,9 @@ enum Op {
         delay: Duration,
         reply: oneshot::Sender<Result<(), BusError>>,
     },
+    Prune {
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
 }
 
 /// The SQLite bus. Cheap to share behind an `Arc`.
@@ -79,6 +88,12 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 
 impl SqliteBus {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Self::with_retention(path, DEFAULT_RETENTION)
+    }
+
+    /// Opens the bus; acknowledged messages older than `retention` are deleted
+    /// (unacknowledged ones never are: nothing waiting to be handled is lost).
+    pub fn with_retention(path: &Path, retention: Duration) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -89,13 +104,19 @@ impl SqliteBus {
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("bus-writer".into())
-            .spawn(move || writer_loop(conn, receiver))
+            .spawn(move || writer_loop(conn, receiver, retention))
             .context("starting the bus writer")?;
         Ok(Self { writer: Mutex::new(sender), reader: Arc::new(Mutex::new(reader)), path: path.to_owned() })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Deletes the acknowledged messages past their retention now (the writer
+    /// also does so every minute).
+    pub async fn prune(&self) -> Result<(), BusError> {
+        self.submit(|reply| Op::Prune { reply }).await
     }
 
     fn submit<T: Send + 'static>(
@@ -191,17 +212,49 @@ impl Bus for SqliteBus {
     }
 }
 
-/// Runs queued operations in batches, one transaction (one fsync) per batch.
-fn writer_loop(mut conn: Connection, receiver: mpsc::Receiver<Op>) {
-    while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+/// Runs queued operations in batches, one transaction (one fsync) per batch,
+/// and prunes handled messages past their retention between batches.
+fn writer_loop(mut conn: Connection, receiver: mpsc::Receiver<Op>, retention: Duration) {
+    let mut last_prune = std::time::Instant::now();
+    loop {
+        let first = match receiver.recv_timeout(PRUNE_EVERY) {
+            Ok(op) => Some(op),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if let Some(first) = first {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            run_batch(&mut conn, batch, retention);
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            if let Err(e) = prune(&conn, retention) {
+                tracing::warn!(error = %e, "pruning the bus failed; will try again");
             }
         }
-        run_batch(&mut conn, batch);
+    }
+}
+
+/// Deletes acknowledged messages published before the retention window, in chunks.
+fn prune(conn: &Connection, retention: Duration) -> rusqlite::Result<usize> {
+    let cutoff = now_ms() - retention.as_millis() as i64;
+    let mut deleted = 0;
+    loop {
+        let n = conn.execute(
+            "DELETE FROM messages WHERE seq IN \
+             (SELECT seq FROM messages WHERE acked = 1 AND published_at < ?1 LIMIT ?2)",
+            params![cutoff, PRUNE_CHUNK],
+        )?;
+        deleted += n;
+        if n < PRUNE_CHUNK as usize {
+            return Ok(deleted);
+        }
     }
 }
 
@@ -212,7 +265,7 @@ enum Pending {
     Unit(oneshot::Sender<Result<(), BusError>>, Result<(), BusError>),
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Op>) {
+fn run_batch(conn: &mut Connection, batch: Vec<Op>, retention: Duration) {
     let unavailable = |e: rusqlite::Error| BusError::Unavailable(e.to_string());
     let tx = match conn.transaction() {
         Ok(tx) => tx,
@@ -260,6 +313,10 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>) {
                     .map_err(unavailable);
                 pending.push(Pending::Unit(reply, result));
             }
+            Op::Prune { reply } => {
+                let result = prune(&tx, retention).map(|_| ()).map_err(unavailable);
+                pending.push(Pending::Unit(reply, result));
+            }
             Op::RetryLater { seq, delay, reply } => {
                 let result = tx
                     .prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1 AND acked = 0")
@@ -294,7 +351,9 @@ fn fail_all(batch: Vec<Op>, reason: &str) {
         match op {
             Op::Publish { reply, .. } => drop(reply.send(Err(error()))),
             Op::Take { reply, .. } => drop(reply.send(Err(error()))),
-            Op::Ack { reply, .. } | Op::RetryLater { reply, .. } => drop(reply.send(Err(error()))),
+            Op::Ack { reply, .. } | Op::RetryLater { reply, .. } | Op::Prune { reply } => {
+                drop(reply.send(Err(error())))
+            }
         }
     }
 }
@@ -332,6 +391,20 @@ mod tests {
 
         let all = bus.read("t", 0, 10).await.unwrap();
         assert_eq!(all.iter().map(|s| s.payload.as_slice()).collect::<Vec<_>>(), [&b"one"[..], b"two"]);
+    }
+
+    #[tokio::test]
+    async fn handled_messages_past_retention_are_pruned_and_waiting_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = SqliteBus::with_retention(&dir.path().join("bus.sqlite3"), Duration::ZERO).unwrap();
+        bus.publish("t", Some("handled"), b"1".to_vec()).await.unwrap();
+        bus.publish("t", Some("waiting"), b"2".to_vec()).await.unwrap();
+        let handled = bus.take("t", Duration::from_secs(60)).await.unwrap().unwrap();
+        bus.ack(handled.seq).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        bus.prune().await.unwrap();
+        let left = bus.read("t", 0, 10).await.unwrap();
+        assert_eq!(left.iter().map(|m| m.payload.as_slice()).collect::<Vec<_>>(), [&b"2"[..]]);
     }
 
     #[tokio::test]

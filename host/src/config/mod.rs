@@ -212,6 +212,8 @@ pub struct ServiceConfig {
     pub admin_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub bus_url: BusUrl,
+    /// How long acknowledged messages stay on the bus.
+    pub bus_retention: Duration,
     pub trust_forwarded_headers: bool,
     /// Watch file-backed components and swap them in when they change.
     pub watch_components: bool,
@@ -299,6 +301,7 @@ fn resolve(service: schema::ServiceDef, base_dir: &Path, env: &Env, problems: &m
         admin_addr,
         data_dir,
         bus_url,
+        bus_retention: Duration::from_secs(3600 * service.bus_retention_hours.unwrap_or(168)),
         trust_forwarded_headers: service.trust_forwarded_headers,
         watch_components: service.watch_components,
         limits,

@@ -23,6 +23,9 @@ pub struct ServiceDef {
     /// `sqlite://PATH` or `nats://HOST:PORT`; `sqlite://{data_dir}/bus.sqlite3` when absent.
     #[serde(default)]
     pub bus_url: Option<String>,
+    /// Hours an acknowledged message (and its de-duplication key) is kept; 168 when absent.
+    #[serde(default)]
+    pub bus_retention_hours: Option<u64>,
     /// Where mounted secret files live (Docker/Kubernetes); one file per secret name.
     #[serde(default)]
     pub secrets_dir: Option<String>,
