@@ -61,12 +61,6 @@ impl ConnectorSlot {
         self.current.load_full()
     }
 
-    /// Whether the component file holds exactly the version serving now.
-    pub fn serves_file_as_it_is(&self) -> bool {
-        component_bytes(&self.config.component)
-            .is_ok_and(|bytes| crate::runtime::content_hash(&bytes) == self.current().content_hash())
-    }
-
     /// Reads the component again and swaps it in if it loads and answers.
     pub async fn reload(&self, runtime: &Runtime) -> ReloadOutcome {
         let _one_at_a_time = self.swapping.lock().await;
@@ -95,7 +89,7 @@ impl ConnectorSlot {
                 tracing::info!(connector = %name, %from, %to, "connector swapped");
                 metrics::swap(name, "swapped");
             }
-            ReloadOutcome::Unchanged => tracing::info!(connector = %name, "reload: component unchanged"),
+            ReloadOutcome::Unchanged => tracing::debug!(connector = %name, "reload: component unchanged"),
             ReloadOutcome::Refused(reason) => {
                 tracing::warn!(connector = %name, %reason, "new component refused; the old one keeps serving");
                 metrics::swap(name, "refused");

@@ -57,13 +57,11 @@ async fn watch_file(slot: Arc<ConnectorSlot>, connectors: Arc<Connectors>, mut s
             }
             settled = again;
         }
-        let first_look = seen.is_none();
-        seen = settled;
-        if !first_look {
+        if seen.is_some() {
             tracing::info!(connector = %slot.config.name, path = %path.display(), "component file changed");
         }
-        if !(first_look && slot.serves_file_as_it_is()) {
-            slot.reload(&connectors.runtime).await;
-        }
+        seen = settled;
+        // The reload itself compares content hashes: an unchanged file swaps nothing.
+        slot.reload(&connectors.runtime).await;
     }
 }
