@@ -25,6 +25,7 @@ const FIXTURES: &[(&str, &str, &str, BuildEnv)] = &[
 ];
 
 fn main() {
+    require_wasm_target();
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ sits in the workspace").to_owned();
     for watched in ["component/src", "component/Cargo.toml", "wit", "Cargo.lock", "tests/fixtures/probe/src"] {
@@ -62,6 +63,28 @@ fn main() {
     std::fs::write(out_dir.join("bundled.rs"), bundled).expect("writing bundled.rs");
 }
 
+/// Stops the build with one line that says what to run when the toolchain has
+/// no `wasm32-wasip2` target (otherwise the error is "can't find crate for
+/// `core`" deep in the guest build's output).
+fn require_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    if sysroot.is_some_and(|root| !root.join("lib/rustlib/wasm32-wasip2").is_dir()) {
+        fail("the wasm32-wasip2 target is not installed for this toolchain: run scripts/setup");
+    }
+}
+
+/// Ends the build script with `message` as the one line that matters.
+fn fail(message: &str) -> ! {
+    println!("cargo::error={message}");
+    std::process::exit(1)
+}
+
 /// `cargo rustc --crate-type cdylib`: the crates are plain libraries natively
 /// (a native cdylib cannot link the component's export names).
 fn build(workspace: &Path, target_dir: &Path, package: &str, env: &[(&str, &str)]) {
@@ -91,6 +114,9 @@ fn build(workspace: &Path, target_dir: &Path, package: &str, env: &[(&str, &str)
     for (key, value) in env {
         command.env(key, value);
     }
-    let status = command.status().expect("running cargo for the wasm32-wasip2 components");
-    assert!(status.success(), "building the wasm32-wasip2 components failed");
+    match command.status() {
+        Ok(status) if status.success() => {}
+        Ok(_) => fail(&format!("building the {package} component for wasm32-wasip2 failed (its errors are above)")),
+        Err(e) => fail(&format!("cannot run cargo to build the {package} component: {e}")),
+    }
 }

@@ -11,11 +11,11 @@ fn message(to: Option<&str>, conversation: Option<&str>) -> EgressMessage {
     EgressMessage {
         id: "contract-1".into(),
         to: to.map(Into::into),
-        conversation_sid: conversation.map(Into::into),
+        conversation: conversation.map(Into::into),
         body: Some("Contract test ✓".into()),
         media_urls: vec![],
         from: None,
-        messaging_service_sid: None,
+        sender_pool: None,
         status_callback: None,
         attributes_json: None,
     }
@@ -72,27 +72,24 @@ async fn rest_requests_satisfy_twilios_openapi() {
     let connector = harness.load_twilio().await;
     let mut sms = message(Some("+14155550100"), None);
     sms.from = Some("+15005550006".into());
-    let sent = accepted(connector.send(sms.clone()).await.unwrap());
+    let sent = accepted(harness::answer(connector.send(&sms).await));
     assert!(sent.provider_message_id.starts_with("SM"), "{sent:?}");
     let mut mms = sms.clone();
     mms.from = None;
-    mms.messaging_service_sid = Some("MG0123456789abcdef0123456789abcdef".into());
+    mms.sender_pool = Some("MG0123456789abcdef0123456789abcdef".into());
     mms.media_urls = vec!["https://example.com/a.png".into(), "https://example.com/b.jpg".into()];
-    accepted_but_for_prisms_form_arrays(connector.send(mms).await.unwrap());
+    accepted_but_for_prisms_form_arrays(harness::answer(connector.send(&mms).await));
 
     // Into a conversation of the configured service, and of the default service.
-    accepted(connector.send(message(None, Some("CH0123456789abcdef0123456789abcdef"))).await.unwrap());
+    accepted(harness::answer(connector.send(&message(None, Some("CH0123456789abcdef0123456789abcdef"))).await));
     harness.env.remove("TWILIO_CHAT_SERVICE_SID");
     harness.edit_architecture(|text| {
-        text.replace(
-            "TWILIO_CHAT_SERVICE_SID: { format: \"sid:IS\", required: true,",
-            "TWILIO_CHAT_SERVICE_SID: { format: \"sid:IS\",",
-        )
+        text.replace("required: true, description: \"Conversations service", "description: \"Conversations service")
     });
     let without_service = harness.load_twilio().await;
     let mut with_attributes = message(None, Some("CH0123456789abcdef0123456789abcdef"));
     with_attributes.attributes_json = Some(r#"{"ticket":42}"#.into());
-    accepted(without_service.send(with_attributes).await.unwrap());
+    accepted(harness::answer(without_service.send(&with_attributes).await));
 }
 
 #[tokio::test]

@@ -15,11 +15,11 @@ fn sms(id: &str) -> EgressMessage {
     EgressMessage {
         id: id.into(),
         to: Some("+14155550100".into()),
-        conversation_sid: None,
+        conversation: None,
         body: Some("Your code is 1234".into()),
         media_urls: vec!["https://example.com/a.png".into()],
         from: Some("+15005550006".into()),
-        messaging_service_sid: None,
+        sender_pool: None,
         status_callback: None,
         attributes_json: None,
     }
@@ -39,7 +39,7 @@ async fn an_sms_is_the_exact_request_twilio_expects() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&fake.base_url()).env.set("TWILIO_WEBHOOK_BASE_URL", "https://hooks.example.com");
     let connector = harness.load_twilio().await;
-    let accepted = connector.send(sms("msg-1")).await.unwrap().unwrap();
+    let accepted = connector.send(&sms("msg-1")).await.unwrap();
     assert_eq!(accepted.status, "queued");
     assert_eq!(accepted.segments, Some(1));
     assert!(accepted.provider_message_id.starts_with("SM"));
@@ -69,7 +69,7 @@ async fn without_an_api_key_rest_uses_the_auth_token() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&fake.base_url()).env.remove("TWILIO_API_KEY").remove("TWILIO_API_SECRET");
     let connector = harness.load_twilio().await;
-    connector.send(sms("msg-2")).await.unwrap().unwrap();
+    connector.send(&sms("msg-2")).await.unwrap();
     assert_eq!(fake.received()[0].header("authorization"), Some(basic(ACCOUNT_SID, AUTH_TOKEN).as_str()));
 }
 
@@ -83,15 +83,15 @@ async fn a_conversation_message_is_the_exact_request() {
     let message = EgressMessage {
         id: "c-1".into(),
         to: None,
-        conversation_sid: Some("CH00000000000000000000000000000001".into()),
+        conversation: Some("CH00000000000000000000000000000001".into()),
         body: Some("hello conversation".into()),
         media_urls: vec![],
         from: None,
-        messaging_service_sid: None,
+        sender_pool: None,
         status_callback: None,
         attributes_json: Some(r#"{"priority":"high"}"#.into()),
     };
-    let accepted = connector.send(message).await.unwrap().unwrap();
+    let accepted = connector.send(&message).await.unwrap();
     assert_eq!(accepted.provider_message_id, "IM00000000000000000000000000000009");
     let request = &fake.received()[0];
     assert_eq!(
@@ -120,25 +120,25 @@ async fn twilio_answers_map_to_what_the_caller_should_do() {
     harness.edit_architecture(|text| text.replace("call_timeout_ms: 20000", "call_timeout_ms: 3000"));
     let connector = harness.load_twilio().await;
 
-    match connector.send(sms("a")).await.unwrap() {
+    match harness::answer(connector.send(&sms("a")).await) {
         Err(SendError::Reject(e)) => assert_eq!((e.code, e.http_status), (Some(21211), Some(400))),
         other => panic!("21211: {other:?}"),
     }
-    match connector.send(sms("b")).await.unwrap() {
+    match harness::answer(connector.send(&sms("b")).await) {
         Err(SendError::OptedOut(e)) => assert_eq!(e.code, Some(21610)),
         other => panic!("21610: {other:?}"),
     }
-    match connector.send(sms("c")).await.unwrap() {
+    match harness::answer(connector.send(&sms("c")).await) {
         Err(SendError::Retry(hint)) => assert_eq!((hint.after_ms, hint.reason.code), (Some(3000), Some(20429))),
         other => panic!("429: {other:?}"),
     }
-    match connector.send(sms("d")).await.unwrap() {
+    match harness::answer(connector.send(&sms("d")).await) {
         Err(SendError::Retry(hint)) => assert_eq!(hint.reason.http_status, Some(500)),
         other => panic!("500: {other:?}"),
     }
     // A hang after the request went out: the message may exist, so not retryable.
     let started = std::time::Instant::now();
-    match connector.send(sms("e")).await.unwrap() {
+    match harness::answer(connector.send(&sms("e")).await) {
         Err(SendError::Ambiguous(_)) => {}
         other => panic!("hang: {other:?}"),
     }
@@ -153,7 +153,7 @@ async fn nothing_listening_is_retryable() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&base);
     let connector = harness.load_twilio().await;
-    assert!(matches!(connector.send(sms("f")).await.unwrap(), Err(SendError::Retry(_))));
+    assert!(matches!(harness::answer(connector.send(&sms("f")).await), Err(SendError::Retry(_))));
 }
 
 /// A service whose egress retries quickly, against `fake`.

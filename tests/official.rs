@@ -109,7 +109,7 @@ async fn webhooks_signed_by_simulate_validate_with_twilio_python() {
             ("body".to_owned(), "Grüße & ünïcödé 😀".to_owned()),
             ("media-url".to_owned(), "https://e.com/a.png".to_owned()),
         ];
-        let simulated = connector.simulate_webhook(kind.into(), options, base.into()).await.unwrap().unwrap();
+        let simulated = connector.simulate_webhook(kind, &options, base).await.unwrap();
         let params: Vec<(String, String)> = form_urlencoded::parse(&simulated.body).into_owned().collect();
         let signature = simulated.headers.iter().find(|(k, _)| k == "x-twilio-signature").unwrap().1.clone();
         cases.push(

@@ -17,6 +17,13 @@ pub const OPTED_OUT: u32 = 21610;
 /// Twilio's error code for too many requests.
 const TOO_MANY_REQUESTS: u32 = 20429;
 
+/// The senders a message without its own `from` or Messaging Service uses.
+#[derive(Debug, Clone, Default)]
+pub struct SenderDefaults {
+    pub messaging_service_sid: Option<String>,
+    pub from_number: Option<String>,
+}
+
 /// The settings egress needs, resolved by the caller.
 #[derive(Debug, Clone)]
 pub struct EgressSettings {
@@ -28,8 +35,7 @@ pub struct EgressSettings {
     /// e.g. `https://conversations.twilio.com`, no trailing slash.
     pub conversations_base: String,
     pub chat_service_sid: Option<String>,
-    pub messaging_service_sid: Option<String>,
-    pub from_number: Option<String>,
+    pub senders: SenderDefaults,
     pub identity: Option<String>,
     /// The connector's own status route, when the public URL is known.
     pub default_status_callback: Option<String>,
@@ -50,99 +56,129 @@ impl PreparedRequest {
     }
 }
 
+/// Where a checked message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination<'a> {
+    /// Programmable Messaging: to an address, from a number and/or a Messaging Service.
+    Address { to: &'a str, from: Option<String>, messaging_service: Option<String> },
+    /// A message posted into a Conversation.
+    Conversation(&'a str),
+}
+
+impl Destination<'_> {
+    /// The key of the rate limit this message counts against: its Messaging
+    /// Service or its number (Twilio queues per sender), or its conversation.
+    pub fn rate_key(&self) -> String {
+        match self {
+            Self::Address { messaging_service: Some(service), .. } => service.clone(),
+            Self::Address { from: Some(from), .. } => from.clone(),
+            Self::Address { .. } => "default".to_owned(),
+            Self::Conversation(conversation) => format!("conversation:{conversation}"),
+        }
+    }
+}
+
+/// Checks `message` against Twilio's limits and picks its sender, without
+/// sending anything and without secrets: the one validation of egress.
+pub fn check<'a>(message: &'a EgressMessage, defaults: &SenderDefaults) -> Result<Destination<'a>, String> {
+    let body = message.body.as_deref().filter(|b| !b.is_empty());
+    if body.is_none() && message.media_urls.is_empty() {
+        return Err("a message needs a body or media".into());
+    }
+    if body.is_some_and(|b| b.chars().count() > MAX_BODY_CHARS) {
+        return Err(format!("body is longer than {MAX_BODY_CHARS} characters"));
+    }
+    if message.media_urls.len() > MAX_MEDIA {
+        return Err(format!("more than {MAX_MEDIA} media URLs"));
+    }
+    if message.id.trim().is_empty() {
+        return Err("id must not be empty".into());
+    }
+    match (&message.conversation, &message.to) {
+        (Some(conversation), None) if message.media_urls.is_empty() => Ok(Destination::Conversation(conversation)),
+        (Some(_), None) => Err("conversation messages take media by MediaSid, not URL".into()),
+        (None, Some(to)) => {
+            let (from, messaging_service) = match (&message.from, &message.sender_pool) {
+                (None, None) => (defaults.from_number.clone(), defaults.messaging_service_sid.clone()),
+                (from, service) => (from.clone(), service.clone()),
+            };
+            if from.is_none() && messaging_service.is_none() {
+                return Err("no sender: give from or messaging_service_sid, or set TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER".into());
+            }
+            Ok(Destination::Address { to, from, messaging_service })
+        }
+        (Some(_), Some(_)) => Err("give either to or conversation_sid, not both".into()),
+        (None, None) => Err("a message needs to or conversation_sid".into()),
+    }
+}
+
 fn local_reject(message: impl Into<String>) -> SendError {
     SendError::Reject(ProviderError { code: None, message: message.into(), http_status: None, more_info: None })
 }
 
 /// Builds the REST request for `message`, or rejects it before anything is sent.
 pub fn prepare(message: &EgressMessage, settings: &EgressSettings) -> Result<PreparedRequest, SendError> {
-    let body = message.body.as_deref().filter(|b| !b.is_empty());
-    if body.is_none() && message.media_urls.is_empty() {
-        return Err(local_reject("a message needs a body or media"));
-    }
-    if body.is_some_and(|b| b.chars().count() > MAX_BODY_CHARS) {
-        return Err(local_reject(format!("body is longer than {MAX_BODY_CHARS} characters")));
-    }
-    if message.media_urls.len() > MAX_MEDIA {
-        return Err(local_reject(format!("more than {MAX_MEDIA} media URLs")));
-    }
-    let mut headers = vec![
+    let destination = check(message, &settings.senders).map_err(local_reject)?;
+    let headers = vec![
         ("authorization".to_owned(), basic_auth(&settings.credentials)),
         ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
         ("accept".to_owned(), "application/json".to_owned()),
         ("user-agent".to_owned(), format!("ingress-egress-twilio/{}", crate::VERSION)),
     ];
+    Ok(match destination {
+        Destination::Conversation(conversation) => conversation_request(message, conversation, settings, headers),
+        Destination::Address { to, from, messaging_service } => {
+            let mut form = vec![("To".to_owned(), to.to_owned())];
+            form.extend(messaging_service.map(|service| ("MessagingServiceSid".to_owned(), service)));
+            form.extend(from.map(|from| ("From".to_owned(), from)));
+            messages_request(message, form, settings, headers)
+        }
+    })
+}
+
+/// `POST /v1/[Services/{IS}/]Conversations/{CH}/Messages`, authored by the service's identity.
+fn conversation_request(
+    message: &EgressMessage,
+    conversation: &str,
+    settings: &EgressSettings,
+    mut headers: Vec<(String, String)>,
+) -> PreparedRequest {
+    let url = match &settings.chat_service_sid {
+        Some(service) => format!(
+            "{}/v1/Services/{}/Conversations/{}/Messages",
+            settings.conversations_base,
+            path_segment(service),
+            path_segment(conversation)
+        ),
+        None => format!("{}/v1/Conversations/{}/Messages", settings.conversations_base, path_segment(conversation)),
+    };
     let mut form = Vec::new();
-    match (&message.conversation_sid, &message.to) {
-        (Some(conversation), None) => {
-            if !message.media_urls.is_empty() {
-                return Err(local_reject("conversation messages take media by MediaSid, not URL"));
-            }
-            let url = match &settings.chat_service_sid {
-                Some(service) => format!(
-                    "{}/v1/Services/{}/Conversations/{}/Messages",
-                    settings.conversations_base,
-                    path_segment(service),
-                    path_segment(conversation)
-                ),
-                None => {
-                    format!("{}/v1/Conversations/{}/Messages", settings.conversations_base, path_segment(conversation))
-                }
-            };
-            if let Some(author) = &settings.identity {
-                form.push(("Author".to_owned(), author.clone()));
-            }
-            if let Some(body) = body {
-                form.push(("Body".to_owned(), body.to_owned()));
-            }
-            if let Some(attributes) = &message.attributes_json {
-                form.push(("Attributes".to_owned(), attributes.clone()));
-            }
-            headers.push(("x-twilio-webhook-enabled".to_owned(), "true".to_owned()));
-            Ok(PreparedRequest { url, headers, form })
-        }
-        (None, Some(to)) => {
-            form.push(("To".to_owned(), to.clone()));
-            let (from, service) = match (&message.from, &message.messaging_service_sid) {
-                (None, None) => (settings.from_number.clone(), settings.messaging_service_sid.clone()),
-                (from, service) => (from.clone(), service.clone()),
-            };
-            if from.is_none() && service.is_none() {
-                return Err(local_reject(
-                    "no sender: give from or messaging_service_sid, or set TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER",
-                ));
-            }
-            if let Some(service) = service {
-                form.push(("MessagingServiceSid".to_owned(), service));
-            }
-            if let Some(from) = from {
-                form.push(("From".to_owned(), from));
-            }
-            if let Some(body) = body {
-                form.push(("Body".to_owned(), body.to_owned()));
-            }
-            for media in &message.media_urls {
-                form.push(("MediaUrl".to_owned(), media.clone()));
-            }
-            let callback = message.status_callback.clone().or_else(|| {
-                settings.default_status_callback.as_ref().map(|base| {
-                    let id: String = form_urlencoded::byte_serialize(message.id.as_bytes()).collect();
-                    format!("{base}?egress_id={id}")
-                })
-            });
-            if let Some(callback) = callback {
-                form.push(("StatusCallback".to_owned(), callback));
-            }
-            let url = format!(
-                "{}/2010-04-01/Accounts/{}/Messages.json",
-                settings.api_base,
-                path_segment(&settings.account_sid)
-            );
-            Ok(PreparedRequest { url, headers, form })
-        }
-        (Some(_), Some(_)) => Err(local_reject("give either to or conversation_sid, not both")),
-        (None, None) => Err(local_reject("a message needs to or conversation_sid")),
-    }
+    form.extend(settings.identity.clone().map(|author| ("Author".to_owned(), author)));
+    form.extend(message.body.clone().filter(|b| !b.is_empty()).map(|body| ("Body".to_owned(), body)));
+    form.extend(message.attributes_json.clone().map(|attributes| ("Attributes".to_owned(), attributes)));
+    headers.push(("x-twilio-webhook-enabled".to_owned(), "true".to_owned()));
+    PreparedRequest { url, headers, form }
+}
+
+/// `POST /2010-04-01/Accounts/{AC}/Messages.json` with the sender already in `form`.
+fn messages_request(
+    message: &EgressMessage,
+    mut form: Vec<(String, String)>,
+    settings: &EgressSettings,
+    headers: Vec<(String, String)>,
+) -> PreparedRequest {
+    form.extend(message.body.clone().filter(|b| !b.is_empty()).map(|body| ("Body".to_owned(), body)));
+    form.extend(message.media_urls.iter().map(|media| ("MediaUrl".to_owned(), media.clone())));
+    let callback = message.status_callback.clone().or_else(|| {
+        settings.default_status_callback.as_ref().map(|base| {
+            let id: String = form_urlencoded::byte_serialize(message.id.as_bytes()).collect();
+            format!("{base}?egress_id={id}")
+        })
+    });
+    form.extend(callback.map(|callback| ("StatusCallback".to_owned(), callback)));
+    let url =
+        format!("{}/2010-04-01/Accounts/{}/Messages.json", settings.api_base, path_segment(&settings.account_sid));
+    PreparedRequest { url, headers, form }
 }
 
 fn basic_auth((user, password): &(String, String)) -> String {
@@ -275,8 +311,7 @@ mod tests {
             api_base: "https://api.twilio.com".into(),
             conversations_base: "https://conversations.twilio.com".into(),
             chat_service_sid: None,
-            messaging_service_sid: None,
-            from_number: Some("+15005550006".into()),
+            senders: SenderDefaults { messaging_service_sid: None, from_number: Some("+15005550006".into()) },
             identity: Some("platform".into()),
             default_status_callback: Some("https://hooks.example.com/twilio/status".into()),
         }
@@ -286,11 +321,11 @@ mod tests {
         EgressMessage {
             id: "eg 1".into(),
             to: Some(to.into()),
-            conversation_sid: None,
+            conversation: None,
             body: Some(body.into()),
             media_urls: vec![],
             from: None,
-            messaging_service_sid: None,
+            sender_pool: None,
             status_callback: None,
             attributes_json: None,
         }
@@ -319,7 +354,7 @@ mod tests {
     #[test]
     fn sender_choice() {
         let mut s = settings();
-        s.messaging_service_sid = Some("MG00000000000000000000000000000007".into());
+        s.senders.messaging_service_sid = Some("MG00000000000000000000000000000007".into());
         let request = prepare(&sms("+1", "x"), &s).unwrap();
         assert!(request.form.contains(&("MessagingServiceSid".into(), "MG00000000000000000000000000000007".into())));
         // The message's own sender wins over both defaults.
@@ -328,9 +363,25 @@ mod tests {
         let request = prepare(&message, &s).unwrap();
         assert!(request.form.contains(&("From".into(), "+19999999999".into())));
         assert!(!request.form.iter().any(|(k, _)| k == "MessagingServiceSid"));
-        s.messaging_service_sid = None;
-        s.from_number = None;
+        s.senders.messaging_service_sid = None;
+        s.senders.from_number = None;
         assert!(matches!(prepare(&sms("+1", "x"), &s), Err(SendError::Reject(_))));
+    }
+
+    #[test]
+    fn rate_keys_follow_the_sender() {
+        let mut defaults = SenderDefaults { messaging_service_sid: None, from_number: Some("+15005550006".into()) };
+        assert_eq!(check(&sms("+1", "x"), &defaults).unwrap().rate_key(), "+15005550006");
+        let mut message = sms("+1", "x");
+        message.from = Some("+19999999999".into());
+        assert_eq!(check(&message, &defaults).unwrap().rate_key(), "+19999999999");
+        defaults.messaging_service_sid = Some("MG00000000000000000000000000000007".into());
+        assert_eq!(check(&sms("+1", "x"), &defaults).unwrap().rate_key(), "MG00000000000000000000000000000007");
+        message.to = None;
+        message.conversation = Some("CH1".into());
+        assert_eq!(check(&message, &defaults).unwrap().rate_key(), "conversation:CH1");
+        message.id = " ".into();
+        assert_eq!(check(&message, &defaults).unwrap_err(), "id must not be empty");
     }
 
     #[test]
@@ -350,7 +401,7 @@ mod tests {
     fn conversation_request() {
         let mut message = sms("", "hi");
         message.to = None;
-        message.conversation_sid = Some("CH00000000000000000000000000000004".into());
+        message.conversation = Some("CH00000000000000000000000000000004".into());
         message.attributes_json = Some("{\"a\":1}".into());
         let request = prepare(&message, &settings()).unwrap();
         assert_eq!(
@@ -372,7 +423,7 @@ mod tests {
     fn ids_cannot_escape_their_path_segment() {
         let mut message = sms("", "hi");
         message.to = None;
-        message.conversation_sid = Some("../../Accounts".into());
+        message.conversation = Some("../../Accounts".into());
         let request = prepare(&message, &settings()).unwrap();
         assert!(request.url.ends_with("/v1/Conversations/..%2F..%2FAccounts/Messages"));
     }

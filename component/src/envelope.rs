@@ -82,8 +82,8 @@ pub fn inbound_message(params: Params<'_>, context: &Context) -> Result<IngressE
         source: SOURCE.to_owned(),
         channel,
         provider_message_id: sid.to_owned(),
-        account_sid: account_sid.to_owned(),
-        conversation_sid: None,
+        account: account_sid.to_owned(),
+        conversation: None,
         from: from.to_owned(),
         to: Some(to.to_owned()),
         body: body.to_owned(),
@@ -145,7 +145,7 @@ pub fn status_callback(
         status: status.to_owned(),
         error_code,
         error_message: params.get("ErrorMessage").map(str::to_owned),
-        account_sid: params.get("AccountSid").map(str::to_owned),
+        account: params.get("AccountSid").map(str::to_owned),
         occurred_at,
         attributes: params.attributes(),
     })
@@ -184,8 +184,8 @@ pub fn conversation_event(params: Params<'_>, context: &Context) -> Result<Optio
         source: SOURCE.to_owned(),
         channel: Channel::Conversations,
         provider_message_id: sid.to_owned(),
-        account_sid: account_sid.to_owned(),
-        conversation_sid: Some(conversation_sid.to_owned()),
+        account: account_sid.to_owned(),
+        conversation: Some(conversation_sid.to_owned()),
         from: author.to_owned(),
         to: None,
         body: body.to_owned(),
@@ -348,7 +348,7 @@ mod tests {
         let p = params(ADDED);
         let envelope = conversation_event(Params(&p), &context()).unwrap().unwrap();
         assert_eq!(envelope.channel, Channel::Conversations);
-        assert_eq!(envelope.conversation_sid.as_deref(), Some("CH00000000000000000000000000000004"));
+        assert_eq!(envelope.conversation.as_deref(), Some("CH00000000000000000000000000000004"));
         assert_eq!(envelope.provider_message_id, "IM00000000000000000000000000000005");
         assert_eq!(envelope.from, "alice");
         assert_eq!(envelope.to, None);

@@ -1,7 +1,8 @@
 //! The Twilio connector: a WebAssembly component holding all Twilio logic.
 //!
-//! It exports the platform's `connector` interface (describe, send, access
-//! tokens) and `wasi:http/incoming-handler` for Twilio's webhooks, and reaches
+//! It exports the platform's `connector` interface (describe, check, send),
+//! the optional `tokens` and `simulator` interfaces, and
+//! `wasi:http/incoming-handler` for Twilio's webhooks, and reaches
 //! the outside only through what the host grants: named secrets, plain config,
 //! the bus, logging and `wasi:http/outgoing-handler`.
 //!
@@ -11,7 +12,7 @@
 //! that talks to the host.
 
 wit_bindgen::generate!({
-    world: "connector-world",
+    world: "full-connector",
     path: "../wit",
     generate_all,
     additional_derives: [PartialEq, Clone],
@@ -30,9 +31,9 @@ mod outbound;
 mod settings;
 mod webhook;
 
-use exports::platform::connector::connector::{
-    AccessToken, Descriptor, Guest, SimulatedRequest, TokenError, TokenRequest,
-};
+use exports::platform::connector::connector::{Descriptor, EgressPlan, Guest};
+use exports::platform::connector::simulator::{self, SimulatedRequest};
+use exports::platform::connector::tokens::{self, AccessToken, TokenError, TokenRequest};
 use platform::connector::types::{Accepted, EgressMessage, SendError};
 
 /// The component's name, as the host and `/admin/connectors` show it.
@@ -51,10 +52,17 @@ impl Guest for Component {
         Descriptor { name: NAME.to_owned(), version: VERSION.to_owned() }
     }
 
+    fn check(message: EgressMessage) -> Result<EgressPlan, String> {
+        let destination = egress::check(&message, &settings::sender_defaults())?;
+        Ok(EgressPlan { rate_key: destination.rate_key() })
+    }
+
     fn send(message: EgressMessage) -> Result<Accepted, SendError> {
         outbound::send(&message)
     }
+}
 
+impl tokens::Guest for Component {
     fn issue_token(request: TokenRequest) -> Result<AccessToken, TokenError> {
         let settings = settings::TokenSettings::load().map_err(TokenError::NotConfigured)?;
         let identity = request.identity.or(settings.identity).unwrap_or_default();
@@ -74,7 +82,9 @@ impl Guest for Component {
         })?;
         Ok(AccessToken { jwt: issued.jwt, identity, expires_at: issued.expires_at })
     }
+}
 
+impl simulator::Guest for Component {
     fn simulate_webhook(
         kind: String,
         options: Vec<(String, String)>,

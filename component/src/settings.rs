@@ -51,6 +51,14 @@ impl TokenSettings {
     }
 }
 
+/// The default senders: plain settings, so checking a message needs no secret.
+pub fn sender_defaults() -> crate::egress::SenderDefaults {
+    crate::egress::SenderDefaults {
+        messaging_service_sid: setting("TWILIO_MESSAGING_SERVICE_SID"),
+        from_number: setting("TWILIO_FROM_NUMBER"),
+    }
+}
+
 /// What sending needs: REST auth prefers the API key, else the Auth Token.
 pub fn egress_settings() -> Result<crate::egress::EgressSettings, String> {
     let account_sid = secret("TWILIO_ACCOUNT_SID")?;
@@ -71,8 +79,7 @@ pub fn egress_settings() -> Result<crate::egress::EgressSettings, String> {
         account_sid,
         credentials,
         chat_service_sid: optional_secret("TWILIO_CHAT_SERVICE_SID"),
-        messaging_service_sid: setting("TWILIO_MESSAGING_SERVICE_SID"),
-        from_number: setting("TWILIO_FROM_NUMBER"),
+        senders: sender_defaults(),
         identity: setting("TWILIO_IDENTITY"),
         default_status_callback: webhook_base_url().map(|base| format!("{base}/twilio/status")),
     })

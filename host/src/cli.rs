@@ -7,14 +7,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
-use crate::bus::wire::EgressRequest;
 use crate::config::{self, ConfigError, Env, ServiceConfig};
-use crate::connectors::Connectors;
-use crate::runtime::Runtime;
+use crate::connectors::{ConnectorSlot, Connectors};
+use crate::messages::EgressMessage;
+use crate::runtime::{CallFailure, Runtime};
 use crate::telemetry::{self, LogFormat};
 
-/// Twilio SMS, MMS and Conversations for the platform bus, as a sandboxed
-/// WebAssembly connector.
+/// Messaging channels for the platform bus, each a sandboxed WebAssembly
+/// connector.
 ///
 /// Every command reads architecture.yaml and the same environment as `serve`
 /// (secrets from NAME, NAME_FILE or the secrets directory).
@@ -40,7 +40,7 @@ pub enum Command {
     Serve,
     /// Validate architecture.yaml and the environment; name what is missing or malformed.
     Check,
-    /// Print an Access Token for the Conversations SDK.
+    /// Print an access token for a connector's client SDKs (e.g. Twilio Conversations).
     Token(TokenArgs),
     /// Publish one egress message on the bus (the running service sends it).
     Send(SendArgs),
@@ -64,7 +64,7 @@ pub struct ReloadArgs {
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// Who the token is for (default: TWILIO_IDENTITY).
+    /// Who the token is for (default: the connector's own identity).
     #[arg(long)]
     pub identity: Option<String>,
     /// Lifetime in seconds (1 to 86400; default 3600).
@@ -130,7 +130,7 @@ pub struct SimulateArgs {
     /// For `status`: the status to report (default delivered).
     #[arg(long)]
     pub status: Option<String>,
-    /// For `status`: Twilio's error code.
+    /// For `status`: the provider's error code.
     #[arg(long)]
     pub error_code: Option<String>,
     /// For `status`: the egress message id the callback is about.
@@ -172,13 +172,16 @@ pub fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut env = Env::from_process();
     if let Some(path) = &cli.env_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        env = Env::parse_dotenv(&text).merged_under(env);
+        env = Env::from_dotenv_file(path)?.merged_under(env);
     }
     if let Command::Check = cli.command {
         return check(&cli.architecture, &env);
     }
-    let config = config::load(&cli.architecture, &env)?;
+    let secrets = match cli.command {
+        Command::Tail(_) | Command::Reload(_) | Command::Send(_) => config::Secrets::NotNeeded,
+        _ => config::Secrets::Required,
+    };
+    let config = config::load_for(&cli.architecture, &env, secrets)?;
     match cli.command {
         Command::Check => Ok(()),
         Command::Serve => crate::service::run(config).await,
@@ -220,17 +223,15 @@ async fn local_connectors(config: &ServiceConfig) -> anyhow::Result<Connectors> 
     Connectors::load(config, runtime, bus).await
 }
 
-fn pick<'a>(
-    connectors: &'a Connectors,
-    name: Option<&str>,
-) -> anyhow::Result<&'a Arc<crate::connectors::ConnectorSlot>> {
-    match name {
-        Some(name) => connectors.by_name(name).with_context(|| format!("no enabled connector named {name}")),
-        None => match connectors.slots() {
-            [only] => Ok(only),
-            [] => anyhow::bail!("no connector is enabled"),
-            _ => anyhow::bail!("several connectors are enabled: name one with --connector"),
-        },
+fn pick<'a>(connectors: &'a Connectors, name: Option<&str>) -> anyhow::Result<&'a Arc<ConnectorSlot>> {
+    connectors.pick(name).map_err(|e| anyhow::anyhow!("{e} (with --connector)"))
+}
+
+/// A refused call's own reason, or what went wrong calling.
+fn refusal<E: std::fmt::Debug>(failure: CallFailure<E>, reason: impl FnOnce(E) -> String) -> anyhow::Error {
+    match failure {
+        CallFailure::Refused(e) => anyhow::anyhow!(reason(e)),
+        other => anyhow::anyhow!(other.to_string()),
     }
 }
 
@@ -239,24 +240,20 @@ async fn token(config: ServiceConfig, args: TokenArgs) -> anyhow::Result<()> {
     let connectors = local_connectors(&config).await?;
     let slot = pick(&connectors, args.connector.as_deref())?;
     let request = TokenRequest { identity: args.identity, ttl_seconds: args.ttl };
-    match slot.current().issue_token(request).await? {
-        Ok(token) => {
-            println!("{}", token.jwt);
-            Ok(())
-        }
-        Err(TokenError::InvalidRequest(reason)) => anyhow::bail!("invalid request: {reason}"),
-        Err(TokenError::NotConfigured(reason)) => anyhow::bail!("not configured: {reason}"),
-    }
+    let token = slot.current().issue_token(&request).await.map_err(|failure| {
+        refusal(failure, |e| match e {
+            TokenError::InvalidRequest(reason) => format!("invalid request: {reason}"),
+            TokenError::NotConfigured(reason) => format!("not configured: {reason}"),
+        })
+    })?;
+    println!("{}", token.jwt);
+    Ok(())
 }
 
 async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
-    let bus = crate::bus::open(&config.bus_url, config.bus_retention)?;
-    let connector = match &args.connector {
-        Some(name) => config.enabled_connectors().find(|c| &c.name == name),
-        None => config.enabled_connectors().next(),
-    }
-    .context("no such enabled connector")?;
-    let message = EgressRequest {
+    let connectors = local_connectors(&config).await?;
+    let slot = pick(&connectors, args.connector.as_deref())?;
+    let message = EgressMessage {
         id: args.id,
         to: args.to,
         conversation_sid: args.conversation,
@@ -267,7 +264,7 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
         status_callback: None,
         attributes: None,
     };
-    let id = crate::egress::enqueue(bus.as_ref(), connector, message).await?;
+    let id = crate::egress::enqueue(slot, message).await?;
     println!("{id}");
     Ok(())
 }
@@ -327,9 +324,9 @@ async fn simulate(config: ServiceConfig, args: SimulateArgs) -> anyhow::Result<(
     let slot = pick(&connectors, args.connector.as_deref())?;
     let simulated = slot
         .current()
-        .simulate_webhook(args.kind.clone(), options, base_url.clone())
-        .await?
-        .map_err(|reason| anyhow::anyhow!(reason))?;
+        .simulate_webhook(&args.kind, &options, &base_url)
+        .await
+        .map_err(|failure| refusal(failure, |reason| reason))?;
     let (status, body) = crate::client::post(&base_url, &simulated.path_with_query, &simulated.headers, simulated.body)
         .await
         .with_context(|| format!("posting to {base_url}"))?;

@@ -7,25 +7,27 @@
 //! version (its warm instances with it) is freed when the last of them ends.
 //! A component that fails any step is refused and the old one keeps serving.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use serde_json::{Value, json};
 
 use crate::bus::Bus;
-use crate::config::{ComponentSource, ConnectorConfig, ServiceConfig};
-use crate::runtime::{Connector, Grants, Runtime};
+use crate::config::{ConnectorConfig, ServiceConfig};
+use crate::runtime::{Connector, Grants, Runtime, read_component};
 use crate::telemetry::metrics;
 
-/// What `/admin/connectors` shows beside the current version.
+/// A connector's history since start: what `/admin/connectors` shows beside
+/// the current version.
 #[derive(Debug, Clone, Default)]
-struct SlotStatus {
-    loaded_at: u64,
-    swaps: u64,
-    last_refusal: Option<(u64, String)>,
+pub struct SlotStatus {
+    /// Unix seconds when the current version was loaded.
+    pub loaded_at: u64,
+    /// Swaps since start.
+    pub swaps: u64,
+    /// The last component refused: when (Unix seconds) and why.
+    pub last_refusal: Option<(u64, String)>,
 }
 
 /// One enabled connector and its current component.
@@ -42,12 +44,16 @@ pub struct ConnectorSlot {
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
+    /// The new component serves now.
     Swapped {
+        /// The version and short hash swapped out.
         from: String,
+        /// The version and short hash swapped in.
         to: String,
     },
     /// The file holds the component already serving.
     Unchanged,
+    /// The component did not load; the old one keeps serving.
     Refused(String),
 }
 
@@ -61,11 +67,21 @@ impl ConnectorSlot {
         self.current.load_full()
     }
 
+    /// What the connector is granted (its bus among them).
+    pub fn grants(&self) -> &Arc<Grants> {
+        &self.grants
+    }
+
+    /// Its history since start.
+    pub fn status(&self) -> SlotStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Reads the component again and swaps it in if it loads and answers.
-    pub async fn reload(&self, runtime: &Runtime) -> ReloadOutcome {
+    async fn reload(&self, runtime: &Runtime) -> ReloadOutcome {
         let _one_at_a_time = self.swapping.lock().await;
         let name = &self.config.name;
-        let outcome = match component_bytes(&self.config.component) {
+        let outcome = match read_component(&self.config.component) {
             Err(e) => ReloadOutcome::Refused(format!("{e:#}")),
             Ok(bytes) if crate::runtime::content_hash(&bytes) == self.current().content_hash() => {
                 ReloadOutcome::Unchanged
@@ -100,47 +116,28 @@ impl ConnectorSlot {
         }
         outcome
     }
-
-    /// The connector as `/admin/connectors` shows it.
-    pub fn describe(&self) -> Value {
-        let current = self.current();
-        let status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
-        json!({
-            "name": self.config.name,
-            "component": self.config.component.to_string(),
-            "version": current.version(),
-            "content_hash": current.content_hash(),
-            "compiled_from_cache": current.from_cache(),
-            "loaded_at": status.loaded_at,
-            "swap_count": status.swaps,
-            "last_refusal": status.last_refusal.map(|(at, reason)| json!({"at": at, "reason": reason})),
-        })
-    }
 }
 
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-/// All enabled connectors.
+/// All enabled connectors, and the runtime they run in.
 #[derive(Debug)]
 pub struct Connectors {
-    pub runtime: Runtime,
+    runtime: Runtime,
     slots: Vec<Arc<ConnectorSlot>>,
 }
 
-/// Reads a component's bytes from where its configuration says.
-pub fn component_bytes(source: &ComponentSource) -> anyhow::Result<Vec<u8>> {
-    match source {
-        ComponentSource::Bundled(name) => {
-            crate::bundled::get(name).map(<[u8]>::to_vec).with_context(|| format!("no component bundled as {name}"))
-        }
-        ComponentSource::File(path) => read_file(path),
-    }
-}
-
-fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+/// Why no connector answers to a name.
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    #[error("no enabled connector named {0}")]
+    Unknown(String),
+    #[error("no connector is enabled")]
+    NoneEnabled,
+    #[error("several connectors are enabled: name one")]
+    Ambiguous,
 }
 
 impl Connectors {
@@ -148,7 +145,7 @@ impl Connectors {
     pub async fn load(config: &ServiceConfig, runtime: Runtime, bus: Arc<dyn Bus>) -> anyhow::Result<Self> {
         let mut slots = Vec::new();
         for connector in config.enabled_connectors() {
-            let bytes = component_bytes(&connector.component)?;
+            let bytes = read_component(&connector.component)?;
             let grants = Arc::new(Grants::new(connector, bus.clone()));
             let loaded = runtime
                 .load(bytes, grants.clone())
@@ -165,12 +162,29 @@ impl Connectors {
         Ok(Self { runtime, slots })
     }
 
+    /// The enabled connectors, by name.
     pub fn slots(&self) -> &[Arc<ConnectorSlot>] {
         &self.slots
     }
 
+    /// The enabled connector called `name`.
     pub fn by_name(&self, name: &str) -> Option<&Arc<ConnectorSlot>> {
         self.slots.iter().find(|s| s.config.name == name)
+    }
+
+    /// The connector called `name`, or the only one enabled when no name is given.
+    pub fn pick(&self, name: Option<&str>) -> Result<&Arc<ConnectorSlot>, PickError> {
+        match (name, self.slots.as_slice()) {
+            (Some(name), _) => self.by_name(name).ok_or_else(|| PickError::Unknown(name.to_owned())),
+            (None, [only]) => Ok(only),
+            (None, []) => Err(PickError::NoneEnabled),
+            (None, _) => Err(PickError::Ambiguous),
+        }
+    }
+
+    /// Reloads one connector from its component source.
+    pub async fn reload_one(&self, slot: &ConnectorSlot) -> ReloadOutcome {
+        slot.reload(&self.runtime).await
     }
 
     /// Reloads the named connector, or all of them.
@@ -182,21 +196,14 @@ impl Connectors {
         outcomes
     }
 
-    /// The connector whose route prefix matches `path` (the longest prefix wins).
-    pub fn route(&self, path: &str) -> Option<&Arc<ConnectorSlot>> {
+    /// The connector serving `path`, and the configured route that matched:
+    /// a route ending in `/` is a prefix, any other an exact path; the longest
+    /// match wins.
+    pub fn route(&self, path: &str) -> Option<(&Arc<ConnectorSlot>, &str)> {
         self.slots
             .iter()
-            .filter_map(|slot| {
-                let best = slot
-                    .config
-                    .routes
-                    .iter()
-                    .filter(|prefix| path.starts_with(prefix.as_str()))
-                    .map(String::len)
-                    .max()?;
-                Some((best, slot))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, slot)| slot)
+            .flat_map(|slot| slot.config.routes.iter().map(move |route| (slot, route.as_str())))
+            .filter(|(_, route)| if route.ends_with('/') { path.starts_with(route) } else { path == *route })
+            .max_by_key(|(_, route)| route.len())
     }
 }

@@ -23,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod connectors;
 pub mod egress;
+pub mod messages;
 pub mod runtime;
 pub mod server;
 pub mod service;

@@ -62,6 +62,6 @@ async fn watch_file(slot: Arc<ConnectorSlot>, connectors: Arc<Connectors>, mut s
         }
         seen = settled;
         // The reload itself compares content hashes: an unchanged file swaps nothing.
-        slot.reload(&connectors.runtime).await;
+        connectors.reload_one(&slot).await;
     }
 }

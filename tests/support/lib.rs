@@ -73,15 +73,13 @@ impl Harness {
         self
     }
 
-    /// Adds the probe fixture as a second connector serving `/probe/`.
+    /// Adds the probe fixture as a second connector beside Twilio, with
+    /// routes, topics and a secret of its own (`PROBE_KEY`, set).
     pub fn with_probe(&mut self, fixture_name: &str, outbound_hosts: &[&str]) -> &mut Self {
         let path = fixture(fixture_name);
         let hosts = outbound_hosts.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
-        self.edit_architecture(|text| {
-            format!(
-                "{text}      probe:\n        component: {path}\n        routes: [/probe/]\n        secrets:\n          TWILIO_AUTH_TOKEN: {{}}\n        outbound:\n          hosts: [{hosts}]\n"
-            )
-        })
+        self.env.set("PROBE_KEY", PROBE_KEY);
+        self.edit_architecture(|text| format!("{text}{}", probe_entry(path, &hosts)))
     }
 
     pub fn architecture_path(&self) -> PathBuf {
@@ -118,6 +116,39 @@ impl Harness {
     /// Starts the service on another bus (a failing one, say).
     pub async fn start_with_bus(&self, bus: std::sync::Arc<dyn ingress_egress::bus::Bus>) -> RunningService {
         ingress_egress::service::start(self.config(), Some(bus)).await.expect("service starts")
+    }
+}
+
+/// The probe's own secret.
+pub const PROBE_KEY: &str = "probe-key-0123456789";
+
+/// The probe's entry under `connectors:` in architecture.yaml.
+fn probe_entry(path: &str, hosts: &str) -> String {
+    format!(
+        "      probe:
+        component: {path}
+        routes: [/probe/]
+        secrets:
+          PROBE_KEY: {{ required: true, pattern: \"^probe-key-[0-9]+$\" }}
+        topics:
+          events: ingress.probe.events
+          egress: egress.probe
+          status: events.probe.status
+          deadletter: deadletter.probe
+        outbound:
+          hosts: [{hosts}]
+        egress:
+          initial_backoff_ms: 10
+"
+    )
+}
+
+/// What the connector answered: its own error kept, a broken call a panic.
+pub fn answer<T, E: std::fmt::Debug>(result: Result<T, ingress_egress::runtime::CallFailure<E>>) -> Result<T, E> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(ingress_egress::runtime::CallFailure::Refused(error)) => Err(error),
+        Err(other) => panic!("the call failed: {other}"),
     }
 }
 
@@ -286,6 +317,7 @@ const SERVICE_VARS: &[&str] = &[
     "ADMIN_ADDR",
     "DATA_DIR",
     "CONNECTOR_TWILIO_COMPONENT",
+    "PROBE_KEY",
 ];
 
 impl Harness {

@@ -2,10 +2,9 @@
 //! returns, with de-duplication keys and at-least-once consumers.
 //!
 //! [`Bus`] is the interface every backend implements; [`sqlite`] is the
-//! embedded default. [`wire`] is the JSON the platform reads.
+//! embedded default. What travels on it is [`crate::messages`].
 
 pub mod sqlite;
-pub mod wire;
 
 use std::fmt;
 use std::future::Future;
@@ -51,6 +50,16 @@ pub enum BusError {
     Unavailable(String),
     #[error("bus did not answer within {0:?}")]
     Timeout(Duration),
+}
+
+/// Why a connector's publish was refused; the host gives it to the connector
+/// as the WIT `bus-error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishRefused {
+    /// The bus could not take the message; nothing was stored.
+    Unavailable(String),
+    /// The stream is not granted to the connector.
+    NotAllowed(String),
 }
 
 /// The bus interface; both backends pass the same conformance tests.

@@ -44,19 +44,14 @@ impl Env {
         self
     }
 
-    /// `KEY=VALUE` lines; blank lines and `#` comments skipped, one pair of
-    /// surrounding quotes removed.
-    pub fn parse_dotenv(text: &str) -> Self {
-        text.lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .filter_map(|line| line.strip_prefix("export ").unwrap_or(line).split_once('='))
-            .map(|(key, value)| {
-                let value = value.trim();
-                let unquoted =
-                    ['"', '\''].iter().find_map(|q| value.strip_prefix(*q)?.strip_suffix(*q)).unwrap_or(value);
-                (key.trim().to_owned(), unquoted.to_owned())
-            })
+    /// The variables of a dotenv file (`KEY=VALUE` lines, comments, quotes and
+    /// `export` as dotenvy reads them); the error names the file and line.
+    pub fn from_dotenv_file(path: &Path) -> anyhow::Result<Self> {
+        let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let entries = dotenvy::from_path_iter(path)
+            .map_err(|e| anyhow::anyhow!("cannot read the env file {}: {e}", shown.display()))?;
+        entries
+            .map(|entry| entry.map_err(|e| anyhow::anyhow!("the env file {} is malformed: {e}", shown.display())))
             .collect()
     }
 
@@ -68,6 +63,7 @@ impl Env {
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
+    /// Later pairs win over earlier ones of the same name.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         Self(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
@@ -89,8 +85,10 @@ impl fmt::Display for Problem {
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The cause is part of the message, not a `source`: printed with its
+    /// chain, it would otherwise appear twice.
+    #[error("cannot read the architecture file {}: {reason} (another one: --architecture PATH or ARCHITECTURE=PATH)", .path.display())]
+    Read { path: PathBuf, reason: std::io::Error },
     #[error("{path} is not a valid architecture file: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -227,11 +225,29 @@ impl ServiceConfig {
     }
 }
 
+/// Whether a command needs the connectors' secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read and checked: `serve`, `check`, and commands that call a connector.
+    Required,
+    /// Neither read nor checked (granted as unset): commands that only use the
+    /// bus or a running service's admin listener.
+    NotNeeded,
+}
+
 /// Reads architecture.yaml at `path` and resolves it against `env`.
 pub fn load(path: &Path, env: &Env) -> Result<ServiceConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    load_for(path, env, Secrets::Required)
+}
+
+/// [`load`], reading the connectors' secrets only when `secrets` requires them.
+pub fn load_for(path: &Path, env: &Env, secrets: Secrets) -> Result<ServiceConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
+        path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
+        reason,
+    })?;
     let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
-    parse(&text, &base_dir, env).map_err(|e| match e {
+    parse(&text, &base_dir, env, secrets).map_err(|e| match e {
         ParseFailure::Syntax(message) => ConfigError::Parse { path: path.to_owned(), message },
         ParseFailure::Invalid(problems) => ConfigError::Invalid(problems),
     })
@@ -242,7 +258,7 @@ enum ParseFailure {
     Invalid(Vec<Problem>),
 }
 
-fn parse(text: &str, base_dir: &Path, env: &Env) -> Result<ServiceConfig, ParseFailure> {
+fn parse(text: &str, base_dir: &Path, env: &Env, secrets: Secrets) -> Result<ServiceConfig, ParseFailure> {
     let mut file: schema::ArchitectureFile =
         serde_yaml::from_str(text).map_err(|e| ParseFailure::Syntax(e.to_string()))?;
     let service = file
@@ -250,7 +266,7 @@ fn parse(text: &str, base_dir: &Path, env: &Env) -> Result<ServiceConfig, ParseF
         .remove(SERVICE_NAME)
         .ok_or_else(|| ParseFailure::Syntax(format!("no service named {SERVICE_NAME} under `services`")))?;
     let mut problems = Problems::default();
-    let config = resolve(service, base_dir, env, &mut problems);
+    let config = resolve(service, base_dir, env, secrets, &mut problems);
     if problems.0.is_empty() { Ok(config) } else { Err(ParseFailure::Invalid(problems.0)) }
 }
 
@@ -263,7 +279,13 @@ impl Problems {
     }
 }
 
-fn resolve(service: schema::ServiceDef, base_dir: &Path, env: &Env, problems: &mut Problems) -> ServiceConfig {
+fn resolve(
+    service: schema::ServiceDef,
+    base_dir: &Path,
+    env: &Env,
+    secrets: Secrets,
+    problems: &mut Problems,
+) -> ServiceConfig {
     let relative = |p: &str| -> PathBuf {
         let path = PathBuf::from(p);
         if path.is_absolute() { path } else { base_dir.join(path) }
@@ -290,11 +312,15 @@ fn resolve(service: schema::ServiceDef, base_dir: &Path, env: &Env, problems: &m
         },
     };
     let secrets_dir = env.get("SECRETS_DIR").map(PathBuf::from).or(service.secrets_dir.as_deref().map(relative));
+    let secret_source = match secrets {
+        Secrets::Required => Some(SecretSource { env, dir: secrets_dir.as_deref() }),
+        Secrets::NotNeeded => None,
+    };
     let limits = resolve_limits(&service.limits, problems);
     let connectors = service
         .connectors
         .into_iter()
-        .map(|(name, def)| resolve_connector(name, def, &relative, env, secrets_dir.as_deref(), problems))
+        .map(|(name, def)| resolve_connector(name, def, &relative, env, secret_source, problems))
         .collect();
     ServiceConfig {
         listen_addr,
@@ -363,7 +389,7 @@ fn resolve_connector(
     def: schema::ConnectorDef,
     relative: &dyn Fn(&str) -> PathBuf,
     env: &Env,
-    secrets_dir: Option<&Path>,
+    secret_source: Option<SecretSource<'_>>,
     problems: &mut Problems,
 ) -> ConnectorConfig {
     let component_var = format!("CONNECTOR_{}_COMPONENT", name.to_ascii_uppercase().replace('-', "_"));
@@ -401,10 +427,14 @@ fn resolve_connector(
     let mut secrets = BTreeMap::new();
     for (secret_name, value_def) in &def.secrets {
         let format = declared_format(secret_name, value_def, problems);
-        let value = match read_secret(secret_name, env, secrets_dir) {
+        let Some(source) = secret_source else {
+            secrets.insert(secret_name.clone(), None);
+            continue;
+        };
+        let value = match read_secret(secret_name, source.env, source.dir) {
             Ok(value) => {
                 if enabled {
-                    check_value(secret_name, value.as_ref().map(Secret::reveal), format.as_ref(), value_def, problems);
+                    check_value(secret_name, value.as_ref().map(Secret::reveal), &format, value_def, problems);
                 }
                 value
             }
@@ -419,7 +449,7 @@ fn resolve_connector(
     }
     if enabled {
         for (var, format, value_def) in &variable_formats {
-            check_value(var, variables.get(var).map(String::as_str), format.as_ref(), value_def, problems);
+            check_value(var, variables.get(var).map(String::as_str), format, value_def, problems);
         }
     }
     let mut outbound_hosts = def.outbound.hosts.clone();
@@ -452,31 +482,37 @@ fn resolve_connector(
     }
 }
 
-fn declared_format(name: &str, def: &schema::ValueDef, problems: &mut Problems) -> Option<Format> {
-    let spec = def.format.as_deref()?;
-    Format::parse(spec).map_err(|e| problems.add(format!("{name}.format"), e)).ok()
+/// The checks declared for a value: its `format`, its `pattern`, or both.
+fn declared_format(name: &str, def: &schema::ValueDef, problems: &mut Problems) -> Vec<Format> {
+    let format = def.format.as_deref().map(|spec| (Format::parse(spec), "format"));
+    let pattern = def.pattern.as_deref().map(|spec| (Format::pattern(spec), "pattern"));
+    format
+        .into_iter()
+        .chain(pattern)
+        .filter_map(|(parsed, key)| parsed.map_err(|e| problems.add(format!("{name}.{key}"), e)).ok())
+        .collect()
 }
 
-fn check_value(
-    name: &str,
-    value: Option<&str>,
-    format: Option<&Format>,
-    def: &schema::ValueDef,
-    problems: &mut Problems,
-) {
-    match (value, format) {
-        (None, _) if def.required => match &def.description {
+fn check_value(name: &str, value: Option<&str>, formats: &[Format], def: &schema::ValueDef, problems: &mut Problems) {
+    match value {
+        None if def.required => match &def.description {
             Some(description) => problems.add(name, format!("missing ({description})")),
             None => problems.add(name, "missing"),
         },
-        (None, _) => {}
-        (Some(value), Some(format)) => {
-            if let Err(expected) = format.check(value) {
+        None => {}
+        Some(value) => {
+            if let Some(expected) = formats.iter().find_map(|format| format.check(value).err()) {
                 problems.add(name, format!("malformed: {expected}"));
             }
         }
-        (Some(_), None) => {}
     }
+}
+
+/// Where secret values come from.
+#[derive(Clone, Copy)]
+struct SecretSource<'a> {
+    env: &'a Env,
+    dir: Option<&'a Path>,
 }
 
 /// A secret from `NAME`, the file named by `NAME_FILE`, or `secrets_dir/NAME`.

@@ -91,9 +91,12 @@ pub struct ConnectorDef {
 pub struct ValueDef {
     #[serde(default)]
     pub description: Option<String>,
-    /// `text`, `sid:XX`, `hex32`, `e164`, `bool`, `url`, `integer`.
+    /// `text`, `bool`, `url` or `integer`.
     #[serde(default)]
     pub format: Option<String>,
+    /// A regular expression the value must match (`^AC[0-9a-fA-F]{32}$`).
+    #[serde(default)]
+    pub pattern: Option<String>,
     #[serde(default)]
     pub required: bool,
     #[serde(default)]

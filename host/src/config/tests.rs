@@ -1,43 +1,73 @@
+//! The configuration of a made-up connector, `acme`: the host's config code
+//! knows no real provider.
+
 use super::*;
 
-const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-const KEY: &str = "SK0123456789abcdef0123456789abcdef";
-const SERVICE: &str = "IS0123456789abcdef0123456789abcdef";
+const ACCOUNT: &str = "AB0123456789abcdef";
+const TOKEN: &str = "0123456789abcdef";
 
-fn repo_architecture() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../architecture.yaml")).unwrap()
-}
+const ARCHITECTURE: &str = r#"
+services:
+  ingress-egress:
+    listen_addr: 0.0.0.0:8080
+    admin_addr: 127.0.0.1:9090
+    data_dir: ./data
+    connectors:
+      acme:
+        component: bundled:acme
+        enabled_by: ACME_ENABLED
+        secrets:
+          ACME_ACCOUNT: { pattern: "^AB[0-9a-f]{16}$", required: true, description: "the account (AB…)" }
+          ACME_TOKEN: { pattern: "^[0-9a-f]{16}$", required: true }
+          ACME_API_SECRET: { format: text }
+        variables:
+          ACME_ENABLED: { format: bool, default: "true" }
+          ACME_IDENTITY: { format: text, default: platform }
+          ACME_SENDER: { pattern: "^\\+[1-9][0-9]{1,14}$" }
+          ACME_API_BASE_URL: { format: url }
+        routes: [/acme/]
+        topics:
+          messages: ingress.acme.messages
+          egress: egress.acme
+        outbound:
+          hosts: [api.acme.example]
+          hosts_from_variables: [ACME_API_BASE_URL]
+"#;
 
 fn full_env() -> Env {
-    [
-        ("TWILIO_ACCOUNT_SID", ACCOUNT),
-        ("TWILIO_AUTH_TOKEN", TOKEN),
-        ("TWILIO_API_KEY", KEY),
-        ("TWILIO_API_SECRET", "a-secret-value"),
-        ("TWILIO_CHAT_SERVICE_SID", SERVICE),
-    ]
-    .into_iter()
-    .collect()
+    [("ACME_ACCOUNT", ACCOUNT), ("ACME_TOKEN", TOKEN), ("ACME_API_SECRET", "a-secret-value")].into_iter().collect()
+}
+
+fn load(text: &str, env: &Env) -> ServiceConfig {
+    match parse(text, Path::new("/srv"), env, Secrets::Required) {
+        Ok(config) => config,
+        Err(ParseFailure::Invalid(problems)) => panic!("invalid: {problems:?}"),
+        Err(ParseFailure::Syntax(message)) => panic!("syntax error: {message}"),
+    }
 }
 
 fn problems(text: &str, env: &Env) -> Vec<Problem> {
-    match parse(text, Path::new("/srv"), env) {
+    match parse(text, Path::new("/srv"), env, Secrets::Required) {
         Err(ParseFailure::Invalid(problems)) => problems,
         Err(ParseFailure::Syntax(message)) => panic!("syntax error: {message}"),
         Ok(_) => Vec::new(),
     }
 }
 
+fn names(problems: Vec<Problem>) -> Vec<String> {
+    problems.into_iter().map(|p| p.name).collect()
+}
+
 #[test]
-fn the_repository_architecture_loads_with_all_secrets() {
-    let Ok(config) = parse(&repo_architecture(), Path::new("/srv"), &full_env()) else { panic!("invalid") };
-    let twilio = &config.connectors[0];
-    assert_eq!(twilio.name, "twilio");
-    assert!(twilio.enabled);
-    assert_eq!(twilio.component, ComponentSource::Bundled("twilio".into()));
-    assert_eq!(twilio.topics["messaging"], "ingress.twilio.messaging");
-    assert_eq!(twilio.variables["TWILIO_IDENTITY"], "ingress-egress");
+fn an_architecture_loads_with_all_secrets() {
+    let config = load(ARCHITECTURE, &full_env());
+    let acme = &config.connectors[0];
+    assert_eq!(acme.name, "acme");
+    assert!(acme.enabled);
+    assert_eq!(acme.component, ComponentSource::Bundled("acme".into()));
+    assert_eq!(acme.topics["messages"], "ingress.acme.messages");
+    assert_eq!(acme.variables["ACME_IDENTITY"], "platform");
+    assert_eq!(acme.routes, ["/acme/"]);
     assert_eq!(config.bus_url, BusUrl::Sqlite(PathBuf::from("/srv/./data/bus.sqlite3")));
     assert_eq!(config.admin_addr, "127.0.0.1:9090".parse().unwrap());
 }
@@ -45,39 +75,47 @@ fn the_repository_architecture_loads_with_all_secrets() {
 #[test]
 fn two_missing_and_one_malformed_are_all_named_without_values() {
     let mut env = full_env();
-    env.remove("TWILIO_AUTH_TOKEN")
-        .remove("TWILIO_CHAT_SERVICE_SID")
-        .set("TWILIO_ACCOUNT_SID", "ACnot-a-sid-secretish");
-    let found = problems(&repo_architecture(), &env);
+    env.remove("ACME_TOKEN").set("ACME_ACCOUNT", "ABnot-an-account-secretish");
+    let found = problems(ARCHITECTURE, &env);
     let names: Vec<&str> = found.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_CHAT_SERVICE_SID"], "{found:?}");
+    assert_eq!(names, ["ACME_ACCOUNT", "ACME_TOKEN"], "{found:?}");
     let text = ConfigError::Invalid(found).to_string();
-    assert!(text.contains("TWILIO_AUTH_TOKEN: missing"));
-    assert!(text.contains("TWILIO_ACCOUNT_SID: malformed: expected AC followed by 32 hex digits"));
+    assert!(text.contains("ACME_TOKEN: missing"));
+    assert!(text.contains("ACME_ACCOUNT: malformed: expected a value matching ^AB[0-9a-f]{16}$"), "{text}");
     assert!(!text.contains("secretish"));
+}
+
+#[test]
+fn commands_without_secrets_neither_read_nor_check_them() {
+    let Ok(config) = parse(ARCHITECTURE, Path::new("/srv"), &Env::default(), Secrets::NotNeeded) else {
+        panic!("secrets were required")
+    };
+    assert!(config.connectors[0].enabled);
+    assert!(config.connectors[0].secrets.values().all(Option::is_none));
 }
 
 #[test]
 fn disabled_connector_needs_no_secrets() {
     let mut env = Env::default();
-    env.set("TWILIO_ENABLED", "false");
-    let Ok(config) = parse(&repo_architecture(), Path::new("/srv"), &env) else { panic!("invalid") };
+    env.set("ACME_ENABLED", "false");
+    let config = load(ARCHITECTURE, &env);
     assert!(!config.connectors[0].enabled);
     assert_eq!(config.enabled_connectors().count(), 0);
 }
 
 #[test]
-fn a_typo_in_a_key_is_named() {
-    let text = repo_architecture().replace("listen_addr:", "listen_adr:");
-    match parse(&text, Path::new("/srv"), &full_env()) {
-        Err(ParseFailure::Syntax(message)) => assert!(message.contains("listen_adr"), "{message}"),
-        _ => panic!("typo accepted"),
+fn a_typo_in_a_key_or_a_bad_pattern_is_named() {
+    for (from, to) in [("listen_addr:", "listen_adr:"), ("enabled_by:", "enable_by:")] {
+        let text = ARCHITECTURE.replace(from, to);
+        match parse(&text, Path::new("/srv"), &full_env(), Secrets::Required) {
+            Err(ParseFailure::Syntax(message)) => assert!(message.contains(to.trim_end_matches(':')), "{message}"),
+            _ => panic!("typo {to} accepted"),
+        }
     }
-    let text = repo_architecture().replace("enabled_by:", "enable_by:");
-    match parse(&text, Path::new("/srv"), &full_env()) {
-        Err(ParseFailure::Syntax(message)) => assert!(message.contains("enable_by"), "{message}"),
-        _ => panic!("typo accepted"),
-    }
+    let text = ARCHITECTURE.replace("^[0-9a-f]{16}$", "^[0-9a-f{16}$");
+    assert_eq!(names(problems(&text, &full_env())), ["ACME_TOKEN.pattern"]);
+    let text = ARCHITECTURE.replace("format: url", "format: link");
+    assert_eq!(names(problems(&text, &full_env())), ["ACME_API_BASE_URL.format"]);
 }
 
 #[test]
@@ -85,57 +123,63 @@ fn environment_overrides_and_bad_values() {
     let mut env = full_env();
     env.set("LISTEN_ADDR", "127.0.0.1:18080")
         .set("BUS_URL", "nats://127.0.0.1:4222")
-        .set("CONNECTOR_TWILIO_COMPONENT", "/opt/twilio.wasm")
-        .set("TWILIO_FROM_NUMBER", "+14155550100");
-    let Ok(config) = parse(&repo_architecture(), Path::new("/srv"), &env) else { panic!("invalid") };
+        .set("CONNECTOR_ACME_COMPONENT", "/opt/acme.wasm")
+        .set("ACME_SENDER", "+14155550100");
+    let config = load(ARCHITECTURE, &env);
     assert_eq!(config.listen_addr, "127.0.0.1:18080".parse().unwrap());
     assert_eq!(config.bus_url, BusUrl::Nats("127.0.0.1:4222".into()));
-    assert_eq!(config.connectors[0].component, ComponentSource::File("/opt/twilio.wasm".into()));
+    assert_eq!(config.connectors[0].component, ComponentSource::File("/opt/acme.wasm".into()));
 
     env.set("LISTEN_ADDR", "nowhere")
         .set("BUS_URL", "redis://x")
-        .set("TWILIO_FROM_NUMBER", "555")
-        .set("TWILIO_ENABLED", "perhaps");
-    let names: Vec<String> = problems(&repo_architecture(), &env).into_iter().map(|p| p.name).collect();
+        .set("ACME_SENDER", "555")
+        .set("ACME_ENABLED", "perhaps");
+    let names = names(problems(ARCHITECTURE, &env));
     assert!(names.contains(&"LISTEN_ADDR".to_owned()));
     assert!(names.contains(&"BUS_URL".to_owned()));
-    assert!(names.contains(&"TWILIO_ENABLED".to_owned()));
+    assert!(names.contains(&"ACME_ENABLED".to_owned()));
 }
 
 #[test]
 fn secrets_from_files_and_directories() {
-    let dir = std::env::temp_dir().join(format!("ie-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("TWILIO_AUTH_TOKEN"), format!("{TOKEN}\n")).unwrap();
-    std::fs::write(dir.join("api-secret"), "from-file\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ACME_TOKEN"), format!("{TOKEN}\n")).unwrap();
+    std::fs::write(dir.path().join("api-secret"), "from-file\n").unwrap();
     let mut env = full_env();
-    env.remove("TWILIO_AUTH_TOKEN").remove("TWILIO_API_SECRET");
-    env.set("SECRETS_DIR", dir.to_str().unwrap());
-    env.set("TWILIO_API_SECRET_FILE", dir.join("api-secret").to_str().unwrap());
-    let Ok(config) = parse(&repo_architecture(), Path::new("/srv"), &env) else { panic!("invalid") };
+    env.remove("ACME_TOKEN").remove("ACME_API_SECRET");
+    env.set("SECRETS_DIR", dir.path().to_str().unwrap());
+    env.set("ACME_API_SECRET_FILE", dir.path().join("api-secret").to_str().unwrap());
+    let config = load(ARCHITECTURE, &env);
     let secrets = &config.connectors[0].secrets;
-    assert_eq!(secrets["TWILIO_AUTH_TOKEN"].as_ref().map(Secret::reveal), Some(TOKEN));
-    assert_eq!(secrets["TWILIO_API_SECRET"].as_ref().map(Secret::reveal), Some("from-file"));
-    env.set("TWILIO_API_SECRET_FILE", "/nonexistent/file");
-    let names: Vec<String> = problems(&repo_architecture(), &env).into_iter().map(|p| p.name).collect();
-    assert_eq!(names, ["TWILIO_API_SECRET"]);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(secrets["ACME_TOKEN"].as_ref().map(Secret::reveal), Some(TOKEN));
+    assert_eq!(secrets["ACME_API_SECRET"].as_ref().map(Secret::reveal), Some("from-file"));
+    env.set("ACME_API_SECRET_FILE", "/nonexistent/file");
+    assert_eq!(names(problems(ARCHITECTURE, &env)), ["ACME_API_SECRET"]);
 }
 
 #[test]
 fn outbound_hosts_include_overridden_base_urls() {
     let mut env = full_env();
-    env.set("TWILIO_API_BASE_URL", "http://127.0.0.1:4010");
-    let Ok(config) = parse(&repo_architecture(), Path::new("/srv"), &env) else { panic!("invalid") };
-    assert!(config.connectors[0].outbound_hosts.contains(&"127.0.0.1".to_owned()));
+    env.set("ACME_API_BASE_URL", "http://127.0.0.1:4010");
+    let config = load(ARCHITECTURE, &env);
+    assert_eq!(config.connectors[0].outbound_hosts, ["api.acme.example", "127.0.0.1"]);
 }
 
 #[test]
 fn dotenv_files_parse_and_yield_to_the_environment() {
-    let file = Env::parse_dotenv("# comment\n\nA=1\nexport B=\"two words\"\nC='3'\nbroken line\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("local.env");
+    std::fs::write(&path, "# comment\n\nA=1\nexport B=\"two words\"\nC='3'\n").unwrap();
+    let file = Env::from_dotenv_file(&path).unwrap();
     assert_eq!((file.get("A"), file.get("B"), file.get("C")), (Some("1"), Some("two words"), Some("3")));
     let mut real = Env::default();
     real.set("A", "real");
     let merged = file.merged_under(real);
     assert_eq!((merged.get("A"), merged.get("B")), (Some("real"), Some("two words")));
+
+    std::fs::write(&path, "A=1\nbroken line\n").unwrap();
+    let error = Env::from_dotenv_file(&path).unwrap_err().to_string();
+    assert!(error.contains("local.env is malformed"), "{error}");
+    let error = Env::from_dotenv_file(&dir.path().join("missing.env")).unwrap_err().to_string();
+    assert!(error.contains("missing.env"), "{error}");
 }

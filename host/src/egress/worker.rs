@@ -9,17 +9,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::rate::SenderRates;
 use super::{DEADLETTER_STREAM, EGRESS_STREAM, STATUS_STREAM};
-use crate::bus::wire::{self, EgressRequest};
 use crate::bus::{Bus, Delivery};
 use crate::config::EgressConfig;
 use crate::connectors::ConnectorSlot;
-use crate::runtime::bindings::{ProviderError, SendError, StatusEvent};
+use crate::messages::{self, Attributes, DeadLetter, EgressMessage, StatusEvent};
+use crate::runtime::CallFailure;
+use crate::runtime::bindings::{self, ProviderError, SendError};
 use crate::telemetry::metrics;
 
 /// How long an idle worker waits before looking at the topic again.
@@ -41,11 +42,46 @@ pub struct EgressWorker {
     visibility: Duration,
 }
 
+/// How an egress message ended (or is to go on), as status events, dead
+/// letters and metrics name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider took it.
+    Accepted,
+    /// Sent again later.
+    Retry,
+    /// It will never be sent as it is.
+    Failed,
+    /// The recipient opted out.
+    OptedOut,
+    /// It may or may not have reached the provider: not sent again blindly.
+    Unknown,
+}
+
+impl Outcome {
+    /// The name in status events, dead letters and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+            Self::OptedOut => "opted-out",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// The final word on a message that was not sent.
 struct Failure {
-    status: &'static str,
+    outcome: Outcome,
     reason: String,
     error: Option<ProviderError>,
+}
+
+impl Failure {
+    fn new(outcome: Outcome, reason: String, error: Option<ProviderError>) -> Self {
+        Self { outcome, reason, error }
+    }
 }
 
 impl EgressWorker {
@@ -96,78 +132,77 @@ impl EgressWorker {
 
     /// Sends one message and settles it: acknowledged, retried later, or dead-lettered.
     pub async fn process(&self, delivery: Delivery) {
-        let connector = self.slot.config.name.clone();
-        let request: EgressRequest = match serde_json::from_slice(&delivery.payload) {
-            Ok(request) => request,
+        let message: EgressMessage = match serde_json::from_slice(&delivery.payload) {
+            Ok(message) => message,
             Err(e) => {
-                let id = format!("seq-{}", delivery.seq);
-                let failure =
-                    Failure { status: "failed", reason: format!("malformed egress message: {e}"), error: None };
-                self.fail(&delivery, &id, failure).await;
+                let reason = format!("malformed egress message: {e}");
+                self.fail(&delivery, &format!("seq-{}", delivery.seq), Failure::new(Outcome::Failed, reason, None))
+                    .await;
                 return;
             }
         };
-        let id = request.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
-        let span = tracing::info_span!("egress", %connector, id = %id, attempt = delivery.attempt);
-        async {
-            let sender = request.from.as_deref().or(request.messaging_service_sid.as_deref()).unwrap_or("default");
-            if !self.rates.acquire(sender, self.visibility / 4).await {
-                // Over this sender's rate for longer than we hold the message: let it come back.
-                self.settle(self.bus.retry_later(delivery.seq, Duration::from_secs(1)).await, "retry");
-                return;
+        let id = message.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
+        let span =
+            tracing::info_span!("egress", connector = %self.slot.config.name, id = %id, attempt = delivery.attempt);
+        self.send(&delivery, &id, message.to_wit(&id)).instrument(span).await;
+    }
+
+    /// Checks the message with the connector, waits for its sender's rate, sends it.
+    async fn send(&self, delivery: &Delivery, id: &str, message: bindings::EgressMessage) {
+        let current = self.slot.current();
+        let plan = match current.check(&message).await {
+            Ok(plan) => plan,
+            Err(CallFailure::Refused(reason)) => {
+                let failure = Failure::new(Outcome::Failed, format!("invalid: {reason}"), None);
+                return self.fail(delivery, id, failure).await;
             }
-            let current = self.slot.current();
-            match current.send(request.to_wit(&id)).await {
-                Ok(Ok(accepted)) => {
-                    tracing::info!(sid = %accepted.provider_message_id, status = %accepted.status, "sent");
-                    metrics::egress_outcome(&connector, "accepted");
-                    let event = status_event(&id, Some(accepted.provider_message_id), &accepted.status, None);
-                    if self.publish_status(&event).await {
-                        self.settle(self.bus.ack(delivery.seq).await, "ack");
-                    }
-                }
-                Ok(Err(SendError::Retry(hint))) => {
-                    let after = hint.after_ms.map(Duration::from_millis);
-                    self.retry(&delivery, &id, after, hint.reason).await;
-                }
-                Ok(Err(SendError::Reject(error))) => {
-                    let reason = format!("rejected: {}", describe(&error));
-                    self.fail(&delivery, &id, Failure { status: "failed", reason, error: Some(error) }).await;
-                }
-                Ok(Err(SendError::OptedOut(error))) => {
-                    let reason = format!("recipient opted out: {}", describe(&error));
-                    self.fail(&delivery, &id, Failure { status: "opted-out", reason, error: Some(error) }).await;
-                }
-                Ok(Err(SendError::Ambiguous(error))) => {
-                    // Not retried: the provider may have the message already.
-                    let reason = format!("outcome unknown, may have been sent: {}", describe(&error));
-                    self.fail(&delivery, &id, Failure { status: "unknown", reason, error: Some(error) }).await;
-                }
-                Err(call_error) => {
-                    let error = ProviderError {
-                        code: None,
-                        message: call_error.to_string(),
-                        http_status: None,
-                        more_info: None,
-                    };
-                    self.retry(&delivery, &id, None, error).await;
-                }
-            }
+            Err(failure) => return self.retry(delivery, id, None, call_error(&failure)).await,
+        };
+        if !self.rates.acquire(&plan.rate_key, self.visibility / 4).await {
+            // Over this sender's rate for longer than we hold the message: let it come back.
+            return self.settle(self.bus.retry_later(delivery.seq, Duration::from_secs(1)).await, "retry");
         }
-        .instrument(span)
-        .await;
+        match current.send(&message).await {
+            Ok(accepted) => self.accepted(delivery, id, accepted).await,
+            Err(CallFailure::Refused(SendError::Retry(hint))) => {
+                self.retry(delivery, id, hint.after_ms.map(Duration::from_millis), hint.reason).await
+            }
+            Err(CallFailure::Refused(SendError::Reject(error))) => {
+                let reason = format!("rejected: {}", describe(&error));
+                self.fail(delivery, id, Failure::new(Outcome::Failed, reason, Some(error))).await
+            }
+            Err(CallFailure::Refused(SendError::OptedOut(error))) => {
+                let reason = format!("recipient opted out: {}", describe(&error));
+                self.fail(delivery, id, Failure::new(Outcome::OptedOut, reason, Some(error))).await
+            }
+            Err(CallFailure::Refused(SendError::Ambiguous(error))) => {
+                // Not retried: the provider may have the message already.
+                let reason = format!("outcome unknown, may have been sent: {}", describe(&error));
+                self.fail(delivery, id, Failure::new(Outcome::Unknown, reason, Some(error))).await
+            }
+            Err(failure) => self.retry(delivery, id, None, call_error(&failure)).await,
+        }
+    }
+
+    async fn accepted(&self, delivery: &Delivery, id: &str, accepted: bindings::Accepted) {
+        tracing::info!(sid = %accepted.provider_message_id, status = %accepted.status, "sent");
+        metrics::egress_outcome(&self.slot.config.name, Outcome::Accepted.as_str());
+        let event = status_event(id, Some(accepted.provider_message_id), &accepted.status, None);
+        if self.publish_status(&event).await {
+            self.settle(self.bus.ack(delivery.seq).await, "ack");
+        }
     }
 
     async fn retry(&self, delivery: &Delivery, id: &str, after: Option<Duration>, error: ProviderError) {
         let connector = &self.slot.config.name;
         if delivery.attempt >= self.config.max_attempts {
             let reason = format!("gave up after {} attempts: {}", delivery.attempt, describe(&error));
-            self.fail(delivery, id, Failure { status: "failed", reason, error: Some(error) }).await;
+            self.fail(delivery, id, Failure::new(Outcome::Failed, reason, Some(error))).await;
             return;
         }
         let delay = backoff(&self.config, delivery.attempt).max(after.unwrap_or_default());
         tracing::warn!(?delay, reason = %describe(&error), "send failed; retrying later");
-        metrics::egress_outcome(connector, "retry");
+        metrics::egress_outcome(connector, Outcome::Retry.as_str());
         metrics::egress_retry(connector);
         self.settle(self.bus.retry_later(delivery.seq, delay).await, "retry");
     }
@@ -175,32 +210,32 @@ impl EgressWorker {
     /// Dead-letters a message with its reason, publishes its final status, acknowledges it.
     async fn fail(&self, delivery: &Delivery, id: &str, failure: Failure) {
         let connector = &self.slot.config.name;
-        tracing::warn!(status = failure.status, reason = %failure.reason, "dead-lettering");
-        metrics::egress_outcome(connector, failure.status);
+        let status = failure.outcome.as_str();
+        tracing::warn!(status, reason = %failure.reason, "dead-lettering");
+        metrics::egress_outcome(connector, status);
         let Some(topic) = &self.deadletter_topic else {
             tracing::error!("no deadletter topic for {connector}: the message stays on the egress topic");
             self.settle(self.bus.retry_later(delivery.seq, Duration::from_secs(60)).await, "retry");
             return;
         };
-        let original: Value = serde_json::from_slice(&delivery.payload)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.payload).into_owned()));
-        let record = json!({
-            "id": id,
-            "status": failure.status,
-            "reason": failure.reason,
-            "error_code": failure.error.as_ref().and_then(|e| e.code),
-            "error_message": failure.error.as_ref().map(|e| e.message.clone()),
-            "attempts": delivery.attempt,
-            "dead_lettered_at": wire::now_rfc3339(),
-            "message": original,
-        });
+        let record = DeadLetter {
+            id: id.to_owned(),
+            status: status.to_owned(),
+            reason: failure.reason,
+            error_code: failure.error.as_ref().and_then(|e| e.code),
+            error_message: failure.error.as_ref().map(|e| e.message.clone()),
+            attempts: delivery.attempt,
+            dead_lettered_at: messages::now_rfc3339(),
+            message: serde_json::from_slice(&delivery.payload)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.payload).into_owned())),
+        };
         let payload = serde_json::to_vec(&record).unwrap_or_default();
         if let Err(e) = self.bus.publish(topic, Some(id), payload).await {
             tracing::error!(error = %e, "cannot dead-letter; the message will come back");
             return;
         }
         metrics::dead_letter(connector);
-        let event = status_event(id, None, failure.status, failure.error.as_ref());
+        let event = status_event(id, None, status, failure.error.as_ref());
         if self.publish_status(&event).await {
             self.settle(self.bus.ack(delivery.seq).await, "ack");
         }
@@ -210,7 +245,7 @@ impl EgressWorker {
     async fn publish_status(&self, event: &StatusEvent) -> bool {
         let Some(topic) = &self.status_topic else { return true };
         let key = format!("{}:{}", event.id.as_deref().unwrap_or_default(), event.status);
-        let payload = serde_json::to_vec(&wire::status_json(event)).unwrap_or_default();
+        let payload = serde_json::to_vec(event).unwrap_or_default();
         match self.bus.publish(topic, Some(&key), payload).await {
             Ok(_) => true,
             Err(e) => {
@@ -235,9 +270,14 @@ fn status_event(id: &str, sid: Option<String>, status: &str, error: Option<&Prov
         error_code: error.and_then(|e| e.code),
         error_message: error.map(|e| e.message.clone()),
         account_sid: None,
-        occurred_at: wire::now_rfc3339(),
-        attributes: Vec::new(),
+        occurred_at: messages::now_rfc3339(),
+        attributes: Attributes::default(),
     }
+}
+
+/// A call into the connector that failed as a call: retried like a transient error.
+fn call_error<E: std::fmt::Debug>(failure: &CallFailure<E>) -> ProviderError {
+    ProviderError { code: None, message: failure.to_string(), http_status: None, more_info: None }
 }
 
 fn describe(error: &ProviderError) -> String {

@@ -1,10 +1,23 @@
-//! Host bindings generated from `wit/`, the one source of truth shared with the guest.
+//! Host bindings generated from `wit/`, the one source of truth shared with
+//! the guests.
+//!
+//! The base world is what every connector must export. Each optional export
+//! (`tokens`, `simulator`) has a world of its own, so the host can look for it
+//! in a component without requiring it.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "connector-world",
-    imports: { default: async | trappable },
+    imports: {
+        // `reveal` returns a secret: never traced, not even at TRACE level.
+        "platform:connector/secrets.reveal": async | trappable,
+        default: async | trappable | tracing,
+    },
     exports: { default: async },
+    trappable_error_type: {
+        "platform:connector/bus.bus-error" => crate::bus::PublishRefused,
+        "platform:connector/secrets.secret-error" => crate::runtime::SecretRefused,
+    },
     with: {
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "wasi:io": wasmtime_wasi::p2::bindings::io,
@@ -13,11 +26,23 @@ wasmtime::component::bindgen!({
     require_store_data_send: true,
 });
 
-pub use exports::platform::connector::connector::{
-    AccessToken, Descriptor, SimulatedRequest, TokenError, TokenRequest,
-};
+/// The optional `tokens` export.
+pub mod token_issuer {
+    wasmtime::component::bindgen!({ path: "../wit", world: "token-issuer", exports: { default: async } });
+    pub use exports::platform::connector::tokens::{AccessToken, TokenError, TokenRequest};
+}
+
+/// The optional `simulator` export.
+pub mod webhook_simulator {
+    wasmtime::component::bindgen!({ path: "../wit", world: "webhook-simulator", exports: { default: async } });
+    pub use exports::platform::connector::simulator::SimulatedRequest;
+}
+
+pub use exports::platform::connector::connector::{Descriptor, EgressPlan};
 pub use platform::connector::bus::{BusError, BusMessage, Receipt};
 pub use platform::connector::types::{
     Accepted, Attribute, Channel, EgressMessage, IngressEnvelope, Media, ProviderError, RetryHint, SendError,
     StatusEvent,
 };
+pub use token_issuer::{AccessToken, TokenError, TokenRequest};
+pub use webhook_simulator::SimulatedRequest;

@@ -4,13 +4,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::InstancePre;
 use wasmtime::{Store, StoreLimitsBuilder};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::bindings::token_issuer::TokenIssuerIndices;
+use super::bindings::webhook_simulator::WebhookSimulatorIndices;
 use super::bindings::{
-    Accepted, AccessToken, ConnectorWorld, ConnectorWorldPre, Descriptor, EgressMessage, SendError, SimulatedRequest,
+    Accepted, AccessToken, ConnectorWorldIndices, Descriptor, EgressMessage, EgressPlan, SendError, SimulatedRequest,
     TokenError, TokenRequest,
 };
 use super::pool::{InstancePool, Warm};
@@ -21,17 +24,53 @@ use crate::telemetry::metrics;
 /// Why a component was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// Not a valid component, or not for this engine.
     #[error("does not compile: {0}")]
     Compile(String),
+    /// It imports something the host does not give, or lacks a required export.
     #[error("does not link: {0}")]
     Link(String),
+    /// It loaded but its `describe()` trapped or timed out.
     #[error("does not answer describe(): {0}")]
     Describe(String),
 }
 
+/// A failed call into the guest: it trapped, ran out of time, or the host failed it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CallError(String);
+
+/// What can come of calling an export that returns its own error.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure<E: std::fmt::Debug> {
+    /// The connector answered with its own error.
+    #[error("the connector refused: {0:?}")]
+    Refused(E),
+    /// The connector does not export this optional interface.
+    #[error("the connector does not export `{0}`")]
+    NotExported(&'static str),
+    /// The call itself failed (trap, timeout, host error).
+    #[error(transparent)]
+    Broken(#[from] CallError),
+}
+
+impl<E: std::fmt::Debug> CallFailure<E> {
+    fn flatten<T>(result: Result<Result<T, E>, CallError>) -> Result<T, Self> {
+        result?.map_err(Self::Refused)
+    }
+}
+
+/// The optional exports a component has.
+struct OptionalExports {
+    tokens: Option<TokenIssuerIndices>,
+    simulator: Option<WebhookSimulatorIndices>,
+}
+
 /// A compiled, linked and described connector, ready for calls.
 pub struct Connector {
-    pre: ConnectorWorldPre<InstanceState>,
+    pre: InstancePre<InstanceState>,
+    indices: ConnectorWorldIndices,
+    optional: OptionalExports,
     pool: Arc<InstancePool>,
     grants: Arc<Grants>,
     limits: Limits,
@@ -50,11 +89,6 @@ impl std::fmt::Debug for Connector {
     }
 }
 
-/// A failed call into the guest: it trapped, ran out of time, or the host failed it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CallError(String);
-
 impl Connector {
     pub(super) async fn load(runtime: &Runtime, bytes: Vec<u8>, grants: Arc<Grants>) -> Result<Self, LoadError> {
         let content_hash = content_hash(&bytes);
@@ -64,27 +98,35 @@ impl Connector {
             .await
             .map_err(|e| LoadError::Compile(e.to_string()))?
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let component = compiled.component;
-        let instance_pre = runtime.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = ConnectorWorldPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let link_error = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+        let pre = runtime.linker.instantiate_pre(&compiled.component).map_err(link_error)?;
+        let indices = ConnectorWorldIndices::new(&pre).map_err(link_error)?;
+        let optional = OptionalExports {
+            tokens: TokenIssuerIndices::new(&pre).ok(),
+            simulator: WebhookSimulatorIndices::new(&pre).ok(),
+        };
         let limits = &runtime.limits;
         let mut connector = Self {
             pre,
+            indices,
+            optional,
             pool: Arc::new(InstancePool::new(limits.max_concurrent_instances as usize, limits.instance_reuse)),
             grants,
-            limits: runtime.limits.clone(),
+            limits: limits.clone(),
             descriptor: Descriptor { name: String::new(), version: String::new() },
             content_hash,
             from_cache: compiled.from_cache,
         };
-        connector.descriptor = connector.call_describe().await.map_err(|e| LoadError::Describe(e.to_string()))?;
+        connector.descriptor = connector.describe().await.map_err(|e| LoadError::Describe(e.to_string()))?;
         Ok(connector)
     }
 
+    /// The name the component gives itself.
     pub fn name(&self) -> &str {
         &self.descriptor.name
     }
 
+    /// The version the component gives itself.
     pub fn version(&self) -> &str {
         &self.descriptor.version
     }
@@ -99,8 +141,19 @@ impl Connector {
         self.from_cache
     }
 
+    /// What this connector was granted.
     pub fn grants(&self) -> &Arc<Grants> {
         &self.grants
+    }
+
+    /// Whether it exports the optional `tokens` interface.
+    pub fn issues_tokens(&self) -> bool {
+        self.optional.tokens.is_some()
+    }
+
+    /// Whether it exports the optional `simulator` interface.
+    pub fn simulates_webhooks(&self) -> bool {
+        self.optional.simulator.is_some()
     }
 
     fn new_store(&self) -> Store<InstanceState> {
@@ -125,7 +178,7 @@ impl Connector {
 
     /// A warm instance with a fresh deadline for one call.
     async fn take_instance(&self) -> wasmtime::Result<Warm> {
-        let mut warm = self.pool.take(&self.pre, || self.new_store()).await?;
+        let mut warm = self.pool.take(&self.pre, &self.indices, || self.new_store()).await?;
         warm.store.set_epoch_deadline(self.deadline_ticks());
         Ok(warm)
     }
@@ -135,13 +188,13 @@ impl Connector {
     async fn with_instance<T>(
         &self,
         what: &'static str,
-        call: impl AsyncFnOnce(&mut Store<InstanceState>, &ConnectorWorld) -> wasmtime::Result<T>,
+        call: impl AsyncFnOnce(&mut Warm) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
         let started = Instant::now();
         let timeout = self.limits.call_timeout;
         let result = tokio::time::timeout(timeout, async {
             let mut warm = self.take_instance().await?;
-            let value = call(&mut warm.store, &warm.instance).await?;
+            let value = call(&mut warm).await?;
             Ok::<_, wasmtime::Error>((value, warm))
         })
         .await;
@@ -157,41 +210,64 @@ impl Connector {
         outcome
     }
 
-    async fn call_describe(&self) -> Result<Descriptor, CallError> {
-        self.with_instance("describe", async |store, instance| {
-            instance.platform_connector_connector().call_describe(store).await
-        })
-        .await
-    }
-
+    /// Asks the component who it is.
     pub async fn describe(&self) -> Result<Descriptor, CallError> {
-        self.call_describe().await
-    }
-
-    pub async fn send(&self, message: EgressMessage) -> Result<Result<Accepted, SendError>, CallError> {
-        self.with_instance("send", async |store, instance| {
-            instance.platform_connector_connector().call_send(store, &message).await
+        self.with_instance("describe", async |warm| {
+            warm.world.platform_connector_connector().call_describe(&mut warm.store).await
         })
         .await
     }
 
-    pub async fn issue_token(&self, request: TokenRequest) -> Result<Result<AccessToken, TokenError>, CallError> {
-        self.with_instance("issue-token", async |store, instance| {
-            instance.platform_connector_connector().call_issue_token(store, &request).await
-        })
-        .await
+    /// Checks an egress message without sending it; the plan says how to rate it.
+    pub async fn check(&self, message: &EgressMessage) -> Result<EgressPlan, CallFailure<String>> {
+        let result = self
+            .with_instance("check", async |warm| {
+                warm.world.platform_connector_connector().call_check(&mut warm.store, message).await
+            })
+            .await;
+        CallFailure::flatten(result)
     }
 
+    /// Sends one egress message through the provider.
+    pub async fn send(&self, message: &EgressMessage) -> Result<Accepted, CallFailure<SendError>> {
+        let result = self
+            .with_instance("send", async |warm| {
+                warm.world.platform_connector_connector().call_send(&mut warm.store, message).await
+            })
+            .await;
+        CallFailure::flatten(result)
+    }
+
+    /// Issues an access token, when the component exports `tokens`.
+    pub async fn issue_token(&self, request: &TokenRequest) -> Result<AccessToken, CallFailure<TokenError>> {
+        let indices = self.optional.tokens.as_ref().ok_or(CallFailure::NotExported("tokens"))?;
+        let result = self
+            .with_instance("issue-token", async |warm| {
+                let tokens = indices.load(&mut warm.store, &warm.instance)?;
+                tokens.platform_connector_tokens().call_issue_token(&mut warm.store, request).await
+            })
+            .await;
+        CallFailure::flatten(result)
+    }
+
+    /// Builds a signed example webhook, when the component exports `simulator`.
     pub async fn simulate_webhook(
         &self,
-        kind: String,
-        options: Vec<(String, String)>,
-        base_url: String,
-    ) -> Result<Result<SimulatedRequest, String>, CallError> {
-        self.with_instance("simulate-webhook", async |store, instance| {
-            instance.platform_connector_connector().call_simulate_webhook(store, &kind, &options, &base_url).await
-        })
-        .await
+        kind: &str,
+        options: &[(String, String)],
+        base_url: &str,
+    ) -> Result<SimulatedRequest, CallFailure<String>> {
+        let indices = self.optional.simulator.as_ref().ok_or(CallFailure::NotExported("simulator"))?;
+        let result = self
+            .with_instance("simulate-webhook", async |warm| {
+                let simulator = indices.load(&mut warm.store, &warm.instance)?;
+                simulator
+                    .platform_connector_simulator()
+                    .call_simulate_webhook(&mut warm.store, kind, options, base_url)
+                    .await
+            })
+            .await;
+        CallFailure::flatten(result)
     }
 
     fn failed_call(&self, started: Instant, reason: String) -> CallError {
@@ -218,7 +294,7 @@ impl Connector {
         let out = warm.store.data_mut().http().new_response_outparam(sender).map_err(cannot_pass)?;
         let pool_owner = self.pool.clone();
         let guest = async move {
-            let run = warm.instance.wasi_http_incoming_handler().call_handle(&mut warm.store, req, out);
+            let run = warm.world.wasi_http_incoming_handler().call_handle(&mut warm.store, req, out);
             match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(())) => {
                     pool_owner.give_back(warm);
@@ -228,11 +304,22 @@ impl Connector {
                 Err(_) => Err(format!("took longer than {timeout:?}")),
             }
         };
-        // The guest usually finishes (body written) before anyone looks at the
-        // response: run it right here. Should it hand over the response head and
-        // keep writing a body, it goes on as its own task while the body streams.
-        let mut guest = Box::pin(guest);
-        let mut receiver = receiver;
+        let response = self.await_response(started, Box::pin(guest), receiver).await;
+        metrics::component_call(&self.descriptor.name, "http", started.elapsed(), response.is_ok());
+        response
+    }
+
+    /// The guest usually finishes (body written) before anyone looks at the
+    /// response: it runs right here. Should it hand over the response head and
+    /// keep writing a body, it goes on as its own task while the body streams.
+    async fn await_response(
+        &self,
+        started: Instant,
+        mut guest: std::pin::Pin<Box<impl Future<Output = Result<(), String>> + Send + 'static>>,
+        mut receiver: tokio::sync::oneshot::Receiver<
+            Result<hyper::Response<HyperOutgoingBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>,
+        >,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, CallError> {
         let answered = tokio::select! {
             biased;
             finished = &mut guest => Err(finished),
@@ -255,13 +342,11 @@ impl Connector {
                 Err(_) => return Err(self.failed_call(started, why(finished))),
             },
         };
-        let response = response.map_err(|code| CallError(format!("the connector answered with an error: {code:?}")));
-        metrics::component_call(&self.descriptor.name, "http", started.elapsed(), response.is_ok());
-        response
+        response.map_err(|code| CallError(format!("the connector answered with an error: {code:?}")))
     }
 }
 
 /// SHA-256 of a component file, hex: how versions are told apart.
 pub fn content_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(bytes))
 }

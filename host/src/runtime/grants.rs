@@ -60,14 +60,14 @@ mod tests {
 
     #[test]
     fn allow_list_matches_exact_hosts_and_subdomains_only() {
-        let list = OutboundAllowList::new(vec!["api.twilio.com".into(), "*.twilio.com".into(), "127.0.0.1".into()]);
-        assert!(list.allows("api.twilio.com"));
-        assert!(list.allows("API.Twilio.com."));
-        assert!(list.allows("conversations.dublin.ie1.twilio.com"));
+        let list = OutboundAllowList::new(vec!["api.example.com".into(), "*.example.com".into(), "127.0.0.1".into()]);
+        assert!(list.allows("api.example.com"));
+        assert!(list.allows("API.Example.com."));
+        assert!(list.allows("conversations.dublin.ie1.example.com"));
         assert!(list.allows("127.0.0.1"));
-        assert!(!list.allows("twilio.com"));
-        assert!(!list.allows("eviltwilio.com"));
-        assert!(!list.allows("twilio.com.evil.org"));
+        assert!(!list.allows("example.com"));
+        assert!(!list.allows("evilexample.com"));
+        assert!(!list.allows("example.com.evil.org"));
         assert!(!list.allows("127.0.0.2"));
     }
 }

@@ -18,9 +18,9 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 pub use cache::CompileCache;
-pub use connector::{CallError, Connector, LoadError, content_hash};
+pub use connector::{CallError, CallFailure, Connector, LoadError, content_hash};
 pub use grants::{Grants, OutboundAllowList};
-pub use state::InstanceState;
+pub use state::{InstanceState, SecretRefused};
 
 use crate::config::Limits;
 
@@ -68,6 +68,23 @@ impl Runtime {
     /// Compiles, links and describes a connector; it is ready for traffic when this returns.
     pub async fn load(&self, bytes: Vec<u8>, grants: Arc<Grants>) -> Result<Connector, LoadError> {
         Connector::load(self, bytes, grants).await
+    }
+}
+
+/// Reads a component's bytes from where its configuration says: built into
+/// this binary, or a file (whose path the error names).
+pub fn read_component(source: &crate::config::ComponentSource) -> anyhow::Result<Vec<u8>> {
+    use crate::config::ComponentSource;
+    match source {
+        ComponentSource::Bundled(name) => {
+            crate::bundled::get(name).map(<[u8]>::to_vec).with_context(|| format!("no component bundled as {name}"))
+        }
+        ComponentSource::File(path) => std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read the component {}",
+                std::path::absolute(path).unwrap_or_else(|_| path.clone()).display()
+            )
+        }),
     }
 }
 

@@ -7,14 +7,18 @@
 
 use crossbeam_queue::ArrayQueue;
 use wasmtime::Store;
+use wasmtime::component::{Instance, InstancePre};
 
 use super::InstanceState;
-use super::bindings::{ConnectorWorld, ConnectorWorldPre};
+use super::bindings::{ConnectorWorld, ConnectorWorldIndices};
 
 /// An instantiated connector with its store.
 pub struct Warm {
     pub store: Store<InstanceState>,
-    pub instance: ConnectorWorld,
+    /// The instance itself, for the optional exports looked up on it.
+    pub instance: Instance,
+    /// The exports every connector has.
+    pub world: ConnectorWorld,
     uses: u32,
 }
 
@@ -42,10 +46,11 @@ impl InstancePool {
         Self { idle: ArrayQueue::new(capacity.max(1)), reuse: reuse.max(1) }
     }
 
-    /// An idle instance, or a new one made by `store` and `pre`.
+    /// An idle instance, or a new one made from `pre` in the store `store` makes.
     pub async fn take(
         &self,
-        pre: &ConnectorWorldPre<InstanceState>,
+        pre: &InstancePre<InstanceState>,
+        indices: &ConnectorWorldIndices,
         store: impl FnOnce() -> Store<InstanceState>,
     ) -> wasmtime::Result<Warm> {
         if let Some(warm) = self.idle.pop() {
@@ -53,7 +58,8 @@ impl InstancePool {
         }
         let mut store = store();
         let instance = pre.instantiate_async(&mut store).await?;
-        Ok(Warm { store, instance, uses: 0 })
+        let world = indices.load(&mut store, &instance)?;
+        Ok(Warm { store, instance, world, uses: 0 })
     }
 
     /// Returns an instance after a call that ended normally; it is dropped

@@ -14,7 +14,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use super::bindings::platform::connector::{bus, config, log, secrets, types};
 use super::grants::Grants;
-use crate::bus::wire;
+use crate::bus::PublishRefused;
 use crate::telemetry::metrics;
 
 /// Store data for one instance.
@@ -114,15 +114,31 @@ impl WasiHttpHooks for OutboundPolicy {
 
 impl types::Host for InstanceState {}
 
+/// Why a secret was not revealed; becomes the WIT `secret-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretRefused {
+    /// architecture.yaml does not grant it to this connector.
+    NotGranted,
+    /// Granted, but no value is set.
+    NotSet,
+}
+
 impl secrets::Host for InstanceState {
-    async fn reveal(&mut self, name: String) -> wasmtime::Result<Result<String, secrets::SecretError>> {
-        Ok(match self.grants.secrets.get(&name) {
+    async fn reveal(&mut self, name: String) -> Result<String, SecretRefused> {
+        match self.grants.secrets.get(&name) {
             Some(Some(value)) => Ok(value.reveal().to_owned()),
-            Some(None) => Err(secrets::SecretError::NotSet),
+            Some(None) => Err(SecretRefused::NotSet),
             None => {
                 tracing::warn!(connector = %self.grants.connector, secret = %name, "connector asked for a secret it is not granted");
-                Err(secrets::SecretError::NotGranted)
+                Err(SecretRefused::NotGranted)
             }
+        }
+    }
+
+    fn convert_secret_error(&mut self, refused: SecretRefused) -> wasmtime::Result<secrets::SecretError> {
+        Ok(match refused {
+            SecretRefused::NotGranted => secrets::SecretError::NotGranted,
+            SecretRefused::NotSet => secrets::SecretError::NotSet,
         })
     }
 }
@@ -139,22 +155,29 @@ impl bus::Host for InstanceState {
         stream: String,
         dedup_key: Option<String>,
         message: bus::BusMessage,
-    ) -> wasmtime::Result<Result<bus::Receipt, bus::BusError>> {
+    ) -> Result<bus::Receipt, PublishRefused> {
         let Some(topic) = self.grants.topics.get(&stream) else {
             tracing::warn!(connector = %self.grants.connector, stream, "publish to a stream not granted");
-            return Ok(Err(bus::BusError::NotAllowed(format!("stream {stream} is not granted"))));
+            return Err(PublishRefused::NotAllowed(format!("stream {stream} is not granted")));
         };
-        let payload = wire::encode(&message);
+        let payload = crate::messages::encode(message);
         let started = Instant::now();
         let result = self.grants.bus.publish(topic, dedup_key.as_deref(), payload).await;
         metrics::bus_publish(topic, started.elapsed(), result.is_ok());
-        Ok(match result {
+        match result {
             Ok(crate::bus::Published::New) => Ok(bus::Receipt::Published),
             Ok(crate::bus::Published::Duplicate) => Ok(bus::Receipt::Duplicate),
             Err(e) => {
                 tracing::error!(topic, error = %e, "bus publish failed");
-                Err(bus::BusError::Unavailable(e.to_string()))
+                Err(PublishRefused::Unavailable(e.to_string()))
             }
+        }
+    }
+
+    fn convert_bus_error(&mut self, refused: PublishRefused) -> wasmtime::Result<bus::BusError> {
+        Ok(match refused {
+            PublishRefused::Unavailable(reason) => bus::BusError::Unavailable(reason),
+            PublishRefused::NotAllowed(reason) => bus::BusError::NotAllowed(reason),
         })
     }
 }

@@ -1,19 +1,87 @@
 //! The admin listener (loopback by default): metrics, connector status,
-//! egress enqueueing and access tokens.
+//! egress enqueueing and access tokens. Its JSON answers are the types below.
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{AppState, Body, full, json, text};
-use crate::bus::wire::EgressRequest;
 use crate::connectors::{ConnectorSlot, ReloadOutcome};
+use crate::egress::EnqueueError;
+use crate::messages::EgressMessage;
+use crate::runtime::CallFailure;
 use crate::runtime::bindings::{TokenError, TokenRequest};
 use crate::telemetry::metrics;
 
 /// Admin request bodies are small JSON documents.
 const MAX_ADMIN_BODY: usize = 1 << 20;
+
+/// One connector in `GET /admin/connectors`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectorView {
+    pub name: String,
+    pub component: String,
+    pub version: String,
+    pub content_hash: String,
+    pub compiled_from_cache: bool,
+    pub loaded_at: u64,
+    pub swap_count: u64,
+    pub last_refusal: Option<Refusal>,
+    pub issues_tokens: bool,
+    pub simulates_webhooks: bool,
+}
+
+/// A component that was refused: when (Unix seconds) and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refusal {
+    pub at: u64,
+    pub reason: String,
+}
+
+/// `GET /admin/connectors` and `POST /admin/reload` answer a list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectorList<T> {
+    pub connectors: Vec<T>,
+}
+
+/// What a reload did to one connector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub name: String,
+    /// `swapped`, `unchanged` or `refused`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/messages` answers the id the message is known by.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enqueued {
+    pub id: String,
+}
+
+/// `POST /v1/tokens` takes…
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub ttl: Option<u32>,
+}
+
+/// …and answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub identity: String,
+    pub expires_at: u64,
+}
 
 pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
@@ -33,9 +101,35 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Bo
     }
 }
 
+fn view(slot: &ConnectorSlot) -> ConnectorView {
+    let current = slot.current();
+    let status = slot.status();
+    ConnectorView {
+        name: slot.config.name.clone(),
+        component: slot.config.component.to_string(),
+        version: current.version().to_owned(),
+        content_hash: current.content_hash().to_owned(),
+        compiled_from_cache: current.from_cache(),
+        loaded_at: status.loaded_at,
+        swap_count: status.swaps,
+        last_refusal: status.last_refusal.map(|(at, reason)| Refusal { at, reason }),
+        issues_tokens: current.issues_tokens(),
+        simulates_webhooks: current.simulates_webhooks(),
+    }
+}
+
 fn connectors(state: &AppState) -> Response<Body> {
-    let list: Vec<_> = state.connectors.slots().iter().map(|slot| slot.describe()).collect();
-    json(StatusCode::OK, &json!({ "connectors": list }))
+    let connectors = state.connectors.slots().iter().map(|slot| view(slot)).collect();
+    json(StatusCode::OK, &ConnectorList { connectors })
+}
+
+fn report(name: String, outcome: ReloadOutcome) -> ReloadReport {
+    let (outcome, from, to, reason) = match outcome {
+        ReloadOutcome::Swapped { from, to } => ("swapped", Some(from), Some(to), None),
+        ReloadOutcome::Unchanged => ("unchanged", None, None, None),
+        ReloadOutcome::Refused(reason) => ("refused", None, None, Some(reason)),
+    };
+    ReloadReport { name, outcome: outcome.to_owned(), from, to, reason }
 }
 
 /// `POST /admin/reload[?connector=NAME]`: swaps in the component files as they are now.
@@ -48,16 +142,9 @@ async fn reload(state: &AppState, request: &Request<Incoming>) -> Response<Body>
     }
     let outcomes = state.connectors.reload(name.as_deref()).await;
     let refused = outcomes.iter().any(|(_, o)| matches!(o, ReloadOutcome::Refused(_)));
-    let list: Vec<_> = outcomes
-        .into_iter()
-        .map(|(name, outcome)| match outcome {
-            ReloadOutcome::Swapped { from, to } => json!({"name": name, "outcome": "swapped", "from": from, "to": to}),
-            ReloadOutcome::Unchanged => json!({"name": name, "outcome": "unchanged"}),
-            ReloadOutcome::Refused(reason) => json!({"name": name, "outcome": "refused", "reason": reason}),
-        })
-        .collect();
+    let connectors = outcomes.into_iter().map(|(name, outcome)| report(name, outcome)).collect();
     let status = if refused { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    json(status, &json!({ "connectors": list }))
+    json(status, &ConnectorList { connectors })
 }
 
 fn query_connector(request: &Request<Incoming>) -> Option<String> {
@@ -68,16 +155,11 @@ fn query_connector(request: &Request<Incoming>) -> Option<String> {
 
 /// The connector named by `?connector=`, else the only one loaded.
 fn pick<'a>(state: &'a AppState, request: &Request<Incoming>) -> Result<&'a ConnectorSlot, Response<Body>> {
-    let wanted = request.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "connector").map(|(_, v)| v.into_owned())
-    });
-    let slots = state.connectors.slots();
-    let found = match wanted {
-        Some(name) => state.connectors.by_name(&name),
-        None if slots.len() == 1 => slots.first(),
-        None => None,
-    };
-    found.map(AsRef::as_ref).ok_or_else(|| text(StatusCode::NOT_FOUND, "no such connector (name it with ?connector=)"))
+    state
+        .connectors
+        .pick(query_connector(request).as_deref())
+        .map(AsRef::as_ref)
+        .map_err(|e| text(StatusCode::NOT_FOUND, &format!("{e} (with ?connector=)")))
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(request: Request<Incoming>) -> Result<T, Response<Body>> {
@@ -94,24 +176,16 @@ async fn enqueue(state: &AppState, request: Request<Incoming>) -> Response<Body>
         Ok(slot) => slot,
         Err(response) => return response,
     };
-    let message: EgressRequest = match read_json(request).await {
+    let message: EgressMessage = match read_json(request).await {
         Ok(message) => message,
         Err(response) => return response,
     };
-    match crate::egress::enqueue(state.bus.as_ref(), &slot.config, message).await {
-        Ok(id) => json(StatusCode::ACCEPTED, &json!({ "id": id })),
-        Err(crate::egress::EnqueueError::Invalid(reason)) => text(StatusCode::BAD_REQUEST, &reason),
-        Err(crate::egress::EnqueueError::Bus(e)) => text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    match crate::egress::enqueue(slot, message).await {
+        Ok(id) => json(StatusCode::ACCEPTED, &Enqueued { id }),
+        Err(EnqueueError::Invalid(reason)) => text(StatusCode::BAD_REQUEST, &reason),
+        Err(e @ EnqueueError::Connector(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(EnqueueError::Bus(e)) => text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenBody {
-    #[serde(default)]
-    identity: Option<String>,
-    #[serde(default)]
-    ttl: Option<u32>,
 }
 
 async fn token(state: &AppState, request: Request<Incoming>) -> Response<Body> {
@@ -123,15 +197,16 @@ async fn token(state: &AppState, request: Request<Incoming>) -> Response<Body> {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let connector = slot.current();
-    match connector.issue_token(TokenRequest { identity: body.identity, ttl_seconds: body.ttl }).await {
-        Ok(Ok(token)) => json(
+    let request = TokenRequest { identity: body.identity, ttl_seconds: body.ttl };
+    match slot.current().issue_token(&request).await {
+        Ok(token) => json(
             StatusCode::OK,
-            &json!({ "token": token.jwt, "identity": token.identity, "expires_at": token.expires_at }),
+            &IssuedToken { token: token.jwt, identity: token.identity, expires_at: token.expires_at },
         ),
-        Ok(Err(TokenError::InvalidRequest(reason))) => text(StatusCode::BAD_REQUEST, &reason),
-        Ok(Err(TokenError::NotConfigured(reason))) => text(StatusCode::SERVICE_UNAVAILABLE, &reason),
-        Err(e) => {
+        Err(CallFailure::Refused(TokenError::InvalidRequest(reason))) => text(StatusCode::BAD_REQUEST, &reason),
+        Err(CallFailure::Refused(TokenError::NotConfigured(reason))) => text(StatusCode::SERVICE_UNAVAILABLE, &reason),
+        Err(e @ CallFailure::NotExported(_)) => text(StatusCode::NOT_IMPLEMENTED, &e.to_string()),
+        Err(CallFailure::Broken(e)) => {
             tracing::error!(error = %e, "issue-token failed");
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }

@@ -1,7 +1,7 @@
 //! The HTTP listeners: public (webhooks, health) and admin (loopback:
 //! metrics, connectors, egress, tokens).
 
-mod admin;
+pub mod admin;
 mod public;
 
 use std::convert::Infallible;
@@ -46,7 +46,7 @@ pub fn text(status: StatusCode, message: &str) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(full("")))
 }
 
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")

@@ -1,4 +1,5 @@
-//! The public listener: Twilio's webhooks (routed to their connector) and health.
+//! The public listener: the connectors' webhook routes (as architecture.yaml
+//! declares them) and health.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,39 +15,29 @@ use crate::telemetry::metrics;
 pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     use tracing::Instrument as _;
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", route = route_label(&path), %peer);
+    // The label is a configured route or a fixed name: bounded, whatever the path.
+    let (route, label) = match path.as_str() {
+        "/healthz" | "/readyz" => (None, path.as_str()),
+        _ => match state.connectors.route(&path) {
+            Some((slot, route)) => (Some(slot), route),
+            None => (None, "other"),
+        },
+    };
+    let span = tracing::info_span!("request", route = label, %peer);
     let response = async {
-        let response = respond(state, request, &path, peer).await;
+        let response = match (path.as_str(), route) {
+            ("/healthz", _) => text(StatusCode::OK, "ok"),
+            ("/readyz", _) => readiness(state).await,
+            (_, Some(slot)) => to_connector(state, slot, request, &path, peer).await,
+            (_, None) => text(StatusCode::NOT_FOUND, "no such route"),
+        };
         tracing::debug!(status = response.status().as_u16(), "answered");
         response
     }
     .instrument(span)
     .await;
-    metrics::http_request(route_label(&path), response.status().as_u16());
+    metrics::http_request(label, response.status().as_u16());
     response
-}
-
-async fn respond(state: &AppState, request: Request<Incoming>, path: &str, peer: SocketAddr) -> Response<Body> {
-    match path {
-        "/healthz" => text(StatusCode::OK, "ok"),
-        "/readyz" => readiness(state).await,
-        _ => match state.connectors.route(path) {
-            Some(slot) => to_connector(state, slot, request, path, peer).await,
-            None => text(StatusCode::NOT_FOUND, "no such route"),
-        },
-    }
-}
-
-/// A bounded label: known routes by name, everything else as `other`.
-fn route_label(path: &str) -> &'static str {
-    match path {
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/twilio/messaging" => "/twilio/messaging",
-        "/twilio/status" => "/twilio/status",
-        "/twilio/conversations" => "/twilio/conversations",
-        _ => "other",
-    }
 }
 
 async fn readiness(state: &AppState) -> Response<Body> {

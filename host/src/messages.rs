@@ -1,0 +1,278 @@
+//! The platform's messages as they travel on the bus: JSON with snake_case
+//! names, as DESIGN.md fixes them. One serde type per message, shared by the
+//! host, the command line and the tests.
+//!
+//! The WIT records use provider-neutral names (`account`, `conversation`,
+//! `sender-pool`); the JSON keeps the platform's names (`account_sid`,
+//! `conversation_sid`, `messaging_service_sid`), which are its contract.
+
+use std::fmt;
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::runtime::bindings;
+
+/// Every parameter a provider sent, in order; a name may repeat. As JSON, an
+/// object where a repeated name maps to the list of its values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes(pub Vec<(String, String)>);
+
+impl Attributes {
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut names: Vec<&str> = Vec::with_capacity(self.0.len());
+        for (name, _) in &self.0 {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        let mut map = serializer.serialize_map(Some(names.len()))?;
+        for name in names {
+            let values: Vec<&str> = self.0.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect();
+            match values.as_slice() {
+                [one] => map.serialize_entry(name, one)?,
+                many => map.serialize_entry(name, many)?,
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        struct AttributesVisitor;
+        impl<'de> Visitor<'de> for AttributesVisitor {
+            type Value = Attributes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of strings or lists of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Attributes, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some((name, values)) = access.next_entry::<String, OneOrMany>()? {
+                    match values {
+                        OneOrMany::One(value) => pairs.push((name, value)),
+                        OneOrMany::Many(values) => pairs.extend(values.into_iter().map(|v| (name.clone(), v))),
+                    }
+                }
+                Ok(Attributes(pairs))
+            }
+        }
+        deserializer.deserialize_map(AttributesVisitor)
+    }
+}
+
+impl From<Vec<bindings::Attribute>> for Attributes {
+    fn from(list: Vec<bindings::Attribute>) -> Self {
+        Self(list.into_iter().map(|a| (a.name, a.value)).collect())
+    }
+}
+
+/// The channel a message arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Sms,
+    Mms,
+    Whatsapp,
+    Conversations,
+}
+
+impl From<bindings::Channel> for Channel {
+    fn from(channel: bindings::Channel) -> Self {
+        match channel {
+            bindings::Channel::Sms => Self::Sms,
+            bindings::Channel::Mms => Self::Mms,
+            bindings::Channel::Whatsapp => Self::Whatsapp,
+            bindings::Channel::Conversations => Self::Conversations,
+        }
+    }
+}
+
+/// One media attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaItem {
+    pub url: String,
+    pub content_type: Option<String>,
+}
+
+/// An inbound message: the platform's `IngressEnvelope`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngressEnvelope {
+    pub id: String,
+    pub source: String,
+    pub channel: Channel,
+    pub provider_message_id: String,
+    pub account_sid: String,
+    pub conversation_sid: Option<String>,
+    pub from: String,
+    pub to: Option<String>,
+    pub body: String,
+    pub media: Vec<MediaItem>,
+    pub segments: u32,
+    pub received_at: String,
+    pub attributes: Attributes,
+    /// Structured data the provider attached (JSON), or null.
+    pub metadata: Option<Box<RawValue>>,
+}
+
+impl From<bindings::IngressEnvelope> for IngressEnvelope {
+    fn from(e: bindings::IngressEnvelope) -> Self {
+        Self {
+            id: e.id,
+            source: e.source,
+            channel: e.channel.into(),
+            provider_message_id: e.provider_message_id,
+            account_sid: e.account,
+            conversation_sid: e.conversation,
+            from: e.from,
+            to: e.to,
+            body: e.body,
+            media: e.media.into_iter().map(|m| MediaItem { url: m.url, content_type: m.content_type }).collect(),
+            segments: e.segments,
+            received_at: e.received_at,
+            attributes: e.attributes.into(),
+            // The connector checked it is JSON; anything else is dropped, not published broken.
+            metadata: e.metadata_json.and_then(|text| RawValue::from_string(text).ok()),
+        }
+    }
+}
+
+/// What happened to a message: a status event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEvent {
+    /// The platform's egress id, when the message was sent through this service.
+    pub id: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub status: String,
+    pub error_code: Option<u32>,
+    pub error_message: Option<String>,
+    pub account_sid: Option<String>,
+    pub occurred_at: String,
+    #[serde(default)]
+    pub attributes: Attributes,
+}
+
+impl From<bindings::StatusEvent> for StatusEvent {
+    fn from(s: bindings::StatusEvent) -> Self {
+        Self {
+            id: s.id,
+            provider_message_id: s.provider_message_id,
+            status: s.status,
+            error_code: s.error_code,
+            error_message: s.error_message,
+            account_sid: s.account,
+            occurred_at: s.occurred_at,
+            attributes: s.attributes.into(),
+        }
+    }
+}
+
+/// A message the platform wants sent, as it publishes it on an egress topic
+/// (or posts it to `POST /v1/messages`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressMessage {
+    /// The platform's id; one is assigned when absent. Status events name it.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub conversation_sid: Option<String>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub media_urls: Vec<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    #[serde(default)]
+    pub status_callback: Option<String>,
+    /// Any JSON, attached to a conversation message.
+    #[serde(default)]
+    pub attributes: Option<serde_json::Value>,
+}
+
+impl EgressMessage {
+    /// The WIT record a connector's `check` and `send` take, under `id`.
+    pub fn to_wit(&self, id: &str) -> bindings::EgressMessage {
+        bindings::EgressMessage {
+            id: id.to_owned(),
+            to: self.to.clone(),
+            conversation: self.conversation_sid.clone(),
+            body: self.body.clone(),
+            media_urls: self.media_urls.clone(),
+            from: self.from.clone(),
+            sender_pool: self.messaging_service_sid.clone(),
+            status_callback: self.status_callback.clone(),
+            attributes_json: self.attributes.as_ref().map(serde_json::Value::to_string),
+        }
+    }
+}
+
+/// A message that will not be sent, with the reason: published on a
+/// connector's dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: String,
+    /// The final status (`failed`, `opted-out`, `unknown`).
+    pub status: String,
+    pub reason: String,
+    pub error_code: Option<u32>,
+    pub error_message: Option<String>,
+    pub attempts: u32,
+    pub dead_lettered_at: String,
+    /// The message as it was on the egress topic (a string when it was not JSON).
+    pub message: serde_json::Value,
+}
+
+/// What a connector publishes, as the bus stores it.
+pub fn encode(message: bindings::BusMessage) -> Vec<u8> {
+    let encoded = match message {
+        bindings::BusMessage::Envelope(envelope) => serde_json::to_vec(&IngressEnvelope::from(envelope)),
+        bindings::BusMessage::Status(event) => serde_json::to_vec(&StatusEvent::from(event)),
+    };
+    // Serialising these types cannot fail: no map has non-string keys.
+    encoded.unwrap_or_default()
+}
+
+/// Now, as RFC 3339 in UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    now.format(&format).unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_attributes_become_lists_and_come_back() {
+        let attributes = Attributes(
+            [("A", "1"), ("B", "2"), ("A", "3"), ("A", "4")].map(|(n, v)| (n.to_owned(), v.to_owned())).to_vec(),
+        );
+        let json = serde_json::to_value(&attributes).unwrap();
+        assert_eq!(json, serde_json::json!({"A": ["1", "3", "4"], "B": "2"}));
+        let back: Attributes = serde_json::from_value(json).unwrap();
+        assert_eq!(back.0.iter().filter(|(n, _)| n == "A").count(), 3);
+        assert_eq!(back.get("B"), Some("2"));
+    }
+}

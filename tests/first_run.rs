@@ -1,0 +1,173 @@
+//! The README's commands, run as a newcomer runs them: the run command exactly
+//! as written (through `scripts/run`, which installs what is missing and
+//! builds), then each line of the second terminal with the `ie` alias.
+//!
+//! Two things differ from a newcomer's machine, both through the environment
+//! (which wins over `--env-file`): the listeners are on free ports and the data
+//! in a temporary directory, and Twilio's REST API is a local fake, so the
+//! `send` line sends no traffic off this machine.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::fake_twilio::FakeTwilio;
+
+/// A first build of the host (wasmtime included) on two cores.
+const FIRST_BUILD: Duration = Duration::from_secs(20 * 60);
+/// One README line once the binary is built.
+const ONE_LINE: Duration = Duration::from_secs(90);
+
+fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The fenced code blocks of the README's section `heading`.
+fn code_blocks(readme: &str, heading: &str) -> Vec<Vec<String>> {
+    let section = readme.split("\n## ").find(|s| s.starts_with(heading)).unwrap_or_else(|| panic!("no {heading}"));
+    section.split("```").skip(1).step_by(2).map(|block| block.lines().map(str::to_owned).collect()).collect()
+}
+
+/// The lines of a block that are commands.
+fn commands(block: &[String]) -> Vec<String> {
+    block.iter().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect()
+}
+
+/// A bash script in the repository root, its own process group, with `vars`.
+fn spawn_bash(script: &str, vars: &[(&str, String)], log: &Path) -> Child {
+    let mut command = Command::new("bash");
+    command.arg("-c").arg(script).current_dir(repo()).env_clear().process_group(0);
+    for name in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "CARGO_TARGET_DIR", "RUSTUP_TOOLCHAIN"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let stderr = std::fs::File::create(log).unwrap();
+    command.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap()
+}
+
+/// Signals the child's whole process group (`--`: procps reads `-PID` after
+/// it as a group, not as an option).
+fn kill_group(child: &mut Child, signal: &str) {
+    let _ = Command::new("kill").args(["-s", signal, "--"]).arg(format!("-{}", child.id())).status();
+}
+
+/// Runs one README line; returns its stdout once it exits, or once `done`
+/// holds for what it printed (a `tail` that follows is then stopped).
+async fn run_line(script: &str, vars: &[(&str, String)], log: &Path, done: impl Fn(&str) -> bool) -> String {
+    let mut child = spawn_bash(script, vars, log);
+    let mut stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 || sender.send(buffer[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut printed = Vec::new();
+    loop {
+        while let Ok(chunk) = receiver.try_recv() {
+            printed.extend(chunk);
+        }
+        let text = String::from_utf8_lossy(&printed).into_owned();
+        if let Some(status) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(50));
+            while let Ok(chunk) = receiver.try_recv() {
+                printed.extend(chunk);
+            }
+            let text = String::from_utf8_lossy(&printed).into_owned();
+            let errors = std::fs::read_to_string(log).unwrap_or_default();
+            assert!(status.success() || done(&text), "`{script}` failed ({status}):\n{text}\n{errors}");
+            return text;
+        }
+        if done(&text) {
+            kill_group(&mut child, "TERM");
+            let _ = child.wait();
+            return text;
+        }
+        if started.elapsed() > ONE_LINE {
+            kill_group(&mut child, "KILL");
+            let errors = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("`{script}` did not finish in {ONE_LINE:?}:\n{text}\n{errors}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_commands_work_as_written() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let blocks = code_blocks(&readme, "Run it");
+    let run = commands(&blocks[0]);
+    assert_eq!(run.len(), 1, "one run command: {run:?}");
+    let second_terminal = commands(&blocks[1]);
+
+    let fake = FakeTwilio::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (public, admin) = (harness::free_addr(), harness::free_addr());
+    let vars = vec![
+        ("LISTEN_ADDR", public.to_string()),
+        ("ADMIN_ADDR", admin.to_string()),
+        ("DATA_DIR", dir.path().join("data").display().to_string()),
+        ("TWILIO_API_BASE_URL", fake.base_url()),
+        ("TWILIO_CONVERSATIONS_BASE_URL", fake.base_url()),
+    ];
+
+    let server_log = dir.path().join("serve.log");
+    let mut server = spawn_bash(&run[0], &vars, &server_log);
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        if let Some(status) = server.try_wait().unwrap() {
+            panic!("`{}` exited ({status}):\n{}", run[0], std::fs::read_to_string(&server_log).unwrap_or_default());
+        }
+        assert!(started.elapsed() < FIRST_BUILD, "`{}` did not listen within {FIRST_BUILD:?}", run[0]);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    harness::wait_for_listener(public).await;
+
+    let alias = &second_terminal[0];
+    assert!(alias.starts_with("alias ie="), "{alias}");
+    let line = |prefix: &str| -> String {
+        let found = second_terminal.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}`"));
+        format!("shopt -s expand_aliases\n{alias}\n{found}\n")
+    };
+    let log = dir.path().join("line.log");
+
+    let simulated = run_line(&line("ie simulate sms"), &vars, &log, |_| false).await;
+    assert!(simulated.starts_with("200"), "{simulated}");
+    let envelope =
+        run_line(&line("ie tail --topic ingress.twilio.messaging"), &vars, &log, |out| out.contains('\n')).await;
+    let envelope: serde_json::Value = serde_json::from_str(envelope.lines().next().unwrap()).unwrap();
+    assert_eq!((envelope["body"].as_str(), envelope["from"].as_str()), (Some("hello"), Some("+14155550100")));
+
+    let id = run_line(&line("ie send"), &vars, &log, |_| false).await.trim().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let status = run_line(&line("ie tail --topic events.twilio.status"), &vars, &log, |out| out.contains(&id)).await;
+    assert!(status.contains("\"queued\""), "{status}");
+    assert_eq!(fake.received().len(), 1, "the send reached the fake Twilio once");
+
+    let token = run_line(&line("ie token"), &vars, &log, |_| false).await;
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+    let reloaded = run_line(&line("ie reload"), &vars, &log, |_| false).await;
+    assert!(reloaded.contains("unchanged"), "{reloaded}");
+    let curl = line("curl -s 127.0.0.1:9090/metrics").replace("127.0.0.1:9090", &admin.to_string());
+    let metrics = run_line(&curl, &vars, &log, |_| false).await;
+    assert!(metrics.contains("ingress_http_requests_total"), "{metrics}");
+
+    kill_group(&mut server, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
