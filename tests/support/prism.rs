@@ -17,9 +17,9 @@ pub struct Prism {
     pub port: u16,
 }
 
-/// Twilio's OpenAPI file `name` from `shared/twilio-oai/`.
+/// Twilio's OpenAPI file `name`, vendored with its licence under `tests/contract/twilio-oai/`.
 pub fn spec(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/twilio-oai")).join(name)
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/contract/twilio-oai")).join(name)
 }
 
 impl Prism {

@@ -1,22 +1,34 @@
-//! Secret values: opaque until revealed, redacted when printed.
+//! Secret values: opaque until revealed, redacted when printed, zeroed when
+//! dropped (`secrecy`).
 
 use std::fmt;
 
+use secrecy::{ExposeSecret, SecretString};
+
 /// A secret's value. `Debug` and `Display` print a redaction, so a secret in a
 /// log line, an error or a test assertion shows nothing.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
+    /// Wraps a value read from the environment or a secret file.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(SecretString::from(value.into()))
     }
 
     /// The value itself, for the one place that must hand it over.
     pub fn reveal(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.reveal() == other.reveal()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,5 +52,6 @@ mod tests {
         assert_eq!(format!("{secret}"), "<redacted>");
         assert!(!format!("{secret:?}").contains("hunter2"));
         assert_eq!(secret.reveal(), "hunter2");
+        assert_eq!(secret.clone(), secret);
     }
 }
