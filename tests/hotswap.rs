@@ -169,8 +169,21 @@ async fn broken_components_are_refused_and_the_old_one_keeps_serving() {
 #[tokio::test]
 async fn a_changed_file_is_swapped_in_by_the_watcher() {
     let (harness, path) = file_backed(true);
+    swapped_by_the_watcher(&harness, &path).await;
+}
+
+#[tokio::test]
+async fn a_changed_file_is_swapped_in_by_the_polling_watcher() {
+    let (mut harness, path) = file_backed(true);
+    harness.edit_architecture(|text| {
+        text.replace("watch_components: true", "watch_components: true\n    watch_polling: true")
+    });
+    swapped_by_the_watcher(&harness, &path).await;
+}
+
+async fn swapped_by_the_watcher(harness: &Harness, path: &Path) {
     let service = harness.start().await;
-    install(&path, &v2_bytes());
+    install(path, &v2_bytes());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while admin_connector(&service).await["version"] != V2 {
         assert!(tokio::time::Instant::now() < deadline, "the watcher did not swap within 15 s");

@@ -218,7 +218,7 @@ fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
 
 /// Loads the connectors in this process, for commands that call one directly.
 async fn local_connectors(config: &ServiceConfig) -> anyhow::Result<Connectors> {
-    let bus = crate::bus::open(&config.bus_url, config.bus_retention)?;
+    let bus = crate::bus::open(&config.bus)?;
     let runtime = Runtime::new(&config.limits, Some(config.data_dir.join("compile-cache")))?;
     Connectors::load(config, runtime, bus).await
 }
@@ -271,7 +271,7 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
 
 async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let bus = crate::bus::open(&config.bus_url, config.bus_retention)?;
+    let bus = crate::bus::open(&config.bus)?;
     let mut cursor = if args.from_start { 0 } else { bus.last_seq(&args.topic).await? };
     let mut printed = 0usize;
     let mut idle_since = tokio::time::Instant::now();
@@ -302,7 +302,7 @@ async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
 }
 
 async fn simulate(config: ServiceConfig, args: SimulateArgs) -> anyhow::Result<()> {
-    let base_url = args.url.clone().unwrap_or_else(|| format!("http://{}", loopback(config.listen_addr)));
+    let base_url = args.url.clone().unwrap_or_else(|| format!("http://{}", loopback(config.server.listen_addr)));
     let mut options: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
@@ -338,7 +338,7 @@ async fn simulate(config: ServiceConfig, args: SimulateArgs) -> anyhow::Result<(
 }
 
 async fn reload(config: ServiceConfig, args: ReloadArgs) -> anyhow::Result<()> {
-    let base = args.admin_url.unwrap_or_else(|| format!("http://{}", loopback(config.admin_addr)));
+    let base = args.admin_url.unwrap_or_else(|| format!("http://{}", loopback(config.server.admin_addr)));
     let path = match &args.connector {
         Some(name) => format!(
             "/admin/reload?connector={}",

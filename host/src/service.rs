@@ -1,58 +1,107 @@
-//! `serve`: wires the bus, the connectors, the listeners and shutdown together.
+//! `serve`: the bus, the connectors, then the list of capabilities that run
+//! beside each other until shutdown.
+//!
+//! Every capability starts the same way (its tasks on one tracker, ending when
+//! one token is cancelled) and so stops the same way: shutdown is cancel, then
+//! wait for the tracker within a bound.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bus::{self, Bus};
 use crate::config::ServiceConfig;
 use crate::connectors::Connectors;
-use crate::egress::EgressWorker;
+use crate::egress::Egress;
 use crate::runtime::Runtime;
-use crate::server::{self, AppState};
+use crate::server::{AppState, Server};
+use crate::telemetry::metrics::MetricsUpkeep;
+use crate::watch::ComponentWatcher;
+
+/// A part of the service that runs until shutdown: the listeners, the egress
+/// workers, the component watcher, the metrics upkeep.
+pub trait Capability: Send {
+    /// For logs.
+    fn name(&self) -> &'static str;
+
+    /// Spawns the capability's tasks on `tasks`. They end on their own once
+    /// `stop` is cancelled, finishing (within their own bounds) what is under way.
+    fn start(self: Box<Self>, tasks: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()>;
+}
 
 /// A service started in this process.
 #[derive(Debug)]
 pub struct RunningService {
+    /// Where the public listener really bound (a port 0 becomes a free port).
     pub public_addr: SocketAddr,
+    /// Where the admin listener really bound.
     pub admin_addr: SocketAddr,
+    /// What the listeners serve from.
     pub state: Arc<AppState>,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<anyhow::Result<()>>,
-    /// Egress workers and file watchers: they end on shutdown.
-    background: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl RunningService {
-    /// Stops accepting, lets requests in flight finish, and waits for the end.
+    /// Stops accepting, lets requests and sends in flight finish, and waits
+    /// for every capability, at most the shutdown grace plus one call.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        let served = self.task.await?;
-        // Sends under way finish; each is bounded by the call timeout.
-        let grace = self.state.config.limits.shutdown_grace + self.state.config.limits.call_timeout;
-        let workers = futures_join_all(self.background);
-        if tokio::time::timeout(grace, workers).await.is_err() {
-            tracing::warn!(?grace, "egress sends still under way after the grace; their messages will be redelivered");
+        self.stop.cancel();
+        self.tasks.close();
+        let limits = &self.state.config.limits;
+        let bound = limits.shutdown_grace + limits.call_timeout;
+        if tokio::time::timeout(bound, self.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                ?bound,
+                "work still under way at the end of the shutdown bound; unacknowledged messages will be redelivered"
+            );
         }
-        served
+        Ok(())
     }
 }
 
 /// Starts the service on its configured addresses. `bus` replaces the
 /// configured bus (tests use this to inject a failing one).
 pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::Result<RunningService> {
+    crate::telemetry::metrics::install();
     let bus = match bus {
         Some(bus) => bus,
-        None => bus::open(&config.bus_url, config.bus_retention)?,
+        None => bus::open(&config.bus)?,
     };
+    let connectors = Arc::new(load_connectors(&config, bus.clone()).await?);
+    let state = Arc::new(AppState { config, connectors, bus });
+    let server = Server::bind(state.clone()).await?;
+    let (public_addr, admin_addr) = server.addresses();
+    tracing::info!(bus = %state.config.bus.url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");
+    let config = &state.config;
+    let capabilities: Vec<Box<dyn Capability>> = vec![
+        Box::new(MetricsUpkeep::new(&config.metrics)),
+        Box::new(Egress::new(&state.connectors, config.limits.call_timeout)),
+        Box::new(ComponentWatcher::new(&config.watch, state.connectors.clone())),
+        Box::new(server),
+    ];
+    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    for capability in capabilities {
+        let name = capability.name();
+        if let Err(error) = capability.start(&tasks, &stop) {
+            stop.cancel();
+            return Err(error.context(format!("starting {name}")));
+        }
+    }
+    Ok(RunningService { public_addr, admin_addr, state, stop, tasks })
+}
+
+/// Compiles and instantiates the enabled connectors, saying which were skipped.
+async fn load_connectors(config: &ServiceConfig, bus: Arc<dyn Bus>) -> anyhow::Result<Connectors> {
     for connector in config.connectors.iter().filter(|c| !c.enabled) {
         let reason = connector.enabled_by.as_deref().map_or_else(String::new, |var| format!(": {var} is false"));
         tracing::info!("connector {} skipped{reason}", connector.name);
     }
     let runtime = Runtime::new(&config.limits, Some(config.data_dir.join("compile-cache")))?;
-    let connectors = Connectors::load(&config, runtime, bus.clone()).await?;
+    let connectors = Connectors::load(config, runtime, bus).await?;
     for slot in connectors.slots() {
         let current = slot.current();
         tracing::info!(
@@ -63,28 +112,7 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
             "connector loaded"
         );
     }
-    let (public, admin) = server::bind(&config).await?;
-    let (public_addr, admin_addr) = (server::local(&public), server::local(&admin));
-    tracing::info!(bus = %config.bus_url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");
-    let state = Arc::new(AppState { config, connectors: Arc::new(connectors), bus });
-    let (shutdown, stopping) = watch::channel(false);
-    let mut background = Vec::new();
-    for slot in state.connectors.slots() {
-        if let Some(worker) = EgressWorker::new(slot.clone(), state.bus.clone(), state.config.limits.call_timeout) {
-            background.extend(worker.spawn(&stopping));
-        }
-    }
-    if state.config.watch_components {
-        background.extend(crate::watch::spawn(state.connectors.clone(), stopping.clone()));
-    }
-    let task = tokio::spawn(server::serve(state.clone(), public, admin, stopping));
-    Ok(RunningService { public_addr, admin_addr, state, shutdown, task, background })
-}
-
-async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
-    for handle in handles {
-        let _ = handle.await;
-    }
+    Ok(connectors)
 }
 
 /// Runs until SIGTERM or Ctrl-C, then shuts down gracefully. SIGHUP reloads
@@ -114,4 +142,10 @@ async fn wait_for_signal(connectors: &Connectors) {
             }
         }
     }
+}
+
+/// Sleeps for `period` unless `stop` comes first; false once stopped. The
+/// shape of every periodic capability's loop.
+pub async fn tick(period: Duration, stop: &CancellationToken) -> bool {
+    stop.run_until_cancelled(tokio::time::sleep(period)).await.is_some()
 }

@@ -1,67 +1,137 @@
 //! Watches file-backed connector components and swaps them in when they change.
 //!
-//! Polling the file's size and modification time is portable and bounded; a
-//! change is acted on once the file has stopped changing (debounced), so a
-//! copy in progress is not loaded half-written.
+//! The kernel tells us about changes (`notify`'s recommended watcher, inotify
+//! on Linux); where it cannot (some network and overlay file systems, or when
+//! `watch_polling` asks for it) the same watcher polls instead. Events are
+//! debounced: a file is loaded once it has stopped changing for the settle
+//! time, so a copy in progress is not loaded half-written. The directory is
+//! watched rather than the file, so a file replaced by a rename is seen too.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use notify::{PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
+use notify_debouncer_mini::{Config, DebounceEventResult, new_debouncer_opt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::ComponentSource;
+use crate::config::{ComponentSource, WatchConfig};
 use crate::connectors::{ConnectorSlot, Connectors};
+use crate::service::Capability;
 
-const POLL: Duration = Duration::from_millis(250);
-
-/// What identifies a version of a file without reading it.
-fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// The watcher capability: one debounced watcher over the directories of
+/// every file-backed connector.
+#[derive(Debug)]
+pub struct ComponentWatcher {
+    config: WatchConfig,
+    connectors: Arc<Connectors>,
 }
 
-/// One watcher task per file-backed connector, until `shutdown`.
-pub fn spawn(connectors: Arc<Connectors>, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    connectors
-        .slots()
-        .iter()
-        .filter(|slot| matches!(slot.config.component, ComponentSource::File(_)))
-        .map(|slot| {
-            let (slot, connectors, shutdown) = (slot.clone(), connectors.clone(), shutdown.clone());
-            tokio::spawn(async move { watch_file(slot, connectors, shutdown).await })
-        })
-        .collect()
-}
+/// The running notify backend (kernel or polling); dropping it stops it.
+type Backend = Box<dyn std::any::Any + Send>;
 
-async fn watch_file(slot: Arc<ConnectorSlot>, connectors: Arc<Connectors>, mut shutdown: watch::Receiver<bool>) {
-    let ComponentSource::File(path) = &slot.config.component else { return };
-    // Nothing seen yet: the first look compares the file with what is serving
-    // (by content hash), so a change between loading and watching is not missed.
-    let mut seen = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        let now = stamp(path);
-        if now == seen || now.is_none() {
-            continue;
-        }
-        // Changed: wait until two looks in a row agree.
-        let mut settled = now;
-        loop {
-            tokio::time::sleep(POLL).await;
-            let again = stamp(path);
-            if again == settled {
-                break;
-            }
-            settled = again;
-        }
-        if seen.is_some() {
-            tracing::info!(connector = %slot.config.name, path = %path.display(), "component file changed");
-        }
-        seen = settled;
-        // The reload itself compares content hashes: an unchanged file swaps nothing.
-        connectors.reload_one(&slot).await;
+impl ComponentWatcher {
+    /// A watcher for `connectors`, as configured (it may be disabled).
+    pub fn new(config: &WatchConfig, connectors: Arc<Connectors>) -> Self {
+        Self { config: config.clone(), connectors }
     }
+
+    /// Watched files (as the watcher reports them: directory made absolute,
+    /// then the file name) → their slots.
+    fn watched_files(&self) -> BTreeMap<PathBuf, Arc<ConnectorSlot>> {
+        let mut files = BTreeMap::new();
+        for slot in self.connectors.slots() {
+            let ComponentSource::File(path) = &slot.config.component else { continue };
+            match watched_path(path) {
+                Some(watched) => {
+                    files.insert(watched, slot.clone());
+                }
+                None => tracing::warn!(path = %path.display(), "cannot watch this component file's directory"),
+            }
+        }
+        files
+    }
+}
+
+impl Capability for ComponentWatcher {
+    fn name(&self) -> &'static str {
+        "watch"
+    }
+
+    fn start(self: Box<Self>, tasks: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
+        let files = self.watched_files();
+        if !self.config.enabled || files.is_empty() {
+            return Ok(());
+        }
+        let (changes, mut changed) = mpsc::unbounded_channel();
+        let backend = watch_directories(&self.config, &files, changes)?;
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let _backend = backend;
+            // A change between loading and watching is not missed: reload
+            // compares content hashes, so an unchanged file swaps nothing.
+            for slot in files.values() {
+                self.connectors.reload_one(slot).await;
+            }
+            while let Some(Some(paths)) = stop.run_until_cancelled(changed.recv()).await {
+                for slot in changed_slots(&files, &paths) {
+                    tracing::info!(connector = %slot.config.name, component = %slot.config.component, "component file changed");
+                    self.connectors.reload_one(slot).await;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The slots among `files` whose file is one of `paths`, each once.
+fn changed_slots<'a>(
+    files: &'a BTreeMap<PathBuf, Arc<ConnectorSlot>>,
+    paths: &[PathBuf],
+) -> impl Iterator<Item = &'a Arc<ConnectorSlot>> {
+    files.iter().filter(|(file, _)| paths.contains(file)).map(|(_, slot)| slot)
+}
+
+/// `path` with its directory made absolute and canonical, the way the
+/// watcher names it in events.
+fn watched_path(path: &Path) -> Option<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(dir).ok()?.join(path.file_name()?))
+}
+
+/// Starts the kernel watcher on every directory of `files`, or the polling
+/// one where that fails or is asked for. Changed paths go to `changes`.
+fn watch_directories(
+    config: &WatchConfig,
+    files: &BTreeMap<PathBuf, Arc<ConnectorSlot>>,
+    changes: mpsc::UnboundedSender<Vec<PathBuf>>,
+) -> anyhow::Result<Backend> {
+    let dirs: Vec<&Path> = files.keys().filter_map(|file| file.parent()).collect();
+    let handler = |changes: mpsc::UnboundedSender<Vec<PathBuf>>| {
+        move |result: DebounceEventResult| match result {
+            Ok(events) => {
+                let _ = changes.send(events.into_iter().map(|event| event.path).collect());
+            }
+            Err(error) => tracing::warn!(%error, "component watcher error"),
+        }
+    };
+    let debounce = Config::default().with_timeout(config.settle).with_batch_mode(true);
+    if !config.polling {
+        let native = new_debouncer_opt::<_, RecommendedWatcher>(debounce.clone(), handler(changes.clone()))
+            .and_then(|mut debouncer| watch_all(debouncer.watcher(), &dirs).map(|()| debouncer));
+        match native {
+            Ok(debouncer) => return Ok(Box::new(debouncer)),
+            Err(error) => tracing::warn!(%error, "kernel file notifications unavailable; polling component files"),
+        }
+    }
+    let polling = debounce.with_notify_config(notify::Config::default().with_poll_interval(config.settle));
+    let mut debouncer = new_debouncer_opt::<_, PollWatcher>(polling, handler(changes))?;
+    watch_all(debouncer.watcher(), &dirs)?;
+    Ok(Box::new(debouncer))
+}
+
+fn watch_all(watcher: &mut dyn Watcher, dirs: &[&Path]) -> notify::Result<()> {
+    dirs.iter().try_for_each(|dir| watcher.watch(dir, RecursiveMode::NonRecursive))
 }

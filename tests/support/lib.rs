@@ -100,7 +100,7 @@ impl Harness {
     pub async fn load_twilio(&self) -> ingress_egress::runtime::Connector {
         let config = self.config();
         let runtime = ingress_egress::runtime::Runtime::new(&config.limits, None).expect("runtime");
-        let bus = ingress_egress::bus::open(&config.bus_url, config.bus_retention).expect("bus");
+        let bus = ingress_egress::bus::open(&config.bus).expect("bus");
         let twilio = config.connectors.iter().find(|c| c.name == "twilio").expect("twilio connector");
         let grants = std::sync::Arc::new(ingress_egress::runtime::Grants::new(twilio, bus));
         let bytes = ingress_egress::bundled::get("twilio").expect("bundled twilio component");

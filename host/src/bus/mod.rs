@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::BusUrl;
+use crate::config::{BusConfig, BusUrl};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -93,10 +93,10 @@ pub trait Bus: Send + Sync + fmt::Debug {
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>>;
 }
 
-/// Opens the bus named by `url`; handled messages are kept for `retention`.
-pub fn open(url: &BusUrl, retention: Duration) -> anyhow::Result<Arc<dyn Bus>> {
-    match url {
-        BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::with_retention(path, retention)?)),
+/// Opens the configured bus.
+pub fn open(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    match &config.url {
+        BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::with_retention(path, config.retention)?)),
         BusUrl::Nats(addr) => anyhow::bail!("nats://{addr}: the NATS JetStream backend is not built into this version"),
     }
 }

@@ -18,8 +18,6 @@ use super::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
 const MAX_BATCH: usize = 1024;
 /// No bus operation waits longer than this.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long handled messages are kept by default (they also hold their de-duplication key).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the writer looks for handled messages past their retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement, so a prune never holds the writer for long.
@@ -87,8 +85,9 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 impl SqliteBus {
+    /// Opens the bus with the default retention.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        Self::with_retention(path, DEFAULT_RETENTION)
+        Self::with_retention(path, crate::config::BusConfig::DEFAULT_RETENTION)
     }
 
     /// Opens the bus; acknowledged messages older than `retention` are deleted

@@ -7,6 +7,7 @@
 mod format;
 mod schema;
 mod secret;
+mod sections;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use format::{Format, parse_bool};
 pub use secret::Secret;
+pub use sections::{BusConfig, BusUrl, MetricsConfig, ServerConfig, WatchConfig};
 
 /// The service this host runs, as named in architecture.yaml.
 pub const SERVICE_NAME: &str = "ingress-egress";
@@ -93,22 +95,6 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
-}
-
-/// Where the bus lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BusUrl {
-    Sqlite(PathBuf),
-    Nats(String),
-}
-
-impl fmt::Display for BusUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Self::Nats(addr) => write!(f, "nats://{addr}"),
-        }
-    }
 }
 
 /// Sandbox and server limits.
@@ -203,18 +189,15 @@ pub struct ConnectorConfig {
     pub egress: EgressConfig,
 }
 
-/// The whole service, resolved.
+/// The whole service, resolved: one section per capability.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    pub listen_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
+    /// The embedded bus and the compile cache live here.
     pub data_dir: PathBuf,
-    pub bus_url: BusUrl,
-    /// How long acknowledged messages stay on the bus.
-    pub bus_retention: Duration,
-    pub trust_forwarded_headers: bool,
-    /// Watch file-backed components and swap them in when they change.
-    pub watch_components: bool,
+    pub server: ServerConfig,
+    pub bus: BusConfig,
+    pub watch: WatchConfig,
+    pub metrics: MetricsConfig,
     pub limits: Limits,
     pub connectors: Vec<ConnectorConfig>,
 }
@@ -297,19 +280,28 @@ fn resolve(
             SocketAddr::from(([127, 0, 0, 1], 0))
         })
     };
-    let listen_addr = addr("LISTEN_ADDR", &service.listen_addr);
-    let admin_addr = addr("ADMIN_ADDR", &service.admin_addr);
+    let server = ServerConfig {
+        listen_addr: addr("LISTEN_ADDR", &service.listen_addr),
+        admin_addr: addr("ADMIN_ADDR", &service.admin_addr),
+        trust_forwarded_headers: service.trust_forwarded_headers,
+    };
     let data_dir = env.get("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| relative(&service.data_dir));
-    let bus_url = match env.get("BUS_URL").map(str::to_owned).or(service.bus_url) {
-        None => BusUrl::Sqlite(data_dir.join("bus.sqlite3")),
+    let mut bus = BusConfig::embedded(&data_dir);
+    if let Some(hours) = service.bus_retention_hours {
+        bus.retention = Duration::from_secs(3600 * hours);
+    }
+    match env.get("BUS_URL").map(str::to_owned).or(service.bus_url) {
+        None => {}
         Some(url) => match (url.strip_prefix("sqlite://"), url.strip_prefix("nats://")) {
-            (Some(path), _) if !path.is_empty() => BusUrl::Sqlite(relative(path)),
-            (_, Some(addr)) if !addr.is_empty() => BusUrl::Nats(addr.to_owned()),
-            _ => {
-                problems.add("BUS_URL", "expected sqlite://PATH or nats://HOST:PORT");
-                BusUrl::Sqlite(data_dir.join("bus.sqlite3"))
-            }
+            (Some(path), _) if !path.is_empty() => bus.url = BusUrl::Sqlite(relative(path)),
+            (_, Some(addr)) if !addr.is_empty() => bus.url = BusUrl::Nats(addr.to_owned()),
+            _ => problems.add("BUS_URL", "expected sqlite://PATH or nats://HOST:PORT"),
         },
+    }
+    let watch = WatchConfig {
+        enabled: service.watch_components.unwrap_or(WatchConfig::default().enabled),
+        polling: service.watch_polling.unwrap_or(WatchConfig::default().polling),
+        ..WatchConfig::default()
     };
     let secrets_dir = env.get("SECRETS_DIR").map(PathBuf::from).or(service.secrets_dir.as_deref().map(relative));
     let secret_source = match secrets {
@@ -322,17 +314,7 @@ fn resolve(
         .into_iter()
         .map(|(name, def)| resolve_connector(name, def, &relative, env, secret_source, problems))
         .collect();
-    ServiceConfig {
-        listen_addr,
-        admin_addr,
-        data_dir,
-        bus_url,
-        bus_retention: Duration::from_secs(3600 * service.bus_retention_hours.unwrap_or(168)),
-        trust_forwarded_headers: service.trust_forwarded_headers,
-        watch_components: service.watch_components,
-        limits,
-        connectors,
-    }
+    ServiceConfig { data_dir, server, bus, watch, metrics: MetricsConfig::default(), limits, connectors }
 }
 
 fn resolve_limits(def: &schema::LimitsDef, problems: &mut Problems) -> Limits {

@@ -23,7 +23,8 @@ pub struct ServiceDef {
     /// `sqlite://PATH` or `nats://HOST:PORT`; `sqlite://{data_dir}/bus.sqlite3` when absent.
     #[serde(default)]
     pub bus_url: Option<String>,
-    /// Hours an acknowledged message (and its de-duplication key) is kept; 168 when absent.
+    /// Hours an acknowledged message (and its de-duplication key) is kept
+    /// (`BusConfig::DEFAULT_RETENTION` when absent).
     #[serde(default)]
     pub bus_retention_hours: Option<u64>,
     /// Where mounted secret files live (Docker/Kubernetes); one file per secret name.
@@ -32,9 +33,12 @@ pub struct ServiceDef {
     /// Pass `X-Forwarded-Proto`/`X-Forwarded-Host` to connectors (only behind a proxy you run).
     #[serde(default)]
     pub trust_forwarded_headers: bool,
-    /// Swap a connector in when its component file changes (default true).
-    #[serde(default = "yes")]
-    pub watch_components: bool,
+    /// Swap a connector in when its component file changes.
+    #[serde(default)]
+    pub watch_components: Option<bool>,
+    /// Poll component files instead of kernel notifications.
+    #[serde(default)]
+    pub watch_polling: Option<bool>,
     #[serde(default)]
     pub limits: LimitsDef,
     #[serde(default)]
@@ -125,8 +129,4 @@ pub struct EgressDef {
     pub max_attempts: Option<u32>,
     pub initial_backoff_ms: Option<u64>,
     pub max_backoff_ms: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
 }

@@ -68,8 +68,23 @@ fn an_architecture_loads_with_all_secrets() {
     assert_eq!(acme.topics["messages"], "ingress.acme.messages");
     assert_eq!(acme.variables["ACME_IDENTITY"], "platform");
     assert_eq!(acme.routes, ["/acme/"]);
-    assert_eq!(config.bus_url, BusUrl::Sqlite(PathBuf::from("/srv/./data/bus.sqlite3")));
-    assert_eq!(config.admin_addr, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(config.bus.url, BusUrl::Sqlite(PathBuf::from("/srv/./data/bus.sqlite3")));
+    assert_eq!(config.server.admin_addr, "127.0.0.1:9090".parse().unwrap());
+}
+
+#[test]
+fn absent_sections_take_their_defaults_and_present_keys_override_them() {
+    let config = load(ARCHITECTURE, &full_env());
+    assert_eq!(config.bus.retention, BusConfig::DEFAULT_RETENTION);
+    assert_eq!(config.watch, WatchConfig::default());
+    assert_eq!(config.metrics, MetricsConfig::default());
+    let text = ARCHITECTURE.replace(
+        "    data_dir: ./data\n",
+        "    data_dir: ./data\n    bus_retention_hours: 2\n    watch_components: false\n    watch_polling: true\n",
+    );
+    let config = load(&text, &full_env());
+    assert_eq!(config.bus.retention, Duration::from_secs(2 * 3600));
+    assert!(!config.watch.enabled && config.watch.polling);
 }
 
 #[test]
@@ -126,8 +141,8 @@ fn environment_overrides_and_bad_values() {
         .set("CONNECTOR_ACME_COMPONENT", "/opt/acme.wasm")
         .set("ACME_SENDER", "+14155550100");
     let config = load(ARCHITECTURE, &env);
-    assert_eq!(config.listen_addr, "127.0.0.1:18080".parse().unwrap());
-    assert_eq!(config.bus_url, BusUrl::Nats("127.0.0.1:4222".into()));
+    assert_eq!(config.server.listen_addr, "127.0.0.1:18080".parse().unwrap());
+    assert_eq!(config.bus.url, BusUrl::Nats("127.0.0.1:4222".into()));
     assert_eq!(config.connectors[0].component, ComponentSource::File("/opt/acme.wasm".into()));
 
     env.set("LISTEN_ADDR", "nowhere")

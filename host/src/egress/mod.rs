@@ -9,10 +9,16 @@ mod worker;
 
 pub use worker::{EgressWorker, Outcome, backoff};
 
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::bus::BusError;
-use crate::connectors::ConnectorSlot;
+use crate::connectors::{ConnectorSlot, Connectors};
 use crate::messages::EgressMessage;
 use crate::runtime::CallFailure;
+use crate::service::Capability;
 
 /// The stream a connector consumes egress messages from.
 pub const EGRESS_STREAM: &str = "egress";
@@ -53,4 +59,36 @@ pub async fn enqueue(slot: &ConnectorSlot, mut message: EgressMessage) -> Result
     let payload = serde_json::to_vec(&message).map_err(|e| EnqueueError::Invalid(e.to_string()))?;
     slot.grants().bus.publish(topic, Some(&id), payload).await?;
     Ok(id)
+}
+
+/// The egress capability: a worker for each connector with an egress topic.
+#[derive(Debug)]
+pub struct Egress {
+    workers: Vec<Arc<EgressWorker>>,
+}
+
+impl Egress {
+    /// Workers for the loaded connectors; a taken message stays hidden for
+    /// longer than `call_timeout`, the bound on one send.
+    pub fn new(connectors: &Connectors, call_timeout: std::time::Duration) -> Self {
+        let workers = connectors
+            .slots()
+            .iter()
+            .filter_map(|slot| EgressWorker::new(slot.clone(), slot.grants().bus.clone(), call_timeout))
+            .collect();
+        Self { workers }
+    }
+}
+
+impl Capability for Egress {
+    fn name(&self) -> &'static str {
+        "egress"
+    }
+
+    fn start(self: Box<Self>, tasks: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
+        for worker in &self.workers {
+            worker.spawn(tasks, stop);
+        }
+        Ok(())
+    }
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use super::rate::SenderRates;
@@ -101,30 +102,25 @@ impl EgressWorker {
         }))
     }
 
-    /// Runs `concurrency` loops until `shutdown`; sends under way finish first.
-    pub fn spawn(self: &Arc<Self>, shutdown: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.config.concurrency)
-            .map(|_| {
-                let worker = self.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move { worker.run(shutdown).await })
-            })
-            .collect()
+    /// Runs `concurrency` loops on `tasks` until `stop`; a send under way
+    /// finishes first (each is bounded by the call timeout).
+    pub fn spawn(self: &Arc<Self>, tasks: &TaskTracker, stop: &CancellationToken) {
+        for _ in 0..self.config.concurrency {
+            let (worker, stop) = (self.clone(), stop.clone());
+            tasks.spawn(async move { worker.run(stop).await });
+        }
     }
 
-    async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        while !*shutdown.borrow() {
+    async fn run(&self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
             match self.bus.take(&self.egress_topic, self.visibility).await {
                 Ok(Some(delivery)) => self.process(delivery).await,
                 Ok(None) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = shutdown.changed() => {}
-                    }
+                    stop.run_until_cancelled(tokio::time::sleep(IDLE_POLL)).await;
                 }
                 Err(e) => {
                     tracing::warn!(topic = %self.egress_topic, error = %e, "cannot take egress messages");
-                    tokio::time::sleep(BUS_PAUSE).await;
+                    stop.run_until_cancelled(tokio::time::sleep(BUS_PAUSE)).await;
                 }
             }
         }

@@ -15,11 +15,13 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::config::ServiceConfig;
 use crate::connectors::Connectors;
+use crate::service::Capability;
 
 /// Response bodies: what a component streams, or a buffer the host wrote.
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
@@ -61,30 +63,51 @@ enum Listener {
     Admin,
 }
 
-/// Binds both listeners; returns their real addresses (a port 0 becomes a free port).
-pub async fn bind(config: &ServiceConfig) -> anyhow::Result<(TcpListener, TcpListener)> {
-    use anyhow::Context as _;
-    let public =
-        TcpListener::bind(config.listen_addr).await.with_context(|| format!("binding {}", config.listen_addr))?;
-    let admin = TcpListener::bind(config.admin_addr).await.with_context(|| format!("binding {}", config.admin_addr))?;
-    Ok((public, admin))
-}
-
-/// Serves both listeners until `shutdown` turns true, then stops accepting and
-/// waits (up to the shutdown grace) for requests in flight.
-pub async fn serve(
+/// The listeners, bound: the server capability.
+#[derive(Debug)]
+pub struct Server {
     state: Arc<AppState>,
     public: TcpListener,
     admin: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+}
+
+impl Server {
+    /// Binds both listeners on their configured addresses.
+    pub async fn bind(state: Arc<AppState>) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let (public_addr, admin_addr) = (state.config.server.listen_addr, state.config.server.admin_addr);
+        let public = TcpListener::bind(public_addr).await.with_context(|| format!("binding {public_addr}"))?;
+        let admin = TcpListener::bind(admin_addr).await.with_context(|| format!("binding {admin_addr}"))?;
+        Ok(Self { state, public, admin })
+    }
+
+    /// The addresses really bound (a port 0 becomes a free port): public, admin.
+    pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
+        (local(&self.public), local(&self.admin))
+    }
+}
+
+impl Capability for Server {
+    fn name(&self) -> &'static str {
+        "server"
+    }
+
+    fn start(self: Box<Self>, tasks: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
+        tasks.spawn(serve(self.state, self.public, self.admin, stop.clone()));
+        Ok(())
+    }
+}
+
+/// Serves both listeners until `stop`, then stops accepting and waits (up to
+/// the shutdown grace) for requests in flight.
+async fn serve(state: Arc<AppState>, public: TcpListener, admin: TcpListener, stop: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let header_read_timeout = state.config.limits.header_read_timeout;
     loop {
         let (stream, listener) = tokio::select! {
             accepted = public.accept() => (accepted, Listener::Public),
             accepted = admin.accept() => (accepted, Listener::Admin),
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = stop.cancelled() => break,
         };
         let (stream, peer) = match stream {
             Ok(pair) => pair,
@@ -121,10 +144,9 @@ pub async fn serve(
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "requests still in flight after the shutdown grace; stopping anyway");
     }
-    Ok(())
 }
 
-/// The address a listener really bound, for the log line.
-pub fn local(listener: &TcpListener) -> SocketAddr {
+/// The address a listener really bound.
+fn local(listener: &TcpListener) -> SocketAddr {
     listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }

@@ -77,7 +77,7 @@ async fn to_connector(
         Ok(Err(e)) => return text(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
         Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "request body not received in time"),
     };
-    if !state.config.trust_forwarded_headers {
+    if !state.config.server.trust_forwarded_headers {
         // Only a proxy the operator runs may say what the public URL was.
         for name in ["x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "forwarded"] {
             parts.headers.remove(name);
