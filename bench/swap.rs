@@ -3,6 +3,10 @@
 //! artifact from the cache. The cached swap is reported as a ratio of the
 //! cold one, both measured in this invocation.
 //!
+//! Then the compile cache alone: loading a compiled component from this
+//! host's cache (a memory-mapped `.cwasm`) against wasmtime's own cache
+//! (`Config::cache`, zstd-compressed entries), both warm, same engine settings.
+//!
 //! `cargo bench -p bench --bench swap`
 
 use std::time::{Duration, Instant};
@@ -71,4 +75,47 @@ fn main() {
         println!("ratio (cached / cold): {:.3}", cached.as_secs_f64() / cold.as_secs_f64());
         service.stop().await.expect("stop");
     });
+    compare_compile_caches();
+}
+
+/// Median time to get a ready `Component` from a warm cache: ours, then wasmtime's.
+fn compare_compile_caches() {
+    use ingress_egress::runtime::CompileCache;
+    use wasmtime::component::Component;
+    let bytes = ingress_egress::bundled::get("twilio").expect("bundled");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine_config = || {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        config
+    };
+    let engine = wasmtime::Engine::new(&engine_config()).expect("engine");
+    let ours = CompileCache::new(Some(dir.path().join("ours")));
+    ours.load_or_compile(&engine, bytes, "bench").expect("compile");
+    let ours_times: Vec<Duration> = (0..ROUNDS * 4)
+        .map(|_| {
+            let started = Instant::now();
+            let compiled = ours.load_or_compile(&engine, bytes, "bench").expect("load");
+            assert!(compiled.from_cache);
+            started.elapsed()
+        })
+        .collect();
+    let mut cache_config = wasmtime::CacheConfig::new();
+    cache_config.with_directory(dir.path().join("wasmtime"));
+    let mut config = engine_config();
+    config.cache(Some(wasmtime::Cache::new(cache_config).expect("wasmtime cache")));
+    let engine = wasmtime::Engine::new(&config).expect("engine with cache");
+    Component::new(&engine, bytes).expect("compile");
+    let theirs_times: Vec<Duration> = (0..ROUNDS * 4)
+        .map(|_| {
+            let started = Instant::now();
+            Component::new(&engine, bytes).expect("load");
+            started.elapsed()
+        })
+        .collect();
+    let (ours, theirs) = (median(ours_times), median(theirs_times));
+    println!("\ncompile cache, warm load of the Twilio component (median of {}):", ROUNDS * 4);
+    println!("wasmtime Config::cache (baseline) {:>8.2} ms", theirs.as_secs_f64() * 1e3);
+    println!("this host's CompileCache          {:>8.2} ms", ours.as_secs_f64() * 1e3);
+    println!("ratio (ours / wasmtime's): {:.3}", ours.as_secs_f64() / theirs.as_secs_f64());
 }

@@ -26,6 +26,7 @@ pub mod signature;
 pub mod simulate;
 pub mod token;
 
+mod body;
 mod clock;
 mod outbound;
 mod settings;

@@ -1,11 +1,11 @@
 //! Sending through `wasi:http/outgoing-handler`: the only way out of the sandbox.
 
+use crate::body::{self, ReadError, WriteError};
 use crate::egress::{self, PreparedRequest, TransportFailure};
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::types::{Accepted, EgressMessage, ProviderError, SendError};
 use crate::wasi::http::outgoing_handler;
 use crate::wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
-use crate::wasi::io::streams::StreamError;
 
 /// Bounds on one REST call, in nanoseconds (the host may cap them further).
 const CONNECT_TIMEOUT_NS: u64 = 5_000_000_000;
@@ -88,38 +88,20 @@ fn execute(prepared: &PreparedRequest) -> Result<Accepted, SendError> {
 }
 
 fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), SendError> {
-    {
-        let stream = body.write().map_err(|()| before_sending("request body stream unavailable"))?;
-        for chunk in bytes.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| before_sending(&format!("writing the request: {e:?}")))?;
-        }
-    }
+    body::write_all(&body, bytes).map_err(|e| match e {
+        WriteError::Unavailable => before_sending("request body stream unavailable"),
+        WriteError::Failed(e) => before_sending(&format!("writing the request: {e}")),
+    })?;
     OutgoingBody::finish(body, None).map_err(transport_error)
 }
 
 fn read_response_body(response: crate::wasi::http::types::IncomingResponse) -> Result<Vec<u8>, SendError> {
     let incoming = response.consume().map_err(|()| ambiguous("response body unavailable"))?;
-    let mut out = Vec::new();
-    {
-        let stream = incoming.stream().map_err(|()| ambiguous("response body unavailable"))?;
-        loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(chunk) => {
-                    out.extend_from_slice(&chunk);
-                    if out.len() > MAX_RESPONSE_BYTES {
-                        return Err(ambiguous("Twilio's answer is larger than 1 MiB"));
-                    }
-                }
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(ambiguous(&format!("reading the answer: {}", e.to_debug_string())));
-                }
-            }
-        }
-    }
-    Ok(out)
+    body::read_all(incoming, MAX_RESPONSE_BYTES).map_err(|e| match e {
+        ReadError::Unavailable => ambiguous("response body unavailable"),
+        ReadError::TooLarge => ambiguous("Twilio's answer is larger than 1 MiB"),
+        ReadError::Failed(e) => ambiguous(&format!("reading the answer: {e}")),
+    })
 }
 
 fn before_sending(message: &str) -> SendError {

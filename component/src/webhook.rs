@@ -7,6 +7,7 @@
 //! | `POST /twilio/status` | a status event on `status` |
 //! | `POST /twilio/conversations` | `onMessageAdded` as an envelope on `conversations` |
 
+use crate::body::{self, ReadError};
 use crate::envelope::{self, Context, Params};
 use crate::platform::connector::bus::{self, BusError, BusMessage};
 use crate::platform::connector::log::{self, Level};
@@ -14,7 +15,6 @@ use crate::signature::{self, SignatureError, SignedContent};
 use crate::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme,
 };
-use crate::wasi::io::streams::StreamError;
 use crate::{clock, settings};
 
 /// Twilio's bodies are small (a 1600-character body plus parameters); the host
@@ -158,25 +158,12 @@ fn public_url(request: &IncomingRequest, header: &dyn Fn(&str) -> Option<String>
 }
 
 fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
-    let unavailable = || Reply::error(400, "request body unavailable");
-    let incoming = request.consume().map_err(|()| unavailable())?;
-    let mut body = Vec::new();
-    {
-        let stream = incoming.stream().map_err(|()| unavailable())?;
-        loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(chunk) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > MAX_BODY_BYTES {
-                        return Err(Reply::error(413, "request body too large"));
-                    }
-                }
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(_)) => return Err(Reply::error(400, "request body unreadable")),
-            }
-        }
-    }
-    Ok(body)
+    let incoming = request.consume().map_err(|()| Reply::error(400, "request body unavailable"))?;
+    body::read_all(incoming, MAX_BODY_BYTES).map_err(|e| match e {
+        ReadError::TooLarge => Reply::error(413, "request body too large"),
+        ReadError::Unavailable => Reply::error(400, "request body unavailable"),
+        ReadError::Failed(_) => Reply::error(400, "request body unreadable"),
+    })
 }
 
 fn respond(response_out: ResponseOutparam, reply: Reply) {
@@ -190,12 +177,7 @@ fn respond(response_out: ResponseOutparam, reply: Reply) {
         return;
     };
     ResponseOutparam::set(response_out, Ok(response));
-    if let Ok(stream) = body.write() {
-        for chunk in reply.body.as_bytes().chunks(4096) {
-            if stream.blocking_write_and_flush(chunk).is_err() {
-                break;
-            }
-        }
-    }
+    // The status is sent; a client gone mid-body has nothing left to be told.
+    let _ = body::write_all(&body, reply.body.as_bytes());
     let _ = OutgoingBody::finish(body, None);
 }

@@ -30,10 +30,12 @@ pub struct Cli {
     /// How log lines are written (stderr).
     #[arg(long, global = true, value_enum, default_value = "human", env = "LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: webhooks on LISTEN_ADDR, admin on ADMIN_ADDR, egress from the bus.
@@ -52,6 +54,7 @@ pub enum Command {
     Reload(ReloadArgs),
 }
 
+/// `reload`: swap connectors in a running service.
 #[derive(Debug, Args)]
 pub struct ReloadArgs {
     /// Only this connector (default: all).
@@ -62,6 +65,7 @@ pub struct ReloadArgs {
     pub admin_url: Option<String>,
 }
 
+/// `token`: an access token for the Conversations SDK.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// Who the token is for (default: the connector's own identity).
@@ -75,6 +79,7 @@ pub struct TokenArgs {
     pub connector: Option<String>,
 }
 
+/// `send`: enqueue one egress message.
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// Recipient, E.164 (`+14155550100`) or `whatsapp:+…`.
@@ -83,22 +88,27 @@ pub struct SendArgs {
     /// Send into this conversation (`CH…`) instead.
     #[arg(long)]
     pub conversation: Option<String>,
+    /// The text.
     #[arg(long)]
     pub body: Option<String>,
     /// A media URL (repeat for several, up to 10).
     #[arg(long = "media-url")]
     pub media_urls: Vec<String>,
+    /// The sender (overrides the connector's default).
     #[arg(long)]
     pub from: Option<String>,
+    /// A sender pool such as a Messaging Service (overrides the default).
     #[arg(long)]
     pub messaging_service_sid: Option<String>,
     /// Your own id for the message (default: a new UUID); status events name it.
     #[arg(long)]
     pub id: Option<String>,
+    /// Which connector; the only one when absent.
     #[arg(long)]
     pub connector: Option<String>,
 }
 
+/// `tail`: follow a topic of the bus.
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// The topic, e.g. ingress.twilio.messaging or events.twilio.status.
@@ -115,16 +125,21 @@ pub struct TailArgs {
     pub idle_timeout: Option<u64>,
 }
 
+/// `simulate`: post a signed sample webhook to a running service.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// sms, status or conversation.
     pub kind: String,
+    /// The sender of the sample message.
     #[arg(long)]
     pub from: Option<String>,
+    /// The recipient of the sample message.
     #[arg(long)]
     pub to: Option<String>,
+    /// The sample message's text.
     #[arg(long)]
     pub body: Option<String>,
+    /// Media attached to the sample message.
     #[arg(long = "media-url")]
     pub media_urls: Vec<String>,
     /// For `status`: the status to report (default delivered).
@@ -145,6 +160,7 @@ pub struct SimulateArgs {
     /// Where the service listens (default: http://LISTEN_ADDR, 0.0.0.0 as 127.0.0.1).
     #[arg(long)]
     pub url: Option<String>,
+    /// Which connector; the only one when absent.
     #[arg(long)]
     pub connector: Option<String>,
 }

@@ -33,6 +33,7 @@ pub struct SlotStatus {
 /// One enabled connector and its current component.
 #[derive(Debug)]
 pub struct ConnectorSlot {
+    /// The connector's resolved configuration.
     pub config: ConnectorConfig,
     current: ArcSwap<Connector>,
     grants: Arc<Grants>,
@@ -132,10 +133,13 @@ pub struct Connectors {
 /// Why no connector answers to a name.
 #[derive(Debug, thiserror::Error)]
 pub enum PickError {
+    /// No connector of that name is loaded.
     #[error("no enabled connector named {0}")]
     Unknown(String),
+    /// No connector is loaded.
     #[error("no connector is enabled")]
     NoneEnabled,
+    /// Several are loaded and none was named.
     #[error("several connectors are enabled: name one")]
     Ambiguous,
 }

@@ -1,15 +1,33 @@
 //! The ingress-egress host: runs sandboxed connector components under wasmtime.
 //!
-//! Organised by capability, one job per module:
+//! The host knows connectors, not any provider: everything provider-specific
+//! lives in a component and in architecture.yaml.
 //!
-//! - [`config`]: architecture.yaml, the environment and secret files → typed config;
-//! - [`runtime`]: wasmtime engine, linker, connector instances and their grants;
-//! - [`bus`]: the platform bus (embedded SQLite);
-//! - [`server`]: the public and admin HTTP listeners;
-//! - [`telemetry`]: logs and metrics.
+//! # Module map
 //!
-//! The host knows connectors, not Twilio: everything provider-specific lives in
-//! the component and in architecture.yaml.
+//! Starting up:
+//! - [`cli`]: the `ingress-egress` commands; [`client`] is the small HTTP client
+//!   the commands that talk to a running service use.
+//! - [`config`]: architecture.yaml, the environment and secret files → typed
+//!   config, one section per capability.
+//! - [`service`]: `serve`: the bus, the connectors, then the list of
+//!   capabilities that run until shutdown.
+//!
+//! Connectors:
+//! - [`runtime`]: the wasmtime engine and linker, connector instances, their
+//!   pools, grants and compile cache.
+//! - [`connectors`]: the loaded connectors by name, their routes, hot swaps.
+//! - [`watch`]: swaps a connector in when its component file changes.
+//! - [`bundled`]: the components built into this binary.
+//!
+//! Traffic:
+//! - [`server`]: the public (webhooks) and admin (loopback) HTTP listeners.
+//! - [`egress`]: enqueueing egress messages and the workers that send them.
+//! - [`bus`]: the platform bus (embedded SQLite).
+//! - [`messages`]: the JSON the service publishes and consumes, as serde types.
+//! - [`telemetry`]: logs and Prometheus metrics.
+
+#![warn(missing_docs)]
 
 /// Many small, short-lived allocations on several threads (request buffers,
 /// strings lifted out of the guest): mimalloc serves them without the

@@ -86,9 +86,13 @@ impl From<Vec<bindings::Attribute>> for Attributes {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
+    /// A text message.
     Sms,
+    /// A message with media.
     Mms,
+    /// A WhatsApp message.
     Whatsapp,
+    /// A conversation message.
     Conversations,
 }
 
@@ -106,25 +110,40 @@ impl From<bindings::Channel> for Channel {
 /// One media attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaItem {
+    /// Where the media is (the provider's URL).
     pub url: String,
+    /// Its MIME type, when the provider said.
     pub content_type: Option<String>,
 }
 
 /// An inbound message: the platform's `IngressEnvelope`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IngressEnvelope {
+    /// The platform's id of this envelope (the de-duplication key).
     pub id: String,
+    /// The connector that received it.
     pub source: String,
+    /// The channel it came on.
     pub channel: Channel,
+    /// The provider's id of the message (Twilio: the `MessageSid`).
     pub provider_message_id: String,
+    /// The provider account it arrived on.
     pub account_sid: String,
+    /// The conversation, for conversation messages.
     pub conversation_sid: Option<String>,
+    /// The sender's address.
     pub from: String,
+    /// The recipient's address, when there is one.
     pub to: Option<String>,
+    /// The text (empty for media only).
     pub body: String,
+    /// Attached media.
     pub media: Vec<MediaItem>,
+    /// How many segments the provider counted.
     pub segments: u32,
+    /// When the service received it (RFC 3339).
     pub received_at: String,
+    /// Provider fields kept as they came.
     pub attributes: Attributes,
     /// Structured data the provider attached (JSON), or null.
     pub metadata: Option<Box<RawValue>>,
@@ -157,12 +176,19 @@ impl From<bindings::IngressEnvelope> for IngressEnvelope {
 pub struct StatusEvent {
     /// The platform's egress id, when the message was sent through this service.
     pub id: Option<String>,
+    /// The provider's id of the message.
     pub provider_message_id: Option<String>,
+    /// The provider's status name (`queued`, `sent`, `delivered`, …).
     pub status: String,
+    /// The provider's error code, on failures.
     pub error_code: Option<u32>,
+    /// The provider's error text, on failures.
     pub error_message: Option<String>,
+    /// The provider account.
     pub account_sid: Option<String>,
+    /// When the status was observed (RFC 3339).
     pub occurred_at: String,
+    /// Provider fields kept as they came.
     #[serde(default)]
     pub attributes: Attributes,
 }
@@ -190,18 +216,25 @@ pub struct EgressMessage {
     /// The platform's id; one is assigned when absent. Status events name it.
     #[serde(default)]
     pub id: Option<String>,
+    /// The recipient's address.
     #[serde(default)]
     pub to: Option<String>,
+    /// The conversation to post into, instead of `to`.
     #[serde(default)]
     pub conversation_sid: Option<String>,
+    /// The text.
     #[serde(default)]
     pub body: Option<String>,
+    /// Media to attach (public URLs).
     #[serde(default)]
     pub media_urls: Vec<String>,
+    /// The sender (the connector's default when absent).
     #[serde(default)]
     pub from: Option<String>,
+    /// A sender pool such as a Messaging Service (the default when absent).
     #[serde(default)]
     pub messaging_service_sid: Option<String>,
+    /// Where the provider reports this message's status.
     #[serde(default)]
     pub status_callback: Option<String>,
     /// Any JSON, attached to a conversation message.
@@ -230,13 +263,19 @@ impl EgressMessage {
 /// connector's dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
+    /// The egress id.
     pub id: String,
     /// The final status (`failed`, `opted-out`, `unknown`).
     pub status: String,
+    /// Why it will not be sent.
     pub reason: String,
+    /// The provider's error code, when it gave one.
     pub error_code: Option<u32>,
+    /// The provider's error text, when it gave one.
     pub error_message: Option<String>,
+    /// Attempts made.
     pub attempts: u32,
+    /// When it was dead-lettered (RFC 3339).
     pub dead_lettered_at: String,
     /// The message as it was on the egress topic (a string when it was not JSON).
     pub message: serde_json::Value,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::config::{BusConfig, BusUrl};
 
+/// A boxed future, so the bus trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a publish did.
@@ -31,7 +32,9 @@ pub enum Published {
 pub struct Delivery {
     /// The message's position in the bus; identifies it for ack and retry.
     pub seq: i64,
+    /// Where it was published.
     pub topic: String,
+    /// The message as published.
     pub payload: Vec<u8>,
     /// How many times it has been taken, this time included.
     pub attempt: u32,
@@ -40,14 +43,19 @@ pub struct Delivery {
 /// A stored message, as `tail` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// Its place on the topic; `ack` and `retry_later` name it.
     pub seq: i64,
+    /// The message as published.
     pub payload: Vec<u8>,
 }
 
+/// Why the bus refused an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// The bus cannot be reached or refused the write.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The bus did not answer within this bound.
     #[error("bus did not answer within {0:?}")]
     Timeout(Duration),
 }

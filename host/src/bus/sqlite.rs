@@ -108,6 +108,7 @@ impl SqliteBus {
         Ok(Self { writer: Mutex::new(sender), reader: Arc::new(Mutex::new(reader)), path: path.to_owned() })
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }

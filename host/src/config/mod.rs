@@ -28,19 +28,23 @@ pub const SERVICE_NAME: &str = "ingress-egress";
 pub struct Env(BTreeMap<String, String>);
 
 impl Env {
+    /// The current process's environment.
     pub fn from_process() -> Self {
         Self(std::env::vars().collect())
     }
 
+    /// A variable's value; an empty value counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
+    /// Sets a variable.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.0.insert(name.into(), value.into());
         self
     }
 
+    /// Unsets a variable.
     pub fn remove(&mut self, name: &str) -> &mut Self {
         self.0.remove(name);
         self
@@ -74,7 +78,9 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Env {
 /// One thing wrong with the configuration, said by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The setting, as the operator writes it.
     pub name: String,
+    /// What is wrong (never its value).
     pub message: String,
 }
 
@@ -90,9 +96,21 @@ pub enum ConfigError {
     /// The cause is part of the message, not a `source`: printed with its
     /// chain, it would otherwise appear twice.
     #[error("cannot read the architecture file {}: {reason} (another one: --architecture PATH or ARCHITECTURE=PATH)", .path.display())]
-    Read { path: PathBuf, reason: std::io::Error },
+    Read {
+        /// The file tried, made absolute.
+        path: PathBuf,
+        /// Why it could not be read.
+        reason: std::io::Error,
+    },
+    /// The file is not YAML of the expected shape.
     #[error("{path} is not a valid architecture file: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// Settings that are missing or malformed, all of them.
     #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
 }
@@ -106,7 +124,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock bound on one call into a connector (CPU and waiting alike).
     pub call_timeout: Duration,
+    /// Bound on reading a request's headers.
     pub header_read_timeout: Duration,
+    /// Bound on reading a request's body.
     pub body_read_timeout: Duration,
     /// Instances alive at once (the pooling allocator's size).
     pub max_concurrent_instances: u32,
@@ -136,6 +156,7 @@ impl Default for Limits {
 pub enum ComponentSource {
     /// The copy built into this binary, by name.
     Bundled(String),
+    /// A component file (watched for hot swaps).
     File(PathBuf),
 }
 
@@ -151,10 +172,15 @@ impl fmt::Display for ComponentSource {
 /// How the egress worker drives a connector.
 #[derive(Debug, Clone)]
 pub struct EgressConfig {
+    /// Messages sent at once.
     pub concurrency: u32,
+    /// Messages per second per sender (the connector names the sender).
     pub rate_per_sender: f64,
+    /// Attempts before a retryable failure is dead-lettered.
     pub max_attempts: u32,
+    /// The first retry's delay; it doubles, with jitter.
     pub initial_backoff: Duration,
+    /// The longest delay between attempts.
     pub max_backoff: Duration,
 }
 
@@ -173,19 +199,25 @@ impl Default for EgressConfig {
 /// One connector, resolved.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
+    /// Its name under `connectors:`.
     pub name: String,
+    /// Whether it is loaded (see `enabled_by`).
     pub enabled: bool,
     /// The variable that decided `enabled`, for messages.
     pub enabled_by: Option<String>,
+    /// Where its component comes from.
     pub component: ComponentSource,
     /// Granted secrets: name → value when set.
     pub secrets: BTreeMap<String, Option<Secret>>,
     /// Granted variables: name → value when set or defaulted.
     pub variables: BTreeMap<String, String>,
+    /// Paths of the public listener it serves (a trailing `/` makes a prefix).
     pub routes: Vec<String>,
+    /// Stream name (what the connector knows) → bus topic.
     pub topics: BTreeMap<String, String>,
     /// Host names (`*.domain` patterns allowed) the connector may call.
     pub outbound_hosts: Vec<String>,
+    /// How its egress worker drives it.
     pub egress: EgressConfig,
 }
 
@@ -194,15 +226,22 @@ pub struct ConnectorConfig {
 pub struct ServiceConfig {
     /// The embedded bus and the compile cache live here.
     pub data_dir: PathBuf,
+    /// The listeners.
     pub server: ServerConfig,
+    /// The bus.
     pub bus: BusConfig,
+    /// The component watcher.
     pub watch: WatchConfig,
+    /// The metrics.
     pub metrics: MetricsConfig,
+    /// Sandbox and server limits.
     pub limits: Limits,
+    /// Every connector, enabled or not.
     pub connectors: Vec<ConnectorConfig>,
 }
 
 impl ServiceConfig {
+    /// The connectors to load.
     pub fn enabled_connectors(&self) -> impl Iterator<Item = &ConnectorConfig> {
         self.connectors.iter().filter(|c| c.enabled)
     }

@@ -28,6 +28,7 @@ impl fmt::Display for BusUrl {
 /// The bus: where it is and how long it keeps what was handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BusConfig {
+    /// Where the bus is.
     pub url: BusUrl,
     /// How long acknowledged messages (and their de-duplication keys) stay.
     pub retention: Duration,
@@ -59,6 +60,7 @@ pub struct ServerConfig {
 /// The component watcher that hot-swaps file-backed connectors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchConfig {
+    /// Whether file-backed components are watched at all.
     pub enabled: bool,
     /// Poll instead of asking the kernel (network and overlay file systems
     /// whose changes inotify does not see).

@@ -36,6 +36,7 @@ pub enum EnqueueError {
     /// The connector could not be asked (it trapped or timed out).
     #[error("the connector could not check the message: {0}")]
     Connector(String),
+    /// The bus refused the message.
     #[error(transparent)]
     Bus(#[from] BusError),
 }

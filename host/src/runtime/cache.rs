@@ -23,6 +23,7 @@ pub struct Compiled {
 }
 
 impl CompileCache {
+    /// A cache in `dir`; `None` compiles every time.
     pub fn new(dir: Option<PathBuf>) -> Self {
         Self { dir }
     }

@@ -10,16 +10,22 @@ use crate::config::{ConnectorConfig, Secret};
 /// A connector's grants, shared by all its instances.
 #[derive(Debug)]
 pub struct Grants {
+    /// The connector's name (logs, metrics).
     pub connector: String,
+    /// Granted secrets: name → value when set.
     pub secrets: BTreeMap<String, Option<Secret>>,
+    /// Granted variables: name → value.
     pub variables: BTreeMap<String, String>,
     /// Stream name → bus topic.
     pub topics: BTreeMap<String, String>,
+    /// Hosts it may call.
     pub outbound: OutboundAllowList,
+    /// The bus it publishes to.
     pub bus: Arc<dyn Bus>,
 }
 
 impl Grants {
+    /// The grants `config` declares.
     pub fn new(config: &ConnectorConfig, bus: Arc<dyn Bus>) -> Self {
         Self {
             connector: config.name.clone(),
@@ -37,10 +43,12 @@ impl Grants {
 pub struct OutboundAllowList(Vec<String>);
 
 impl OutboundAllowList {
+    /// An allow-list of host names and `*.domain` patterns.
     pub fn new(hosts: Vec<String>) -> Self {
         Self(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect())
     }
 
+    /// Whether `host` is on the list.
     pub fn allows(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.0.iter().any(|pattern| match pattern.strip_prefix("*.") {

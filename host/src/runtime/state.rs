@@ -28,6 +28,7 @@ pub struct InstanceState {
 }
 
 impl InstanceState {
+    /// The state of one instance holding `grants`, within `limits`.
     pub fn new(grants: Arc<Grants>, limits: StoreLimits, call_timeout: Duration) -> Self {
         Self {
             // The default builder grants nothing: empty env, no args, no

@@ -20,41 +20,58 @@ const MAX_ADMIN_BODY: usize = 1 << 20;
 /// One connector in `GET /admin/connectors`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectorView {
+    /// Its name.
     pub name: String,
+    /// Where its component came from.
     pub component: String,
+    /// The version the component reports.
     pub version: String,
+    /// The SHA-256 of the component's bytes.
     pub content_hash: String,
+    /// Whether the compiled form came from the compile cache.
     pub compiled_from_cache: bool,
+    /// When this version was loaded (Unix seconds).
     pub loaded_at: u64,
+    /// Swaps since start.
     pub swap_count: u64,
+    /// The last refused swap, if any.
     pub last_refusal: Option<Refusal>,
+    /// Whether it exports token issuing.
     pub issues_tokens: bool,
+    /// Whether it exports the webhook simulator.
     pub simulates_webhooks: bool,
 }
 
 /// A component that was refused: when (Unix seconds) and why.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Refusal {
+    /// When (Unix seconds).
     pub at: u64,
+    /// Why.
     pub reason: String,
 }
 
 /// `GET /admin/connectors` and `POST /admin/reload` answer a list.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConnectorList<T> {
+    /// The connectors.
     pub connectors: Vec<T>,
 }
 
 /// What a reload did to one connector.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReloadReport {
+    /// The connector.
     pub name: String,
     /// `swapped`, `unchanged` or `refused`.
     pub outcome: String,
+    /// Was serving this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// Now serves this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
+    /// Why nothing was swapped, when nothing was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -62,6 +79,7 @@ pub struct ReloadReport {
 /// `POST /v1/messages` answers the id the message is known by.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enqueued {
+    /// The egress id (status events name it).
     pub id: String,
 }
 
@@ -69,8 +87,10 @@ pub struct Enqueued {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    /// Who the token is for (the connector's default when absent).
     #[serde(default)]
     pub identity: Option<String>,
+    /// Lifetime in seconds (the connector's default when absent).
     #[serde(default)]
     pub ttl: Option<u32>,
 }
@@ -78,11 +98,15 @@ pub struct TokenBody {
 /// …and answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IssuedToken {
+    /// The signed token.
     pub token: String,
+    /// Who it is for.
     pub identity: String,
+    /// When it expires (Unix seconds).
     pub expires_at: u64,
 }
 
+/// Answers one request on the admin listener.
 pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
     match (request.method().clone(), path.as_str()) {

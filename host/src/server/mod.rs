@@ -29,15 +29,20 @@ pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
 /// What both listeners serve from.
 #[derive(Debug)]
 pub struct AppState {
+    /// The resolved configuration.
     pub config: ServiceConfig,
+    /// The loaded connectors.
     pub connectors: Arc<Connectors>,
+    /// The bus.
     pub bus: Arc<dyn Bus>,
 }
 
+/// A response body from bytes.
 pub fn full(body: impl Into<Bytes>) -> Body {
     Full::new(body.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
 }
 
+/// A plain-text response, one line.
 pub fn text(status: StatusCode, message: &str) -> Response<Body> {
     let mut body = message.to_owned();
     body.push('\n');
@@ -48,6 +53,7 @@ pub fn text(status: StatusCode, message: &str) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(full("")))
 }
 
+/// A JSON response.
 pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     Response::builder()
         .status(status)

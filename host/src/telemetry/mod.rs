@@ -5,7 +5,9 @@ pub mod metrics;
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines.
     Human,
+    /// One JSON object per line.
     Json,
 }
 
