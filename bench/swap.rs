@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{ACCOUNT_SID, Harness, Signature, post, post_webhook};
+use harness::{Harness, Signature, borrowed, minimal_sms, post, post_webhook};
 
 const ROUNDS: usize = 5;
 
@@ -46,15 +46,9 @@ fn main() {
                 let (status, body) = post(service.admin_addr, "/admin/reload", &[], Vec::new()).await;
                 assert!(status == 200 && body.contains("swapped"), "{status} {body}");
                 let sid = format!("SM{}{round:031x}", if cold { 'c' } else { 'w' });
-                let params = [
-                    ("MessageSid", sid.as_str()),
-                    ("AccountSid", ACCOUNT_SID),
-                    ("From", "+14155550100"),
-                    ("To", "+15005550006"),
-                    ("Body", "swap"),
-                ];
+                let params = minimal_sms(&sid, "swap");
                 let (status, _) =
-                    post_webhook(service.public_addr, "/twilio/messaging", &params, Signature::Valid).await;
+                    post_webhook(service.public_addr, "/twilio/messaging", &borrowed(&params), Signature::Valid).await;
                 assert_eq!(status, 200);
                 started.elapsed()
             }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use bench::{Prepared, Report, run};
 use bytes::Bytes;
-use harness::{ACCOUNT_SID, AUTH_TOKEN, Harness};
+use harness::fixtures::{EMPTY_TWIML, borrowed, inbound_sms_with};
+use harness::{AUTH_TOKEN, Harness};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use ingress_egress::bus::Bus;
@@ -22,26 +23,13 @@ use subtle::ConstantTimeEq;
 
 const CONNECTIONS: usize = 64;
 const DEADLINE: Duration = Duration::from_secs(60);
-const TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
 fn requests(addr: SocketAddr, count: usize, tag: &str) -> Vec<Prepared> {
     (0..count)
         .map(|i| {
             let sid = format!("SM{tag}{i:030x}");
-            let params = [
-                ("ToCountry", "US"),
-                ("SmsMessageSid", sid.as_str()),
-                ("NumMedia", "0"),
-                ("SmsSid", sid.as_str()),
-                ("SmsStatus", "received"),
-                ("Body", "Hello, this is a benchmark message"),
-                ("To", "+15005550006"),
-                ("NumSegments", "1"),
-                ("MessageSid", sid.as_str()),
-                ("AccountSid", ACCOUNT_SID),
-                ("From", "+14155550100"),
-                ("ApiVersion", "2010-04-01"),
-            ];
+            let owned = inbound_sms_with(&sid, "Hello, this is a benchmark message");
+            let params = borrowed(&owned);
             let signature = harness::sign(&format!("http://{addr}/twilio/messaging"), &params);
             Prepared {
                 path: "/twilio/messaging".into(),
@@ -88,7 +76,7 @@ async fn native_handler(
     match bus.publish("ingress.twilio.messaging", Some(&sid), serde_json::to_vec(&envelope).expect("json")).await {
         Ok(_) => Ok(hyper::Response::builder()
             .header("content-type", "text/xml")
-            .body(Full::new(Bytes::from(TWIML)))
+            .body(Full::new(Bytes::from(EMPTY_TWIML)))
             .expect("response")),
         Err(_) => respond(503, "bus"),
     }

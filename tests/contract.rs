@@ -4,20 +4,15 @@
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
 use harness::Harness;
+use harness::fixtures::egress_to_conversation;
 use harness::prism::{Prism, spec};
 use ingress_egress::runtime::bindings::{Accepted, EgressMessage, SendError};
 
 fn message(to: Option<&str>, conversation: Option<&str>) -> EgressMessage {
     EgressMessage {
-        id: "contract-1".into(),
         to: to.map(Into::into),
         conversation: conversation.map(Into::into),
-        body: Some("Contract test ✓".into()),
-        media_urls: vec![],
-        from: None,
-        sender_pool: None,
-        status_callback: None,
-        attributes_json: None,
+        ..egress_to_conversation("contract-1", "", "Contract test ✓")
     }
 }
 

@@ -8,22 +8,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use harness::fake_twilio::{FakeTwilio, Reply};
+use harness::fixtures::{egress_sms, egress_to_conversation};
 use harness::{ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, post, wait_for_messages};
 use ingress_egress::runtime::bindings::{EgressMessage, SendError};
-
-fn sms(id: &str) -> EgressMessage {
-    EgressMessage {
-        id: id.into(),
-        to: Some("+14155550100".into()),
-        conversation: None,
-        body: Some("Your code is 1234".into()),
-        media_urls: vec!["https://example.com/a.png".into()],
-        from: Some("+15005550006".into()),
-        sender_pool: None,
-        status_callback: None,
-        attributes_json: None,
-    }
-}
 
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
@@ -39,7 +26,7 @@ async fn an_sms_is_the_exact_request_twilio_expects() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&fake.base_url()).env.set("TWILIO_WEBHOOK_BASE_URL", "https://hooks.example.com");
     let connector = harness.load_twilio().await;
-    let accepted = connector.send(&sms("msg-1")).await.unwrap();
+    let accepted = connector.send(&egress_sms("msg-1")).await.unwrap();
     assert_eq!(accepted.status, "queued");
     assert_eq!(accepted.segments, Some(1));
     assert!(accepted.provider_message_id.starts_with("SM"));
@@ -69,7 +56,7 @@ async fn without_an_api_key_rest_uses_the_auth_token() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&fake.base_url()).env.remove("TWILIO_API_KEY").remove("TWILIO_API_SECRET");
     let connector = harness.load_twilio().await;
-    connector.send(&sms("msg-2")).await.unwrap();
+    connector.send(&egress_sms("msg-2")).await.unwrap();
     assert_eq!(fake.received()[0].header("authorization"), Some(basic(ACCOUNT_SID, AUTH_TOKEN).as_str()));
 }
 
@@ -81,15 +68,8 @@ async fn a_conversation_message_is_the_exact_request() {
     harness.with_twilio_at(&fake.base_url()).env.set("TWILIO_IDENTITY", "support-bot");
     let connector = harness.load_twilio().await;
     let message = EgressMessage {
-        id: "c-1".into(),
-        to: None,
-        conversation: Some("CH00000000000000000000000000000001".into()),
-        body: Some("hello conversation".into()),
-        media_urls: vec![],
-        from: None,
-        sender_pool: None,
-        status_callback: None,
         attributes_json: Some(r#"{"priority":"high"}"#.into()),
+        ..egress_to_conversation("c-1", "CH00000000000000000000000000000001", "hello conversation")
     };
     let accepted = connector.send(&message).await.unwrap();
     assert_eq!(accepted.provider_message_id, "IM00000000000000000000000000000009");
@@ -120,25 +100,25 @@ async fn twilio_answers_map_to_what_the_caller_should_do() {
     harness.edit_architecture(|text| text.replace("call_timeout_ms: 20000", "call_timeout_ms: 3000"));
     let connector = harness.load_twilio().await;
 
-    match harness::answer(connector.send(&sms("a")).await) {
+    match harness::answer(connector.send(&egress_sms("a")).await) {
         Err(SendError::Reject(e)) => assert_eq!((e.code, e.http_status), (Some(21211), Some(400))),
         other => panic!("21211: {other:?}"),
     }
-    match harness::answer(connector.send(&sms("b")).await) {
+    match harness::answer(connector.send(&egress_sms("b")).await) {
         Err(SendError::OptedOut(e)) => assert_eq!(e.code, Some(21610)),
         other => panic!("21610: {other:?}"),
     }
-    match harness::answer(connector.send(&sms("c")).await) {
+    match harness::answer(connector.send(&egress_sms("c")).await) {
         Err(SendError::Retry(hint)) => assert_eq!((hint.after_ms, hint.reason.code), (Some(3000), Some(20429))),
         other => panic!("429: {other:?}"),
     }
-    match harness::answer(connector.send(&sms("d")).await) {
+    match harness::answer(connector.send(&egress_sms("d")).await) {
         Err(SendError::Retry(hint)) => assert_eq!(hint.reason.http_status, Some(500)),
         other => panic!("500: {other:?}"),
     }
     // A hang after the request went out: the message may exist, so not retryable.
     let started = std::time::Instant::now();
-    match harness::answer(connector.send(&sms("e")).await) {
+    match harness::answer(connector.send(&egress_sms("e")).await) {
         Err(SendError::Ambiguous(_)) => {}
         other => panic!("hang: {other:?}"),
     }
@@ -153,7 +133,7 @@ async fn nothing_listening_is_retryable() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&base);
     let connector = harness.load_twilio().await;
-    assert!(matches!(harness::answer(connector.send(&sms("f")).await), Err(SendError::Retry(_))));
+    assert!(matches!(harness::answer(connector.send(&egress_sms("f")).await), Err(SendError::Retry(_))));
 }
 
 /// A service whose egress retries quickly, against `fake`.

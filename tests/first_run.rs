@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
 use std::io::Read as _;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -104,6 +105,28 @@ async fn run_line(script: &str, vars: &[(&str, String)], log: &Path, done: impl 
     }
 }
 
+/// Runs the README's run command; returns once both listeners answer (the
+/// first build may take a while).
+async fn start_serving(
+    command: &str,
+    vars: &[(&str, String)],
+    log: &Path,
+    public: SocketAddr,
+    admin: SocketAddr,
+) -> Child {
+    let mut server = spawn_bash(command, vars, log);
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(admin).await.is_err() {
+        if let Some(status) = server.try_wait().unwrap() {
+            panic!("`{command}` exited ({status}):\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(started.elapsed() < FIRST_BUILD, "`{command}` did not listen within {FIRST_BUILD:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    harness::wait_for_listener(public).await;
+    server
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readmes_commands_work_as_written() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
@@ -123,17 +146,7 @@ async fn the_readmes_commands_work_as_written() {
         ("TWILIO_CONVERSATIONS_BASE_URL", fake.base_url()),
     ];
 
-    let server_log = dir.path().join("serve.log");
-    let mut server = spawn_bash(&run[0], &vars, &server_log);
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(admin).await.is_err() {
-        if let Some(status) = server.try_wait().unwrap() {
-            panic!("`{}` exited ({status}):\n{}", run[0], std::fs::read_to_string(&server_log).unwrap_or_default());
-        }
-        assert!(started.elapsed() < FIRST_BUILD, "`{}` did not listen within {FIRST_BUILD:?}", run[0]);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    harness::wait_for_listener(public).await;
+    let mut server = start_serving(&run[0], &vars, &dir.path().join("serve.log"), public, admin).await;
 
     let alias = &second_terminal[0];
     assert!(alias.starts_with("alias ie="), "{alias}");

@@ -4,31 +4,11 @@
 
 use std::sync::Arc;
 
+use harness::fixtures::{EMPTY_TWIML as TWIML, SMS_SID as SID, inbound_sms};
 use harness::{ACCOUNT_SID, CHAT_SERVICE_SID, DeadBus, Harness, Signature, get, messages, post, post_webhook, sign};
 use serde_json::json;
 
-const TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 const MESSAGING: &str = "ingress.twilio.messaging";
-const SID: &str = "SM1234567890abcdef1234567890abcdef";
-
-fn inbound_sms() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("ToCountry", "US"),
-        ("SmsMessageSid", SID),
-        ("NumMedia", "0"),
-        ("SmsSid", SID),
-        ("SmsStatus", "received"),
-        ("Body", "Hello from a phone"),
-        ("To", "+15005550006"),
-        ("NumSegments", "1"),
-        ("MessageSid", SID),
-        ("AccountSid", ACCOUNT_SID),
-        ("From", "+14155550100"),
-        ("ApiVersion", "2010-04-01"),
-        ("FromCity", "SAN FRANCISCO"),
-        ("AddedByTwilioNextYear", "kept"),
-    ]
-}
 
 #[tokio::test]
 async fn a_signed_sms_puts_exactly_one_envelope_on_the_bus() {
@@ -99,7 +79,7 @@ async fn a_bus_that_cannot_take_the_envelope_answers_503() {
 }
 
 #[tokio::test]
-async fn mms_status_and_conversation_webhooks() {
+async fn an_mms_envelope_lists_its_media() {
     let harness = Harness::new();
     let service = harness.start().await;
     let addr = service.public_addr;
@@ -125,6 +105,14 @@ async fn mms_status_and_conversation_webhooks() {
         ])
     );
 
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_status_callback_becomes_a_status_event_for_its_egress_id() {
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let addr = service.public_addr;
     let status_params = [
         ("MessageSid", "SM00000000000000000000000000000002"),
         ("MessageStatus", "undelivered"),
@@ -141,6 +129,14 @@ async fn mms_status_and_conversation_webhooks() {
     assert_eq!(events[0]["status"], "undelivered");
     assert_eq!(events[0]["error_code"], 30003);
 
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_conversation_message_is_published_and_other_events_are_not() {
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let addr = service.public_addr;
     let added = [
         ("AccountSid", ACCOUNT_SID),
         ("EventType", "onMessageAdded"),

@@ -22,12 +22,37 @@ pub struct Identity<'a> {
     pub random_hex: fn() -> String,
 }
 
-fn option<'a>(options: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    options.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+/// The options the caller gave (`name`, `value`, a name may repeat).
+struct Options<'a>(&'a [(String, String)]);
+
+impl<'a> Options<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The option, or a fresh sid with `prefix`.
+    fn sid(&self, name: &str, prefix: &str, id: &Identity<'_>) -> String {
+        self.get(name).map_or_else(|| fresh_sid(prefix, id), str::to_owned)
+    }
+
+    fn body(&self) -> &'a str {
+        self.get("body").unwrap_or("Hello from ingress-egress simulate")
+    }
 }
 
-fn options_all<'a>(options: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> {
-    options.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+fn fresh_sid(prefix: &str, id: &Identity<'_>) -> String {
+    format!("{prefix}{}", (id.random_hex)())
+}
+
+/// Form parameters in the order Twilio sends them.
+type Params = Vec<(String, String)>;
+
+fn params(pairs: &[(&str, &str)]) -> Params {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 /// A content type for a media URL, from its extension.
@@ -46,75 +71,11 @@ fn content_type(url: &str) -> &'static str {
 
 /// Builds a signed webhook of `kind`: `sms`, `status` or `conversation`.
 pub fn build(kind: &str, options: &[(String, String)], id: &Identity<'_>) -> Result<Simulated, String> {
-    let sid = |prefix: &str| format!("{prefix}{}", (id.random_hex)());
-    let from = option(options, "from");
-    let to = option(options, "to");
-    let body = option(options, "body").unwrap_or("Hello from ingress-egress simulate");
-    let mut params: Vec<(String, String)> = Vec::new();
-    let mut push = |k: &str, v: &str| params.push((k.to_owned(), v.to_owned()));
-    let path_with_query = match kind {
-        "sms" => {
-            let message_sid = option(options, "message-sid").map_or_else(|| sid("SM"), str::to_owned);
-            let media: Vec<&str> = options_all(options, "media-url").collect();
-            push("ToCountry", "US");
-            push("SmsMessageSid", &message_sid);
-            push("NumMedia", &media.len().to_string());
-            push("SmsSid", &message_sid);
-            push("SmsStatus", "received");
-            push("Body", body);
-            push("To", to.unwrap_or("+15005550006"));
-            push("NumSegments", &crate::segments::count(body).segments.to_string());
-            push("MessageSid", &message_sid);
-            push("AccountSid", id.account_sid);
-            push("From", from.unwrap_or("+14155550100"));
-            push("ApiVersion", "2010-04-01");
-            for (index, url) in media.iter().enumerate() {
-                push(&format!("MediaUrl{index}"), url);
-                push(&format!("MediaContentType{index}"), content_type(url));
-            }
-            "/twilio/messaging".to_owned()
-        }
-        "status" => {
-            let message_sid = option(options, "message-sid").map_or_else(|| sid("SM"), str::to_owned);
-            push("SmsSid", &message_sid);
-            push("SmsStatus", option(options, "status").unwrap_or("delivered"));
-            push("MessageStatus", option(options, "status").unwrap_or("delivered"));
-            push("To", to.unwrap_or("+14155550100"));
-            push("MessageSid", &message_sid);
-            push("AccountSid", id.account_sid);
-            push("From", from.unwrap_or("+15005550006"));
-            push("ApiVersion", "2010-04-01");
-            if let Some(code) = option(options, "error-code") {
-                push("ErrorCode", code);
-            }
-            match option(options, "egress-id") {
-                Some(egress_id) => {
-                    let encoded: String = form_urlencoded::byte_serialize(egress_id.as_bytes()).collect();
-                    format!("/twilio/status?egress_id={encoded}")
-                }
-                None => "/twilio/status".to_owned(),
-            }
-        }
-        "conversation" => {
-            let author = from.unwrap_or("alice");
-            let service = id.chat_service_sid.map_or_else(|| sid("IS"), str::to_owned);
-            push("AccountSid", id.account_sid);
-            push("EventType", "onMessageAdded");
-            push("Source", "SDK");
-            push("ClientIdentity", author);
-            push("ConversationSid", &option(options, "conversation").map_or_else(|| sid("CH"), str::to_owned));
-            push("MessageSid", &option(options, "message-sid").map_or_else(|| sid("IM"), str::to_owned));
-            push("MessagingServiceSid", &sid("MG"));
-            push("ChatServiceSid", &service);
-            push("ParticipantSid", &sid("MB"));
-            push("Index", "0");
-            push("DateCreated", "2026-01-01T00:00:00.000Z");
-            push("Body", body);
-            push("Author", author);
-            push("Attributes", "{}");
-            push("RetryCount", "0");
-            "/twilio/conversations".to_owned()
-        }
+    let options = Options(options);
+    let (path_with_query, params) = match kind {
+        "sms" => ("/twilio/messaging".to_owned(), inbound_sms(&options, id)),
+        "status" => status_callback(&options, id),
+        "conversation" => ("/twilio/conversations".to_owned(), message_added(&options, id)),
         other => return Err(format!("unknown webhook kind {other:?} (sms, status, conversation)")),
     };
     let url = format!("{}{path_with_query}", id.base_url.trim_end_matches('/'));
@@ -129,6 +90,84 @@ pub fn build(kind: &str, options: &[(String, String)], id: &Identity<'_>) -> Res
         ],
         body,
     })
+}
+
+/// An inbound SMS (MMS with `media-url`s) to the messaging webhook.
+fn inbound_sms(options: &Options<'_>, id: &Identity<'_>) -> Params {
+    let message_sid = options.sid("message-sid", "SM", id);
+    let media: Vec<&str> = options.all("media-url").collect();
+    let body = options.body();
+    let mut out = params(&[
+        ("ToCountry", "US"),
+        ("SmsMessageSid", &message_sid),
+        ("NumMedia", &media.len().to_string()),
+        ("SmsSid", &message_sid),
+        ("SmsStatus", "received"),
+        ("Body", body),
+        ("To", options.get("to").unwrap_or("+15005550006")),
+        ("NumSegments", &crate::segments::count(body).segments.to_string()),
+        ("MessageSid", &message_sid),
+        ("AccountSid", id.account_sid),
+        ("From", options.get("from").unwrap_or("+14155550100")),
+        ("ApiVersion", "2010-04-01"),
+    ]);
+    for (index, url) in media.iter().enumerate() {
+        out.extend(params(&[
+            (&format!("MediaUrl{index}"), url),
+            (&format!("MediaContentType{index}"), content_type(url)),
+        ]));
+    }
+    out
+}
+
+/// A status callback, addressed with `egress-id` when given.
+fn status_callback(options: &Options<'_>, id: &Identity<'_>) -> (String, Params) {
+    let message_sid = options.sid("message-sid", "SM", id);
+    let status = options.get("status").unwrap_or("delivered");
+    let mut out = params(&[
+        ("SmsSid", &message_sid),
+        ("SmsStatus", status),
+        ("MessageStatus", status),
+        ("To", options.get("to").unwrap_or("+14155550100")),
+        ("MessageSid", &message_sid),
+        ("AccountSid", id.account_sid),
+        ("From", options.get("from").unwrap_or("+15005550006")),
+        ("ApiVersion", "2010-04-01"),
+    ]);
+    if let Some(code) = options.get("error-code") {
+        out.extend(params(&[("ErrorCode", code)]));
+    }
+    let path = match options.get("egress-id") {
+        Some(egress_id) => {
+            let encoded: String = form_urlencoded::byte_serialize(egress_id.as_bytes()).collect();
+            format!("/twilio/status?egress_id={encoded}")
+        }
+        None => "/twilio/status".to_owned(),
+    };
+    (path, out)
+}
+
+/// A Conversations `onMessageAdded` post-event webhook.
+fn message_added(options: &Options<'_>, id: &Identity<'_>) -> Params {
+    let author = options.get("from").unwrap_or("alice");
+    let service = id.chat_service_sid.map_or_else(|| fresh_sid("IS", id), str::to_owned);
+    params(&[
+        ("AccountSid", id.account_sid),
+        ("EventType", "onMessageAdded"),
+        ("Source", "SDK"),
+        ("ClientIdentity", author),
+        ("ConversationSid", &options.sid("conversation", "CH", id)),
+        ("MessageSid", &options.sid("message-sid", "IM", id)),
+        ("MessagingServiceSid", &fresh_sid("MG", id)),
+        ("ChatServiceSid", &service),
+        ("ParticipantSid", &fresh_sid("MB", id)),
+        ("Index", "0"),
+        ("DateCreated", "2026-01-01T00:00:00.000Z"),
+        ("Body", options.body()),
+        ("Author", author),
+        ("Attributes", "{}"),
+        ("RetryCount", "0"),
+    ])
 }
 
 #[cfg(test)]

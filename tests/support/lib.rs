@@ -3,7 +3,10 @@
 //! fake Twilio.
 
 pub mod fake_twilio;
+pub mod fixtures;
 pub mod prism;
+
+pub use fixtures::{borrowed, free_addr, minimal_sms};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -280,11 +283,6 @@ pub async fn wait_for_messages(service: &RunningService, topic: &str, count: usi
     }
 }
 
-/// A loopback address with a port free right now.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
-}
-
 /// Waits (bounded) until something accepts connections on `addr`.
 pub async fn wait_for_listener(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -367,20 +365,8 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The fewest parameters an inbound SMS webhook has.
-pub fn minimal_sms(sid: &str, body: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("MessageSid", sid.to_owned()),
-        ("AccountSid", ACCOUNT_SID.to_owned()),
-        ("From", "+14155550100".to_owned()),
-        ("To", "+15005550006".to_owned()),
-        ("Body", body.to_owned()),
-    ]
-}
-
 /// Posts a correctly signed minimal SMS webhook; returns the status.
 pub async fn signed_sms(addr: SocketAddr, sid: &str) -> u16 {
     let params = minimal_sms(sid, "hello");
-    let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    post_webhook(addr, "/twilio/messaging", &borrowed, Signature::Valid).await.0
+    post_webhook(addr, "/twilio/messaging", &borrowed(&params), Signature::Valid).await.0
 }

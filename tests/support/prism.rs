@@ -27,7 +27,7 @@ impl Prism {
         let prism = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/contract/node_modules/.bin/prism"));
         assert!(prism.exists(), "Prism is not installed: run scripts/setup (npm ci in tests/contract)");
         assert!(spec.exists(), "missing {}", spec.display());
-        let port = free_port();
+        let port = crate::free_addr().port();
         let mut child = Command::new(prism)
             .args(["mock", "--errors", "--dynamic=false", "-h", "127.0.0.1", "-p", &port.to_string()])
             .arg(&spec)
@@ -62,9 +62,4 @@ impl Drop for Prism {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }

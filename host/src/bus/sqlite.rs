@@ -266,7 +266,6 @@ enum Pending {
 }
 
 fn run_batch(conn: &mut Connection, batch: Vec<Op>, retention: Duration) {
-    let unavailable = |e: rusqlite::Error| BusError::Unavailable(e.to_string());
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -275,71 +274,79 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>, retention: Duration) {
         }
     };
     let now = now_ms();
-    let mut pending = Vec::with_capacity(batch.len());
-    for op in batch {
-        match op {
-            Op::Publish { topic, key, payload, reply } => {
-                let result = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO messages (topic, dedup_key, payload, published_at, visible_at) \
-                         VALUES (?1, ?2, ?3, ?4, ?4)",
-                    )
-                    .and_then(|mut stmt| stmt.execute(params![topic, key, payload, now]))
-                    .map(|changed| if changed == 1 { Published::New } else { Published::Duplicate })
-                    .map_err(unavailable);
-                pending.push(Pending::Publish(reply, result));
-            }
-            Op::Take { topic, visibility, reply } => {
-                let result = tx
-                    .prepare_cached(
-                        "UPDATE messages SET visible_at = ?3, attempts = attempts + 1 WHERE seq = \
-                         (SELECT seq FROM messages WHERE topic = ?1 AND acked = 0 AND visible_at <= ?2 ORDER BY seq LIMIT 1) \
-                         RETURNING seq, payload, attempts",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_row(params![topic, now, now + visibility.as_millis() as i64], |row| {
-                            Ok(Delivery { seq: row.get(0)?, topic: topic.clone(), payload: row.get(1)?, attempt: row.get(2)? })
-                        })
-                        .optional()
-                    })
-                    .map_err(unavailable);
-                pending.push(Pending::Take(reply, result));
-            }
-            Op::Ack { seq, reply } => {
-                let result = tx
-                    .prepare_cached("UPDATE messages SET acked = 1 WHERE seq = ?1")
-                    .and_then(|mut stmt| stmt.execute(params![seq]))
-                    .map(|_| ())
-                    .map_err(unavailable);
-                pending.push(Pending::Unit(reply, result));
-            }
-            Op::Prune { reply } => {
-                let result = prune(&tx, retention).map(|_| ()).map_err(unavailable);
-                pending.push(Pending::Unit(reply, result));
-            }
-            Op::RetryLater { seq, delay, reply } => {
-                let result = tx
-                    .prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1 AND acked = 0")
-                    .and_then(|mut stmt| stmt.execute(params![seq, now + delay.as_millis() as i64]))
-                    .map(|_| ())
-                    .map_err(unavailable);
-                pending.push(Pending::Unit(reply, result));
-            }
-        }
-    }
+    let pending: Vec<Pending> = batch.into_iter().map(|op| apply(&tx, op, now, retention)).collect();
     // Nothing is answered before the commit: an answered publish is durable.
     let commit_error = tx.commit().err().map(|e| e.to_string());
     for item in pending {
+        item.answer(commit_error.as_deref());
+    }
+}
+
+/// Runs one operation inside the batch's transaction; its answer waits.
+fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, retention: Duration) -> Pending {
+    let unavailable = |e: rusqlite::Error| BusError::Unavailable(e.to_string());
+    match op {
+        Op::Publish { topic, key, payload, reply } => {
+            Pending::Publish(reply, insert(tx, &topic, key.as_deref(), &payload, now).map_err(unavailable))
+        }
+        Op::Take { topic, visibility, reply } => {
+            Pending::Take(reply, take_next(tx, topic, now, visibility).map_err(unavailable))
+        }
+        Op::Ack { seq, reply } => Pending::Unit(
+            reply,
+            tx.prepare_cached("UPDATE messages SET acked = 1 WHERE seq = ?1")
+                .and_then(|mut stmt| stmt.execute(params![seq]))
+                .map(|_| ())
+                .map_err(unavailable),
+        ),
+        Op::RetryLater { seq, delay, reply } => Pending::Unit(
+            reply,
+            tx.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1 AND acked = 0")
+                .and_then(|mut stmt| stmt.execute(params![seq, now + delay.as_millis() as i64]))
+                .map(|_| ())
+                .map_err(unavailable),
+        ),
+        Op::Prune { reply } => Pending::Unit(reply, prune(tx, retention).map(|_| ()).map_err(unavailable)),
+    }
+}
+
+/// Inserts a message unless its de-duplication key is already on the topic.
+fn insert(tx: &Connection, topic: &str, key: Option<&str>, payload: &[u8], now: i64) -> rusqlite::Result<Published> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO messages (topic, dedup_key, payload, published_at, visible_at) \
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+    )
+    .and_then(|mut stmt| stmt.execute(params![topic, key, payload, now]))
+    .map(|changed| if changed == 1 { Published::New } else { Published::Duplicate })
+}
+
+/// Takes the oldest visible, unacknowledged message of `topic` and hides it
+/// for `visibility`.
+fn take_next(tx: &Connection, topic: String, now: i64, visibility: Duration) -> rusqlite::Result<Option<Delivery>> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE messages SET visible_at = ?3, attempts = attempts + 1 WHERE seq = \
+         (SELECT seq FROM messages WHERE topic = ?1 AND acked = 0 AND visible_at <= ?2 ORDER BY seq LIMIT 1) \
+         RETURNING seq, payload, attempts",
+    )?;
+    stmt.query_row(params![topic, now, now + visibility.as_millis() as i64], |row| {
+        Ok(Delivery { seq: row.get(0)?, topic: topic.clone(), payload: row.get(1)?, attempt: row.get(2)? })
+    })
+    .optional()
+}
+
+impl Pending {
+    /// Sends the operation's result, or the commit's failure when it failed.
+    fn answer(self, commit_error: Option<&str>) {
         let failed = |reason: &str| BusError::Unavailable(format!("commit failed: {reason}"));
-        match item {
-            Pending::Publish(reply, result) => {
-                let _ = reply.send(commit_error.as_deref().map_or(result, |e| Err(failed(e))));
+        match self {
+            Self::Publish(reply, result) => {
+                let _ = reply.send(commit_error.map_or(result, |e| Err(failed(e))));
             }
-            Pending::Take(reply, result) => {
-                let _ = reply.send(commit_error.as_deref().map_or(result, |e| Err(failed(e))));
+            Self::Take(reply, result) => {
+                let _ = reply.send(commit_error.map_or(result, |e| Err(failed(e))));
             }
-            Pending::Unit(reply, result) => {
-                let _ = reply.send(commit_error.as_deref().map_or(result, |e| Err(failed(e))));
+            Self::Unit(reply, result) => {
+                let _ = reply.send(commit_error.map_or(result, |e| Err(failed(e))));
             }
         }
     }

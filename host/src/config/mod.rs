@@ -413,93 +413,133 @@ fn resolve_connector(
     secret_source: Option<SecretSource<'_>>,
     problems: &mut Problems,
 ) -> ConnectorConfig {
-    let component_var = format!("CONNECTOR_{}_COMPONENT", name.to_ascii_uppercase().replace('-', "_"));
-    let component = match env.get(&component_var) {
-        Some(path) => ComponentSource::File(PathBuf::from(path)),
-        None => match def.component.strip_prefix("bundled:") {
-            Some(bundled) => ComponentSource::Bundled(bundled.to_owned()),
-            None => ComponentSource::File(relative(&def.component)),
-        },
-    };
+    let component = resolve_component(&name, &def.component, relative, env);
     // Variables first: `enabled_by` is one of them (or a plain environment variable).
-    let mut variables = BTreeMap::new();
-    let mut variable_formats = Vec::new();
-    for (var, value_def) in &def.variables {
-        let format = declared_format(var, value_def, problems);
-        if let Some(value) = env.get(var).map(str::to_owned).or_else(|| value_def.default.clone()) {
-            variables.insert(var.clone(), value);
-        }
-        variable_formats.push((var.clone(), format, value_def));
-    }
-    let enabled = match &def.enabled_by {
-        None => true,
-        Some(var) => {
-            let value = variables.get(var).map(String::as_str).or_else(|| env.get(var));
-            match value.map(parse_bool) {
-                None => true,
-                Some(Some(enabled)) => enabled,
-                Some(None) => {
-                    problems.add(var.clone(), "expected true or false");
-                    false
-                }
-            }
-        }
-    };
-    let mut secrets = BTreeMap::new();
-    for (secret_name, value_def) in &def.secrets {
-        let format = declared_format(secret_name, value_def, problems);
-        let Some(source) = secret_source else {
-            secrets.insert(secret_name.clone(), None);
-            continue;
-        };
-        let value = match read_secret(secret_name, source.env, source.dir) {
-            Ok(value) => {
-                if enabled {
-                    check_value(secret_name, value.as_ref().map(Secret::reveal), &format, value_def, problems);
-                }
-                value
-            }
-            Err(message) => {
-                if enabled {
-                    problems.add(secret_name.clone(), message);
-                }
-                None
-            }
-        };
-        secrets.insert(secret_name.clone(), value);
-    }
+    let variables = Declared::resolve(&def.variables, problems, |var| {
+        Ok(env.get(var).map(str::to_owned).or_else(|| def.variables[var].default.clone()))
+    });
+    let enabled = resolve_enabled(def.enabled_by.as_deref(), &variables.values, env, problems);
+    let secrets = Declared::resolve(&def.secrets, problems, |secret| match secret_source {
+        Some(source) => read_secret(secret, source.env, source.dir),
+        None => Ok(None),
+    });
     if enabled {
-        for (var, format, value_def) in &variable_formats {
-            check_value(var, variables.get(var).map(String::as_str), format, value_def, problems);
+        variables.check(problems, |value| value.map(String::as_str));
+        if secret_source.is_some() {
+            secrets.check(problems, |value| value.map(Secret::reveal));
         }
     }
-    let mut outbound_hosts = def.outbound.hosts.clone();
-    for var in &def.outbound.hosts_from_variables {
-        if let Some(url) = variables.get(var).and_then(|v| url::Url::parse(v).ok())
-            && let Some(host) = url.host_str()
-        {
-            outbound_hosts.push(host.to_owned());
-        }
-    }
-    let defaults = EgressConfig::default();
-    let egress = EgressConfig {
-        concurrency: def.egress.concurrency.unwrap_or(defaults.concurrency).max(1),
-        rate_per_sender: def.egress.rate_per_sender.filter(|r| *r > 0.0).unwrap_or(defaults.rate_per_sender),
-        max_attempts: def.egress.max_attempts.unwrap_or(defaults.max_attempts).max(1),
-        initial_backoff: def.egress.initial_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.initial_backoff),
-        max_backoff: def.egress.max_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.max_backoff),
-    };
+    let outbound_hosts = resolve_outbound(&def.outbound, &variables.values);
     ConnectorConfig {
         name,
         enabled,
         enabled_by: def.enabled_by,
         component,
-        secrets,
-        variables,
+        secrets: secrets.values,
+        variables: variables.values.into_iter().filter_map(|(k, v)| Some((k, v?))).collect(),
         routes: def.routes,
         topics: def.topics,
         outbound_hosts,
-        egress,
+        egress: resolve_egress(&def.egress),
+    }
+}
+
+/// The component's source: `CONNECTOR_<NAME>_COMPONENT`, else architecture.yaml.
+fn resolve_component(name: &str, declared: &str, relative: &dyn Fn(&str) -> PathBuf, env: &Env) -> ComponentSource {
+    let component_var = format!("CONNECTOR_{}_COMPONENT", name.to_ascii_uppercase().replace('-', "_"));
+    match env.get(&component_var) {
+        Some(path) => ComponentSource::File(PathBuf::from(path)),
+        None => match declared.strip_prefix("bundled:") {
+            Some(bundled) => ComponentSource::Bundled(bundled.to_owned()),
+            None => ComponentSource::File(relative(declared)),
+        },
+    }
+}
+
+/// Whether the connector is on: its `enabled_by` variable (or plain
+/// environment variable) is true, or absent.
+fn resolve_enabled(
+    enabled_by: Option<&str>,
+    variables: &BTreeMap<String, Option<String>>,
+    env: &Env,
+    problems: &mut Problems,
+) -> bool {
+    let Some(var) = enabled_by else { return true };
+    let value = variables.get(var).and_then(Option::as_deref).or_else(|| env.get(var));
+    match value.map(parse_bool) {
+        None => true,
+        Some(Some(enabled)) => enabled,
+        Some(None) => {
+            problems.add(var, "expected true or false");
+            false
+        }
+    }
+}
+
+/// The declared hosts, plus the host of each URL variable named for it.
+fn resolve_outbound(def: &schema::OutboundDef, variables: &BTreeMap<String, Option<String>>) -> Vec<String> {
+    let mut hosts = def.hosts.clone();
+    for var in &def.hosts_from_variables {
+        if let Some(url) = variables.get(var).and_then(Option::as_deref).and_then(|v| url::Url::parse(v).ok())
+            && let Some(host) = url.host_str()
+        {
+            hosts.push(host.to_owned());
+        }
+    }
+    hosts
+}
+
+fn resolve_egress(def: &schema::EgressDef) -> EgressConfig {
+    let defaults = EgressConfig::default();
+    EgressConfig {
+        concurrency: def.concurrency.unwrap_or(defaults.concurrency).max(1),
+        rate_per_sender: def.rate_per_sender.filter(|r| *r > 0.0).unwrap_or(defaults.rate_per_sender),
+        max_attempts: def.max_attempts.unwrap_or(defaults.max_attempts).max(1),
+        initial_backoff: def.initial_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.initial_backoff),
+        max_backoff: def.max_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.max_backoff),
+    }
+}
+
+/// Declared values (variables or secrets) with what was found for them and
+/// the checks their declarations ask for.
+struct Declared<'a, T> {
+    values: BTreeMap<String, Option<T>>,
+    checks: Vec<(&'a str, Vec<Format>, &'a schema::ValueDef)>,
+    /// Values that could not be read: reported instead of checked.
+    unreadable: Vec<(String, String)>,
+}
+
+impl<'a, T> Declared<'a, T> {
+    /// Looks each declared name up with `find`; a malformed declaration is a problem.
+    fn resolve(
+        defs: &'a BTreeMap<String, schema::ValueDef>,
+        problems: &mut Problems,
+        mut find: impl FnMut(&str) -> Result<Option<T>, String>,
+    ) -> Self {
+        let mut declared = Self { values: BTreeMap::new(), checks: Vec::new(), unreadable: Vec::new() };
+        for (name, def) in defs {
+            let formats = declared_format(name, def, problems);
+            let value = find(name).unwrap_or_else(|message| {
+                declared.unreadable.push((name.clone(), message));
+                None
+            });
+            declared.values.insert(name.clone(), value);
+            declared.checks.push((name, formats, def));
+        }
+        declared
+    }
+
+    /// Reports the missing, malformed and unreadable values (never the values).
+    fn check(&self, problems: &mut Problems, text: impl Fn(Option<&T>) -> Option<&str>) {
+        for (name, message) in &self.unreadable {
+            problems.add(name.clone(), message.clone());
+        }
+        for (name, formats, def) in &self.checks {
+            if self.unreadable.iter().any(|(unreadable, _)| unreadable == name) {
+                continue;
+            }
+            check_value(name, text(self.values.get(*name).and_then(Option::as_ref)), formats, def, problems);
+        }
     }
 }
 
