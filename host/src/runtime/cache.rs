@@ -1,6 +1,12 @@
 //! The compile cache: compiled components on disk, keyed by the component's
 //! content hash and the engine's compatibility hash, so a restart or a swap
 //! back to a known version does not compile again.
+//!
+//! Why not wasmtime's own cache (`Config::cache`): it stores entries
+//! zstd-compressed and copies them back into memory, where this one maps the
+//! `.cwasm` file as it is. A warm load of the Twilio component takes 0.24 ms
+//! here against 8.11 ms through wasmtime's cache (median of 20, ratio 0.030,
+//! `cargo bench -p bench --bench swap`, 2 cores), and a swap is mostly that load.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
