@@ -234,7 +234,7 @@ fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
 
 /// Loads the connectors in this process, for commands that call one directly.
 async fn local_connectors(config: &ServiceConfig) -> anyhow::Result<Connectors> {
-    let bus = crate::bus::open(&config.bus)?;
+    let bus = crate::bus::open(&config.bus).await?;
     let runtime = Runtime::new(&config.limits, Some(config.data_dir.join("compile-cache")))?;
     Connectors::load(config, runtime, bus).await
 }
@@ -287,7 +287,7 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
 
 async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let bus = crate::bus::open(&config.bus)?;
+    let bus = crate::bus::open(&config.bus).await?;
     let mut cursor = if args.from_start { 0 } else { bus.last_seq(&args.topic).await? };
     let mut printed = 0usize;
     let mut idle_since = tokio::time::Instant::now();

@@ -69,7 +69,7 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
     crate::telemetry::metrics::install();
     let bus = match bus {
         Some(bus) => bus,
-        None => bus::open(&config.bus)?,
+        None => bus::open(&config.bus).await?,
     };
     let connectors = Arc::new(load_connectors(&config, bus.clone()).await?);
     let state = Arc::new(AppState { config, connectors, bus });

@@ -4,6 +4,7 @@
 
 pub mod fake_twilio;
 pub mod fixtures;
+pub mod nats;
 pub mod prism;
 
 pub use fixtures::{borrowed, free_addr, minimal_sms};
@@ -103,7 +104,7 @@ impl Harness {
     pub async fn load_twilio(&self) -> ingress_egress::runtime::Connector {
         let config = self.config();
         let runtime = ingress_egress::runtime::Runtime::new(&config.limits, None).expect("runtime");
-        let bus = ingress_egress::bus::open(&config.bus).expect("bus");
+        let bus = ingress_egress::bus::open(&config.bus).await.expect("bus");
         let twilio = config.connectors.iter().find(|c| c.name == "twilio").expect("twilio connector");
         let grants = std::sync::Arc::new(ingress_egress::runtime::Grants::new(twilio, bus));
         let bytes = ingress_egress::bundled::get("twilio").expect("bundled twilio component");
@@ -316,6 +317,8 @@ const SERVICE_VARS: &[&str] = &[
     "DATA_DIR",
     "CONNECTOR_TWILIO_COMPONENT",
     "PROBE_KEY",
+    "BUS_URL",
+    "TWILIO_WEBHOOK_BASE_URL",
 ];
 
 impl Harness {

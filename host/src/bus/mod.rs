@@ -2,8 +2,9 @@
 //! returns, with de-duplication keys and at-least-once consumers.
 //!
 //! [`Bus`] is the interface every backend implements; [`sqlite`] is the
-//! embedded default. What travels on it is [`crate::messages`].
+//! embedded default, [`nats`] JetStream for several hosts. What travels on it is [`crate::messages`].
 
+pub mod nats;
 pub mod sqlite;
 
 use std::fmt;
@@ -101,10 +102,11 @@ pub trait Bus: Send + Sync + fmt::Debug {
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>>;
 }
 
-/// Opens the configured bus.
-pub fn open(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
+/// Opens the configured bus: the SQLite file, or a connection to NATS with
+/// its streams checked.
+pub async fn open(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
     match &config.url {
         BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::with_retention(path, config.retention)?)),
-        BusUrl::Nats(addr) => anyhow::bail!("nats://{addr}: the NATS JetStream backend is not built into this version"),
+        BusUrl::Nats(addr) => Ok(Arc::new(nats::NatsBus::connect(addr, &config.nats, config.retention).await?)),
     }
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 pub use format::{Format, parse_bool};
 pub use secret::Secret;
-pub use sections::{BusConfig, BusUrl, MetricsConfig, ServerConfig, WatchConfig};
+pub use sections::{
+    BusConfig, BusUrl, MetricsConfig, NatsConfig, ServerConfig, StreamRetention, StreamSpec, WatchConfig,
+};
 
 /// The service this host runs, as named in architecture.yaml.
 pub const SERVICE_NAME: &str = "ingress-egress";
@@ -325,6 +327,11 @@ fn resolve(
         trust_forwarded_headers: service.trust_forwarded_headers,
     };
     let data_dir = env.get("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| relative(&service.data_dir));
+    let secrets_dir = env.get("SECRETS_DIR").map(PathBuf::from).or(service.secrets_dir.as_deref().map(relative));
+    let secret_source = match secrets {
+        Secrets::Required => Some(SecretSource { env, dir: secrets_dir.as_deref() }),
+        Secrets::NotNeeded => None,
+    };
     let mut bus = BusConfig::embedded(&data_dir);
     if let Some(hours) = service.bus_retention_hours {
         bus.retention = Duration::from_secs(3600 * hours);
@@ -337,15 +344,12 @@ fn resolve(
             _ => problems.add("BUS_URL", "expected sqlite://PATH or nats://HOST:PORT"),
         },
     }
+    let nats_in_use = matches!(bus.url, BusUrl::Nats(_));
+    bus.nats = resolve_nats(service.nats, env, secret_source.filter(|_| nats_in_use), nats_in_use, problems);
     let watch = WatchConfig {
         enabled: service.watch_components.unwrap_or(WatchConfig::default().enabled),
         polling: service.watch_polling.unwrap_or(WatchConfig::default().polling),
         ..WatchConfig::default()
-    };
-    let secrets_dir = env.get("SECRETS_DIR").map(PathBuf::from).or(service.secrets_dir.as_deref().map(relative));
-    let secret_source = match secrets {
-        Secrets::Required => Some(SecretSource { env, dir: secrets_dir.as_deref() }),
-        Secrets::NotNeeded => None,
     };
     let limits = resolve_limits(&service.limits, problems);
     let connectors = service
@@ -436,12 +440,64 @@ fn resolve_connector(
         enabled_by: def.enabled_by,
         component,
         secrets: secrets.values,
-        variables: variables.values.into_iter().filter_map(|(k, v)| Some((k, v?))).collect(),
+        variables: variables.into_present(),
         routes: def.routes,
         topics: def.topics,
         outbound_hosts,
         egress: resolve_egress(&def.egress),
     }
+}
+
+/// The JetStream settings; their secrets and variables are read and checked
+/// only when the bus is NATS.
+fn resolve_nats(
+    def: schema::NatsDef,
+    env: &Env,
+    secret_source: Option<SecretSource<'_>>,
+    in_use: bool,
+    problems: &mut Problems,
+) -> NatsConfig {
+    let defaults = NatsConfig::default();
+    let streams = match def.streams {
+        None => defaults.streams,
+        Some(streams) => streams.into_iter().map(|(name, stream)| resolve_stream(name, stream, problems)).collect(),
+    };
+    let variables = Declared::resolve(&def.variables, problems, |var| {
+        Ok(env.get(var).map(str::to_owned).or_else(|| def.variables[var].default.clone()))
+    });
+    let secrets = Declared::resolve(&def.secrets, problems, |secret| match secret_source {
+        Some(source) => read_secret(secret, source.env, source.dir),
+        None => Ok(None),
+    });
+    if in_use {
+        variables.check(problems, |value| value.map(String::as_str));
+        secrets.check(problems, |value| value.map(Secret::reveal));
+    }
+    NatsConfig {
+        streams,
+        replicas: def.replicas.unwrap_or(defaults.replicas).max(1),
+        duplicate_window: def
+            .duplicate_window_minutes
+            .map_or(defaults.duplicate_window, |minutes| Duration::from_secs(60 * minutes)),
+        connect_timeout: def.connect_timeout_ms.map_or(defaults.connect_timeout, Duration::from_millis),
+        secrets: secrets.values,
+        variables: variables.into_present(),
+    }
+}
+
+fn resolve_stream(name: String, def: schema::StreamDef, problems: &mut Problems) -> StreamSpec {
+    let retention = match def.retention.as_deref() {
+        None | Some("limits") => StreamRetention::Limits,
+        Some("workqueue") => StreamRetention::WorkQueue,
+        Some(_) => {
+            problems.add(format!("nats.streams.{name}.retention"), "expected limits or workqueue");
+            StreamRetention::Limits
+        }
+    };
+    if def.subjects.is_empty() {
+        problems.add(format!("nats.streams.{name}.subjects"), "a stream needs at least one subject");
+    }
+    StreamSpec { name, subjects: def.subjects, retention }
 }
 
 /// The component's source: `CONNECTOR_<NAME>_COMPONENT`, else architecture.yaml.
@@ -527,6 +583,11 @@ impl<'a, T> Declared<'a, T> {
             declared.checks.push((name, formats, def));
         }
         declared
+    }
+
+    /// The values that are set, by name.
+    fn into_present(self) -> BTreeMap<String, T> {
+        self.values.into_iter().filter_map(|(name, value)| Some((name, value?))).collect()
     }
 
     /// Reports the missing, malformed and unreadable values (never the values).

@@ -39,10 +39,42 @@ pub struct ServiceDef {
     /// Poll component files instead of kernel notifications.
     #[serde(default)]
     pub watch_polling: Option<bool>,
+    /// The NATS JetStream bus (used when the bus URL is `nats://…`).
+    #[serde(default)]
+    pub nats: NatsDef,
     #[serde(default)]
     pub limits: LimitsDef,
     #[serde(default)]
     pub connectors: BTreeMap<String, ConnectorDef>,
+}
+
+/// The NATS JetStream bus: its streams and how to reach it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsDef {
+    /// Stream name → its subjects and retention (the defaults when absent).
+    #[serde(default)]
+    pub streams: Option<BTreeMap<String, StreamDef>>,
+    pub replicas: Option<usize>,
+    pub duplicate_window_minutes: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    /// Credentials (token, user and password, a creds file), read like a
+    /// connector's secrets.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, ValueDef>,
+    /// Plain settings (TLS files), read like a connector's variables.
+    #[serde(default)]
+    pub variables: BTreeMap<String, ValueDef>,
+}
+
+/// One JetStream stream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDef {
+    pub subjects: Vec<String>,
+    /// `limits` (kept for the retention) or `workqueue` (kept until acknowledged).
+    #[serde(default)]
+    pub retention: Option<String>,
 }
 
 /// Sandbox and server limits; absent ones take the documented defaults.

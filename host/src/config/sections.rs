@@ -2,10 +2,13 @@
 //! here once: the bus, the listeners, the component watcher and the metrics.
 //! architecture.yaml and the environment override them; absent keys take them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use super::Secret;
 
 /// Where the bus lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +33,11 @@ impl fmt::Display for BusUrl {
 pub struct BusConfig {
     /// Where the bus is.
     pub url: BusUrl,
-    /// How long acknowledged messages (and their de-duplication keys) stay.
+    /// How long stream messages stay, and acknowledged work-queue messages
+    /// (with their de-duplication keys) on the embedded bus.
     pub retention: Duration,
+    /// The JetStream settings, used when `url` is NATS.
+    pub nats: NatsConfig,
 }
 
 impl BusConfig {
@@ -41,7 +47,85 @@ impl BusConfig {
 
     /// The embedded bus in `data_dir`, the default when no `BUS_URL` is set.
     pub fn embedded(data_dir: &Path) -> Self {
-        Self { url: BusUrl::Sqlite(data_dir.join("bus.sqlite3")), retention: Self::DEFAULT_RETENTION }
+        Self {
+            url: BusUrl::Sqlite(data_dir.join("bus.sqlite3")),
+            retention: Self::DEFAULT_RETENTION,
+            nats: NatsConfig::default(),
+        }
+    }
+}
+
+/// How a JetStream stream keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRetention {
+    /// For the bus's retention, consumed or not (ingress, events, dead letters).
+    Limits,
+    /// Until a consumer acknowledges it (egress): one durable consumer that
+    /// every host shares.
+    WorkQueue,
+}
+
+/// One JetStream stream and the subjects (topics) it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSpec {
+    /// The stream's name.
+    pub name: String,
+    /// Subjects, wildcards allowed (`ingress.>`).
+    pub subjects: Vec<String>,
+    /// How it keeps messages.
+    pub retention: StreamRetention,
+}
+
+/// The NATS JetStream bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// Created at start when missing; reported by name when they exist with
+    /// other settings.
+    pub streams: Vec<StreamSpec>,
+    /// Copies of each stream in a cluster.
+    pub replicas: usize,
+    /// How long JetStream remembers a de-duplication key (`Nats-Msg-Id`):
+    /// longer than a provider's webhook retries last.
+    pub duplicate_window: Duration,
+    /// Bound on connecting and on each request to the server.
+    pub connect_timeout: Duration,
+    /// Credentials by name (`NATS_TOKEN`, `NATS_PASSWORD`, `NATS_CREDS`).
+    pub secrets: BTreeMap<String, Option<Secret>>,
+    /// Plain settings by name (`NATS_USER`, TLS files).
+    pub variables: BTreeMap<String, String>,
+}
+
+impl NatsConfig {
+    /// An hour: Twilio's retries of one webhook (connection overrides allow
+    /// at most 5, each bounded by seconds) end well within it.
+    pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
+
+    /// Ingress, events and dead letters as streams; egress as a work queue.
+    pub fn default_streams() -> Vec<StreamSpec> {
+        let spec = |name: &str, subject: &str, retention| StreamSpec {
+            name: name.to_owned(),
+            subjects: vec![subject.to_owned()],
+            retention,
+        };
+        vec![
+            spec("INGRESS", "ingress.>", StreamRetention::Limits),
+            spec("EVENTS", "events.>", StreamRetention::Limits),
+            spec("DEADLETTER", "deadletter.>", StreamRetention::Limits),
+            spec("EGRESS", "egress.>", StreamRetention::WorkQueue),
+        ]
+    }
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            streams: Self::default_streams(),
+            replicas: 1,
+            duplicate_window: Self::DEFAULT_DUPLICATE_WINDOW,
+            connect_timeout: Duration::from_secs(5),
+            secrets: BTreeMap::new(),
+            variables: BTreeMap::new(),
+        }
     }
 }
 

@@ -198,3 +198,22 @@ fn dotenv_files_parse_and_yield_to_the_environment() {
     let error = Env::from_dotenv_file(&dir.path().join("missing.env")).unwrap_err().to_string();
     assert!(error.contains("missing.env"), "{error}");
 }
+
+#[test]
+fn the_nats_section_takes_its_defaults_and_names_its_problems() {
+    let config = load(ARCHITECTURE, &full_env());
+    assert_eq!(config.bus.nats, NatsConfig::default());
+    assert_eq!(config.bus.nats.streams.iter().filter(|s| s.retention == StreamRetention::WorkQueue).count(), 1);
+    let text = ARCHITECTURE.replace(
+        "    data_dir: ./data\n",
+        "    data_dir: ./data\n    nats:\n      streams:\n        ALL: { subjects: [\"x.>\"], retention: forever }\n      secrets:\n        NATS_TOKEN: { pattern: \"^t-[0-9]+$\" }\n",
+    );
+    // Not in use (the bus is SQLite): the token is neither read nor checked.
+    let mut env = full_env();
+    env.set("NATS_TOKEN", "not-a-match");
+    assert_eq!(names(problems(&text, &env)), ["nats.streams.ALL.retention"]);
+    env.set("BUS_URL", "nats://127.0.0.1:4222");
+    let found = problems(&text, &env);
+    assert_eq!(names(found.clone()), ["nats.streams.ALL.retention", "NATS_TOKEN"]);
+    assert!(found.iter().all(|p| !p.message.contains("not-a-match")), "{found:?}");
+}

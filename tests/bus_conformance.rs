@@ -1,0 +1,252 @@
+//! One conformance suite for every bus backend: the same tests, unchanged,
+//! against the embedded SQLite file and a real `nats-server -js`.
+//!
+//! A "host" here is one opened bus; dropping it without settling what it took
+//! is a host that died.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harness::nats::NatsServer;
+use ingress_egress::bus::nats::NatsBus;
+use ingress_egress::bus::sqlite::SqliteBus;
+use ingress_egress::bus::{Bus, BusError, Published};
+use ingress_egress::config::{BusConfig, NatsConfig};
+
+const STREAM: &str = "ingress.test.messages";
+const WORK: &str = "egress.test";
+/// How long a taken message stays hidden in these tests.
+const VISIBILITY: Duration = Duration::from_secs(2);
+
+/// Where a backend's data lives; opens buses ("hosts") on it.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Nats(NatsServer),
+}
+
+impl Backend {
+    async fn open(&self) -> Arc<dyn Bus> {
+        match self {
+            Self::Sqlite(dir) => Arc::new(SqliteBus::open(&dir.path().join("bus.sqlite3")).unwrap()),
+            Self::Nats(server) => {
+                let addr = format!("127.0.0.1:{}", server.port);
+                Arc::new(NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap())
+            }
+        }
+    }
+}
+
+async fn publish(bus: &dyn Bus, topic: &str, key: &str) -> Published {
+    bus.publish(topic, Some(key), format!("{{\"key\":\"{key}\"}}").into_bytes()).await.unwrap()
+}
+
+fn payload_key(payload: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    value["key"].as_str().unwrap().to_owned()
+}
+
+/// Takes from `topic` until a message comes or `within` passes.
+async fn take_within(bus: &dyn Bus, topic: &str, within: Duration) -> Option<ingress_egress::bus::Delivery> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(delivery) = bus.take(topic, VISIBILITY).await.unwrap() {
+            return Some(delivery);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn acknowledged_publishes_survive_a_restart(backend: Backend) {
+    let bus = backend.open().await;
+    for i in 0..50 {
+        assert_eq!(publish(bus.as_ref(), STREAM, &format!("k{i}")).await, Published::New);
+    }
+    drop(bus);
+    let bus = backend.open().await;
+    let stored = bus.read(STREAM, 0, 100).await.unwrap();
+    let keys: Vec<String> = stored.iter().map(|m| payload_key(&m.payload)).collect();
+    assert_eq!(keys, (0..50).map(|i| format!("k{i}")).collect::<Vec<_>>(), "all of them, in order");
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+}
+
+async fn a_duplicate_key_is_stored_once(backend: Backend) {
+    let bus = backend.open().await;
+    assert_eq!(publish(bus.as_ref(), STREAM, "SM1").await, Published::New);
+    assert_eq!(publish(bus.as_ref(), STREAM, "SM1").await, Published::Duplicate);
+    assert_eq!(publish(bus.as_ref(), STREAM, "SM2").await, Published::New);
+    assert_eq!(bus.read(STREAM, 0, 10).await.unwrap().len(), 2);
+}
+
+async fn tail_reads_from_a_sequence_and_knows_the_last(backend: Backend) {
+    let bus = backend.open().await;
+    assert_eq!(bus.last_seq(STREAM).await.unwrap(), 0);
+    for key in ["a", "b", "c"] {
+        publish(bus.as_ref(), STREAM, key).await;
+    }
+    publish(bus.as_ref(), "ingress.test.other", "x").await;
+    let all = bus.read(STREAM, 0, 10).await.unwrap();
+    assert_eq!(all.len(), 3, "only this topic's messages");
+    assert_eq!(bus.last_seq(STREAM).await.unwrap(), all[2].seq);
+    let after_first = bus.read(STREAM, all[0].seq, 10).await.unwrap();
+    assert_eq!(after_first.iter().map(|m| payload_key(&m.payload)).collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(bus.read(STREAM, 0, 2).await.unwrap().len(), 2, "the limit holds");
+}
+
+async fn an_acknowledged_message_is_gone_and_an_unsettled_one_comes_back(backend: Backend) {
+    let bus = backend.open().await;
+    publish(bus.as_ref(), WORK, "done").await;
+    publish(bus.as_ref(), WORK, "lost").await;
+    let first = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    assert_eq!((payload_key(&first.payload), first.attempt), ("done".to_owned(), 1));
+    bus.ack(first.seq).await.unwrap();
+    let second = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(payload_key(&second.payload), "lost");
+    // The host dies holding it: no ack, no retry.
+    drop(bus);
+    let bus = backend.open().await;
+    let again = take_within(bus.as_ref(), WORK, VISIBILITY * 3).await.expect("redelivered after the visibility");
+    assert_eq!((payload_key(&again.payload), again.attempt), ("lost".to_owned(), 2));
+    bus.ack(again.seq).await.unwrap();
+    assert!(take_within(bus.as_ref(), WORK, VISIBILITY + Duration::from_secs(1)).await.is_none(), "nothing else");
+}
+
+async fn a_retry_comes_back_after_its_delay_and_not_before(backend: Backend) {
+    let bus = backend.open().await;
+    publish(bus.as_ref(), WORK, "retry").await;
+    let first = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    let retried_at = Instant::now();
+    bus.retry_later(first.seq, Duration::from_millis(800)).await.unwrap();
+    let again = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    assert!(retried_at.elapsed() >= Duration::from_millis(700), "back after {:?}", retried_at.elapsed());
+    assert_eq!((payload_key(&again.payload), again.attempt), ("retry".to_owned(), 2));
+    bus.ack(again.seq).await.unwrap();
+}
+
+async fn hosts_sharing_a_work_topic_each_get_a_message_once(backend: Backend) {
+    let (one, two) = (backend.open().await, backend.open().await);
+    for i in 0..40 {
+        publish(one.as_ref(), WORK, &format!("m{i}")).await;
+    }
+    let drain = |bus: Arc<dyn Bus>| async move {
+        let mut keys = Vec::new();
+        while let Some(delivery) = take_within(bus.as_ref(), WORK, Duration::from_millis(500)).await {
+            keys.push(payload_key(&delivery.payload));
+            bus.ack(delivery.seq).await.unwrap();
+        }
+        keys
+    };
+    let (a, b) = tokio::join!(drain(one.clone()), drain(two.clone()));
+    let all: Vec<&String> = a.iter().chain(&b).collect();
+    let distinct: HashSet<&&String> = all.iter().collect();
+    assert_eq!((all.len(), distinct.len()), (40, 40), "each once: {} and {}", a.len(), b.len());
+}
+
+async fn settling_what_was_not_taken_is_an_error(backend: Backend) {
+    let bus = backend.open().await;
+    publish(bus.as_ref(), WORK, "x").await;
+    let taken = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    bus.ack(taken.seq).await.unwrap();
+    // A second ack of the same message changes nothing and does not resurrect it.
+    let _ = bus.ack(taken.seq).await;
+    assert!(take_within(bus.as_ref(), WORK, VISIBILITY + Duration::from_secs(1)).await.is_none());
+}
+
+/// The suite, once per backend.
+macro_rules! conformance {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+
+            fn backend() -> Backend {
+                $open
+            }
+
+            #[tokio::test]
+            async fn acknowledged_publishes_survive_a_restart() {
+                super::acknowledged_publishes_survive_a_restart(backend()).await;
+            }
+
+            #[tokio::test]
+            async fn a_duplicate_key_is_stored_once() {
+                super::a_duplicate_key_is_stored_once(backend()).await;
+            }
+
+            #[tokio::test]
+            async fn tail_reads_from_a_sequence_and_knows_the_last() {
+                super::tail_reads_from_a_sequence_and_knows_the_last(backend()).await;
+            }
+
+            #[tokio::test]
+            async fn an_acknowledged_message_is_gone_and_an_unsettled_one_comes_back() {
+                super::an_acknowledged_message_is_gone_and_an_unsettled_one_comes_back(backend()).await;
+            }
+
+            #[tokio::test]
+            async fn a_retry_comes_back_after_its_delay_and_not_before() {
+                super::a_retry_comes_back_after_its_delay_and_not_before(backend()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hosts_sharing_a_work_topic_each_get_a_message_once() {
+                super::hosts_sharing_a_work_topic_each_get_a_message_once(backend()).await;
+            }
+
+            #[tokio::test]
+            async fn settling_what_was_not_taken_is_an_error() {
+                super::settling_what_was_not_taken_is_an_error(backend()).await;
+            }
+        }
+    };
+}
+
+conformance!(sqlite, Backend::Sqlite(tempfile::tempdir().unwrap()));
+conformance!(nats, Backend::Nats(NatsServer::start()));
+
+/// A NATS server that goes away: a publish fails within its bound instead of
+/// hanging, and when the server is back the same bus works without a restart.
+#[tokio::test]
+async fn nats_down_fails_fast_and_recovers_without_a_restart() {
+    let mut server = NatsServer::start();
+    let addr = format!("127.0.0.1:{}", server.port);
+    let bus = NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap();
+    publish(&bus, STREAM, "before").await;
+    server.kill();
+    let started = Instant::now();
+    let result = bus.publish(STREAM, Some("during"), b"{}".to_vec()).await;
+    assert!(matches!(result, Err(BusError::Unavailable(_) | BusError::Timeout(_))), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(11), "took {:?}", started.elapsed());
+    assert!(bus.ping().await.is_err());
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bus.publish(STREAM, Some("after"), b"{\"key\":\"after\"}".to_vec()).await.is_err() {
+        assert!(Instant::now() < deadline, "the bus did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bus.ping().await.unwrap();
+    let keys: Vec<String> = bus.read(STREAM, 0, 10).await.unwrap().iter().map(|m| payload_key(&m.payload)).collect();
+    assert_eq!(keys, ["before", "after"]);
+}
+
+/// A stream that exists with other settings stops the start, named, and is
+/// left as it was; missing streams are created.
+#[tokio::test]
+async fn nats_streams_are_created_or_reported_by_name() {
+    let server = NatsServer::start();
+    let addr = format!("127.0.0.1:{}", server.port);
+    NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap();
+    let shorter = Duration::from_secs(3600);
+    let error = NatsBus::connect(&addr, &NatsConfig::default(), shorter).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("stream INGRESS: max_age"), "{message}");
+    assert!(message.contains("stream EVENTS") && message.contains("stream DEADLETTER"), "{message}");
+    assert!(!message.contains("stream EGRESS"), "the work queue keeps no age: {message}");
+    // Nothing was changed: the original settings still load.
+    NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap();
+}

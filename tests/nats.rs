@@ -1,0 +1,167 @@
+//! The service on NATS JetStream: one host end to end, then several hosts
+//! sharing one server, as separate processes, with one killed mid-work.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use harness::fake_twilio::FakeTwilio;
+use harness::fixtures::{borrowed, inbound_sms_with};
+use harness::nats::NatsServer;
+use harness::{Harness, Signature, post, post_webhook, sign, wait_for_messages};
+use ingress_egress::bus::Bus;
+use ingress_egress::bus::nats::NatsBus;
+use ingress_egress::config::{BusConfig, NatsConfig};
+
+/// The URL Twilio would call: every host verifies signatures over it.
+const PUBLIC_URL: &str = "https://hooks.example.com";
+
+fn harness_on(server: &NatsServer, fake: &FakeTwilio) -> Harness {
+    harness::init_test_logs();
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&fake.base_url());
+    harness.env.set("BUS_URL", server.url()).set("TWILIO_WEBHOOK_BASE_URL", PUBLIC_URL);
+    harness
+}
+
+async fn reader(server: &NatsServer) -> NatsBus {
+    let addr = format!("127.0.0.1:{}", server.port);
+    NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap()
+}
+
+/// Posts the inbound SMS `sid`, signed for the public URL, to `addr`.
+async fn webhook(addr: std::net::SocketAddr, sid: &str) -> u16 {
+    let params = inbound_sms_with(sid, "over NATS");
+    let signature = sign(&format!("{PUBLIC_URL}/twilio/messaging"), &borrowed(&params));
+    post_webhook(addr, "/twilio/messaging", &borrowed(&params), Signature::Given(&signature)).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_on_nats_ingests_and_sends() {
+    let (server, fake) = (NatsServer::start(), FakeTwilio::start().await);
+    let service = harness_on(&server, &fake).start().await;
+    assert_eq!(webhook(service.public_addr, "SM000000000000000000000000000000a1").await, 200);
+    assert_eq!(webhook(service.public_addr, "SM000000000000000000000000000000a1").await, 200, "a retry");
+    let envelopes = wait_for_messages(&service, "ingress.twilio.messaging", 1).await;
+    assert_eq!(envelopes.len(), 1);
+    assert_eq!(envelopes[0]["provider_message_id"], "SM000000000000000000000000000000a1");
+
+    let body = r#"{"id": "nats-1", "to": "+14155550100", "from": "+15005550006", "body": "hi"}"#;
+    let (status, _) =
+        post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.into()).await;
+    assert_eq!(status, 202);
+    let events = wait_for_messages(&service, "events.twilio.status", 1).await;
+    assert_eq!((events[0]["id"].as_str(), events[0]["status"].as_str()), (Some("nats-1"), Some("queued")));
+    assert_eq!(fake.received().len(), 1);
+    let (status, body) = harness::get(service.public_addr, "/readyz").await;
+    assert_eq!((status, body.trim()), (200, "ready"));
+    service.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_sent_to_two_hosts_give_one_envelope_each() {
+    let (server, fake) = (NatsServer::start(), FakeTwilio::start().await);
+    let mut harness = harness_on(&server, &fake);
+    let (mut one, public_one, _) = harness.spawn_serve().await;
+    let (mut two, public_two, _) = harness.spawn_serve().await;
+    let sids: Vec<String> = (0..50).map(|i| format!("SM{i:032x}")).collect();
+    for sid in &sids {
+        assert_eq!(webhook(public_one, sid).await, 200);
+        assert_eq!(webhook(public_two, sid).await, 200);
+    }
+    let stored = reader(&server).await.read("ingress.twilio.messaging", 0, 1000).await.unwrap();
+    println!("webhooks: {} sent to each of 2 hosts, {} envelopes on the stream", sids.len(), stored.len());
+    assert_eq!(stored.len(), sids.len());
+    for child in [&mut one, &mut two] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// Publishes `count` egress messages on the bus directly, as the platform does.
+async fn publish_egress(bus: &NatsBus, count: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let id = format!("kill-{i:04}");
+        let body = format!(r#"{{"id": "{id}", "to": "+14155550100", "from": "+15005550006", "body": "{id}"}}"#);
+        bus.publish("egress.twilio", Some(&id), body.into_bytes()).await.unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+/// How many times the fake received each message body (the egress id).
+fn sends_per_id(fake: &FakeTwilio) -> HashMap<String, usize> {
+    let mut sent = HashMap::new();
+    for request in fake.received() {
+        let body = request.form.iter().find(|(k, _)| k == "Body").map(|(_, v)| v.clone()).unwrap_or_default();
+        *sent.entry(body).or_default() += 1;
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_egress_loses_nothing() {
+    const MESSAGES: usize = 1000;
+    const CONCURRENCY: usize = 16;
+    let (server, fake) = (NatsServer::start(), FakeTwilio::start().await);
+    let mut harness = harness_on(&server, &fake);
+    // 100 a second per host, so the kill lands half-way; a short call bound so the
+    // killed host's messages come back within the test's patience.
+    harness.edit_architecture(|text| {
+        text.replace("rate_per_sender: 10 ", "rate_per_sender: 100 ")
+            .replace("call_timeout_ms: 20000", "call_timeout_ms: 2000")
+    });
+    let bus = reader(&server).await;
+    let (mut victim, _, _) = harness.spawn_serve().await;
+    let (mut survivor, _, _) = harness.spawn_serve().await;
+    let ids = publish_egress(&bus, MESSAGES).await;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fake.received().len() < MESSAGES / 2 {
+        assert!(Instant::now() < deadline, "half the messages were not sent within 60 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let killed_at = fake.received().len();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sends_per_id(&fake).len() < MESSAGES {
+        assert!(Instant::now() < deadline, "only {} of {MESSAGES} reached Twilio", sends_per_id(&fake).len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = sends_per_id(&fake);
+    let duplicates: usize = sent.values().map(|n| n - 1).sum();
+    println!(
+        "egress: {MESSAGES} messages, {} reached Twilio, {} requests in all, {duplicates} duplicates \
+         (the killed host's in-flight sends; it was killed after {killed_at} requests)",
+        sent.len(),
+        fake.received().len()
+    );
+    assert!(ids.iter().all(|id| sent.contains_key(id)), "every message reached Twilio");
+    assert!(duplicates <= CONCURRENCY, "{duplicates} duplicates: more than one host's in-flight sends");
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_token_protected_server_takes_the_token_as_a_secret() {
+    const TOKEN: &str = "nats-token-0123456789";
+    let (server, fake) = (NatsServer::start_with(&["--auth", TOKEN]), FakeTwilio::start().await);
+    let mut harness = harness_on(&server, &fake);
+    let refused = ingress_egress::service::start(harness.config(), None).await.unwrap_err();
+    let message = format!("{refused:#}");
+    assert!(message.contains("connecting to nats://"), "{message}");
+
+    harness.env.set("NATS_TOKEN", TOKEN);
+    let service = harness.start().await;
+    assert_eq!(webhook(service.public_addr, "SM000000000000000000000000000000b1").await, 200);
+    assert_eq!(wait_for_messages(&service, "ingress.twilio.messaging", 1).await.len(), 1);
+    service.stop().await.unwrap();
+
+    harness.env.set("NATS_TOKEN", "wrong-token-value");
+    let refused = format!("{:#}", ingress_egress::service::start(harness.config(), None).await.unwrap_err());
+    assert!(!refused.contains("wrong-token-value") && !refused.contains(TOKEN), "a secret in: {refused}");
+}
