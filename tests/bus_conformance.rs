@@ -14,7 +14,7 @@ use harness::nats::NatsServer;
 use ingress_egress::bus::nats::NatsBus;
 use ingress_egress::bus::sqlite::SqliteBus;
 use ingress_egress::bus::{Bus, BusError, Published};
-use ingress_egress::config::{BusConfig, NatsConfig};
+use ingress_egress::config::BusConfig;
 
 const STREAM: &str = "ingress.test.messages";
 const WORK: &str = "egress.test";
@@ -29,11 +29,18 @@ enum Backend {
 
 impl Backend {
     async fn open(&self) -> Arc<dyn Bus> {
+        self.open_with(BusConfig::DEFAULT_RETENTION).await
+    }
+
+    async fn open_with(&self, retention: Duration) -> Arc<dyn Bus> {
+        let mut config = BusConfig::embedded(std::path::Path::new("."));
+        config.retention = retention;
         match self {
-            Self::Sqlite(dir) => Arc::new(SqliteBus::open(&dir.path().join("bus.sqlite3")).unwrap()),
+            Self::Sqlite(dir) => Arc::new(SqliteBus::new(&dir.path().join("bus.sqlite3"), &config).unwrap()),
             Self::Nats(server) => {
-                let addr = format!("127.0.0.1:{}", server.port);
-                Arc::new(NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap())
+                // JetStream wants the duplicate window within the age limit.
+                config.nats.duplicate_window = config.nats.duplicate_window.min(retention);
+                Arc::new(NatsBus::connect(&format!("127.0.0.1:{}", server.port), &config).await.unwrap())
             }
         }
     }
@@ -157,6 +164,22 @@ async fn settling_what_was_not_taken_is_an_error(backend: Backend) {
     assert!(take_within(bus.as_ref(), WORK, VISIBILITY + Duration::from_secs(1)).await.is_none());
 }
 
+async fn streams_forget_by_age_and_work_queues_keep_what_waits(backend: Backend) {
+    let bus = backend.open_with(Duration::from_secs(2)).await;
+    publish(bus.as_ref(), STREAM, "never consumed").await;
+    publish(bus.as_ref(), WORK, "handled").await;
+    publish(bus.as_ref(), WORK, "waiting").await;
+    let handled = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    bus.ack(handled.seq).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bus.read(STREAM, 0, 10).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the stream kept its message past the retention");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let waiting = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.expect("what waits is kept");
+    assert_eq!(payload_key(&waiting.payload), "waiting");
+}
+
 /// The suite, once per backend.
 macro_rules! conformance {
     ($backend:ident, $open:expr) => {
@@ -198,6 +221,11 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn streams_forget_by_age_and_work_queues_keep_what_waits() {
+                super::streams_forget_by_age_and_work_queues_keep_what_waits(backend()).await;
+            }
+
+            #[tokio::test]
             async fn settling_what_was_not_taken_is_an_error() {
                 super::settling_what_was_not_taken_is_an_error(backend()).await;
             }
@@ -214,7 +242,7 @@ conformance!(nats, Backend::Nats(NatsServer::start()));
 async fn nats_down_fails_fast_and_recovers_without_a_restart() {
     let mut server = NatsServer::start();
     let addr = format!("127.0.0.1:{}", server.port);
-    let bus = NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap();
+    let bus = NatsBus::connect(&addr, &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
     publish(&bus, STREAM, "before").await;
     server.kill();
     let started = Instant::now();
@@ -240,13 +268,13 @@ async fn nats_down_fails_fast_and_recovers_without_a_restart() {
 async fn nats_streams_are_created_or_reported_by_name() {
     let server = NatsServer::start();
     let addr = format!("127.0.0.1:{}", server.port);
-    NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap();
-    let shorter = Duration::from_secs(3600);
-    let error = NatsBus::connect(&addr, &NatsConfig::default(), shorter).await.unwrap_err();
+    NatsBus::connect(&addr, &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
+    let shorter = BusConfig { retention: Duration::from_secs(3600), ..BusConfig::embedded(std::path::Path::new(".")) };
+    let error = NatsBus::connect(&addr, &shorter).await.unwrap_err();
     let message = format!("{error:#}");
     assert!(message.contains("stream INGRESS: max_age"), "{message}");
     assert!(message.contains("stream EVENTS") && message.contains("stream DEADLETTER"), "{message}");
     assert!(!message.contains("stream EGRESS"), "the work queue keeps no age: {message}");
     // Nothing was changed: the original settings still load.
-    NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap();
+    NatsBus::connect(&addr, &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
 }

@@ -12,7 +12,7 @@ use harness::nats::NatsServer;
 use harness::{Harness, Signature, post, post_webhook, sign, wait_for_messages};
 use ingress_egress::bus::Bus;
 use ingress_egress::bus::nats::NatsBus;
-use ingress_egress::config::{BusConfig, NatsConfig};
+use ingress_egress::config::BusConfig;
 
 /// The URL Twilio would call: every host verifies signatures over it.
 const PUBLIC_URL: &str = "https://hooks.example.com";
@@ -27,7 +27,7 @@ fn harness_on(server: &NatsServer, fake: &FakeTwilio) -> Harness {
 
 async fn reader(server: &NatsServer) -> NatsBus {
     let addr = format!("127.0.0.1:{}", server.port);
-    NatsBus::connect(&addr, &NatsConfig::default(), BusConfig::DEFAULT_RETENTION).await.unwrap()
+    NatsBus::connect(&addr, &BusConfig::embedded(std::path::Path::new("."))).await.unwrap()
 }
 
 /// Posts the inbound SMS `sid`, signed for the public URL, to `addr`.

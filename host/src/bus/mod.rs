@@ -106,7 +106,7 @@ pub trait Bus: Send + Sync + fmt::Debug {
 /// its streams checked.
 pub async fn open(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
     match &config.url {
-        BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::with_retention(path, config.retention)?)),
-        BusUrl::Nats(addr) => Ok(Arc::new(nats::NatsBus::connect(addr, &config.nats, config.retention).await?)),
+        BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::new(path, config)?)),
+        BusUrl::Nats(addr) => Ok(Arc::new(nats::NatsBus::connect(addr, config).await?)),
     }
 }

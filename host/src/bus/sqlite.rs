@@ -13,12 +13,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
+use crate::config::{BusConfig, StreamRetention, StreamSpec};
 
 /// How many queued operations one transaction takes at most.
 const MAX_BATCH: usize = 1024;
 /// No bus operation waits longer than this.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the writer looks for handled messages past their retention.
+/// How often the writer looks for messages past their retention, at most
+/// (a short retention is looked at twice per retention).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement, so a prune never holds the writer for long.
 const PRUNE_CHUNK: i64 = 5000;
@@ -85,14 +87,16 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 impl SqliteBus {
-    /// Opens the bus with the default retention.
+    /// Opens the bus at `path` with the default retention and streams.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        Self::with_retention(path, crate::config::BusConfig::DEFAULT_RETENTION)
+        Self::new(path, &BusConfig::embedded(path.parent().unwrap_or(Path::new("."))))
     }
 
-    /// Opens the bus; acknowledged messages older than `retention` are deleted
-    /// (unacknowledged ones never are: nothing waiting to be handled is lost).
-    pub fn with_retention(path: &Path, retention: Duration) -> anyhow::Result<Self> {
+    /// Opens the bus at `path`, pruning as `config` says: stream topics lose
+    /// messages older than the retention, handled or not; work-queue topics
+    /// only handled ones (nothing waiting to be sent is lost).
+    pub fn new(path: &Path, config: &BusConfig) -> anyhow::Result<Self> {
+        let pruning = Pruning { retention: config.retention, streams: config.streams.clone() };
         use anyhow::Context as _;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -103,7 +107,7 @@ impl SqliteBus {
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("bus-writer".into())
-            .spawn(move || writer_loop(conn, receiver, retention))
+            .spawn(move || writer_loop(conn, receiver, pruning))
             .context("starting the bus writer")?;
         Ok(Self { writer: Mutex::new(sender), reader: Arc::new(Mutex::new(reader)), path: path.to_owned() })
     }
@@ -113,8 +117,7 @@ impl SqliteBus {
         &self.path
     }
 
-    /// Deletes the acknowledged messages past their retention now (the writer
-    /// also does so every minute).
+    /// Deletes what is past its retention now (the writer also does so every minute).
     pub async fn prune(&self) -> Result<(), BusError> {
         self.submit(|reply| Op::Prune { reply }).await
     }
@@ -213,11 +216,12 @@ impl Bus for SqliteBus {
 }
 
 /// Runs queued operations in batches, one transaction (one fsync) per batch,
-/// and prunes handled messages past their retention between batches.
-fn writer_loop(mut conn: Connection, receiver: mpsc::Receiver<Op>, retention: Duration) {
+/// and prunes messages past their retention between batches.
+fn writer_loop(mut conn: Connection, receiver: mpsc::Receiver<Op>, pruning: Pruning) {
     let mut last_prune = std::time::Instant::now();
+    let prune_every = (pruning.retention / 2).clamp(Duration::from_millis(100), PRUNE_EVERY);
     loop {
-        let first = match receiver.recv_timeout(PRUNE_EVERY) {
+        let first = match receiver.recv_timeout(prune_every) {
             Ok(op) => Some(op),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -230,32 +234,57 @@ fn writer_loop(mut conn: Connection, receiver: mpsc::Receiver<Op>, retention: Du
                     Err(_) => break,
                 }
             }
-            run_batch(&mut conn, batch, retention);
+            run_batch(&mut conn, batch, &pruning);
         }
-        if last_prune.elapsed() >= PRUNE_EVERY {
+        if last_prune.elapsed() >= prune_every {
             last_prune = std::time::Instant::now();
-            if let Err(e) = prune(&conn, retention) {
+            if let Err(e) = prune(&conn, &pruning) {
                 tracing::warn!(error = %e, "pruning the bus failed; will try again");
             }
         }
     }
 }
 
-/// Deletes acknowledged messages published before the retention window, in chunks.
-fn prune(conn: &Connection, retention: Duration) -> rusqlite::Result<usize> {
-    let cutoff = now_ms() - retention.as_millis() as i64;
+/// What the writer deletes.
+#[derive(Debug, Clone)]
+struct Pruning {
+    retention: Duration,
+    streams: Vec<StreamSpec>,
+}
+
+impl Pruning {
+    /// Whether only handled messages of `topic` may go: work queues, and
+    /// topics no stream names (kept rather than lost).
+    fn only_handled(&self, topic: &str) -> bool {
+        let stream = self.streams.iter().find(|stream| stream.holds(topic));
+        stream.is_none_or(|stream| stream.retention == StreamRetention::WorkQueue)
+    }
+}
+
+/// Deletes messages published before the retention window, topic by topic,
+/// in chunks.
+fn prune(conn: &Connection, pruning: &Pruning) -> rusqlite::Result<usize> {
+    let cutoff = now_ms() - pruning.retention.as_millis() as i64;
+    let topics: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT topic FROM messages")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
     let mut deleted = 0;
-    loop {
-        let n = conn.execute(
-            "DELETE FROM messages WHERE seq IN \
-             (SELECT seq FROM messages WHERE acked = 1 AND published_at < ?1 LIMIT ?2)",
-            params![cutoff, PRUNE_CHUNK],
-        )?;
-        deleted += n;
-        if n < PRUNE_CHUNK as usize {
-            return Ok(deleted);
+    for topic in topics {
+        let only_handled = pruning.only_handled(&topic);
+        loop {
+            let n = conn.execute(
+                "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages \
+                 WHERE topic = ?1 AND published_at < ?2 AND (acked = 1 OR NOT ?3) LIMIT ?4)",
+                params![topic, cutoff, only_handled, PRUNE_CHUNK],
+            )?;
+            deleted += n;
+            if n < PRUNE_CHUNK as usize {
+                break;
+            }
         }
     }
+    Ok(deleted)
 }
 
 /// A result waiting for the commit before it is sent.
@@ -265,7 +294,7 @@ enum Pending {
     Unit(oneshot::Sender<Result<(), BusError>>, Result<(), BusError>),
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Op>, retention: Duration) {
+fn run_batch(conn: &mut Connection, batch: Vec<Op>, pruning: &Pruning) {
     let tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -274,7 +303,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>, retention: Duration) {
         }
     };
     let now = now_ms();
-    let pending: Vec<Pending> = batch.into_iter().map(|op| apply(&tx, op, now, retention)).collect();
+    let pending: Vec<Pending> = batch.into_iter().map(|op| apply(&tx, op, now, pruning)).collect();
     // Nothing is answered before the commit: an answered publish is durable.
     let commit_error = tx.commit().err().map(|e| e.to_string());
     for item in pending {
@@ -283,7 +312,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>, retention: Duration) {
 }
 
 /// Runs one operation inside the batch's transaction; its answer waits.
-fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, retention: Duration) -> Pending {
+fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, pruning: &Pruning) -> Pending {
     let unavailable = |e: rusqlite::Error| BusError::Unavailable(e.to_string());
     match op {
         Op::Publish { topic, key, payload, reply } => {
@@ -306,7 +335,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, retention: Duration) 
                 .map(|_| ())
                 .map_err(unavailable),
         ),
-        Op::Prune { reply } => Pending::Unit(reply, prune(tx, retention).map(|_| ()).map_err(unavailable)),
+        Op::Prune { reply } => Pending::Unit(reply, prune(tx, pruning).map(|_| ()).map_err(unavailable)),
     }
 }
 
@@ -401,17 +430,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handled_messages_past_retention_are_pruned_and_waiting_ones_kept() {
+    async fn past_the_retention_streams_lose_everything_and_work_queues_only_what_was_handled() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = SqliteBus::with_retention(&dir.path().join("bus.sqlite3"), Duration::ZERO).unwrap();
-        bus.publish("t", Some("handled"), b"1".to_vec()).await.unwrap();
-        bus.publish("t", Some("waiting"), b"2".to_vec()).await.unwrap();
-        let handled = bus.take("t", Duration::from_secs(60)).await.unwrap().unwrap();
-        bus.ack(handled.seq).await.unwrap();
+        let config = BusConfig { retention: Duration::ZERO, ..BusConfig::embedded(dir.path()) };
+        let bus = SqliteBus::new(&dir.path().join("bus.sqlite3"), &config).unwrap();
+        for topic in ["egress.t", "elsewhere.t"] {
+            bus.publish(topic, Some("handled"), b"1".to_vec()).await.unwrap();
+            bus.publish(topic, Some("waiting"), b"2".to_vec()).await.unwrap();
+            let handled = bus.take(topic, Duration::from_secs(60)).await.unwrap().unwrap();
+            bus.ack(handled.seq).await.unwrap();
+        }
+        bus.publish("ingress.t", Some("never consumed"), b"3".to_vec()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         bus.prune().await.unwrap();
-        let left = bus.read("t", 0, 10).await.unwrap();
-        assert_eq!(left.iter().map(|m| m.payload.as_slice()).collect::<Vec<_>>(), [&b"2"[..]]);
+        let left = |topic| {
+            let bus = &bus;
+            async move { bus.read(topic, 0, 10).await.unwrap().into_iter().map(|m| m.payload).collect::<Vec<_>>() }
+        };
+        assert_eq!(left("egress.t").await, [b"2".to_vec()], "a work queue keeps what waits");
+        assert_eq!(left("elsewhere.t").await, [b"2".to_vec()], "a topic no stream names is kept like one");
+        assert!(left("ingress.t").await.is_empty(), "a stream is pruned by age alone");
     }
 
     #[tokio::test]

@@ -333,8 +333,10 @@ fn resolve(
         Secrets::NotNeeded => None,
     };
     let mut bus = BusConfig::embedded(&data_dir);
-    if let Some(hours) = service.bus_retention_hours {
-        bus.retention = Duration::from_secs(3600 * hours);
+    match service.bus_retention_hours {
+        Some(0) => problems.add("bus_retention_hours", "must be at least 1"),
+        Some(hours) => bus.retention = Duration::from_secs(3600 * hours),
+        None => {}
     }
     match env.get("BUS_URL").map(str::to_owned).or(service.bus_url) {
         None => {}
@@ -344,19 +346,26 @@ fn resolve(
             _ => problems.add("BUS_URL", "expected sqlite://PATH or nats://HOST:PORT"),
         },
     }
+    if let Some(streams) = service.streams {
+        bus.streams = streams.into_iter().map(|(name, stream)| resolve_stream(name, stream, problems)).collect();
+    }
     let nats_in_use = matches!(bus.url, BusUrl::Nats(_));
     bus.nats = resolve_nats(service.nats, env, secret_source.filter(|_| nats_in_use), nats_in_use, problems);
+    if bus.nats.duplicate_window > bus.retention {
+        problems.add("nats.duplicate_window_minutes", "must not be longer than bus_retention_hours");
+    }
     let watch = WatchConfig {
         enabled: service.watch_components.unwrap_or(WatchConfig::default().enabled),
         polling: service.watch_polling.unwrap_or(WatchConfig::default().polling),
         ..WatchConfig::default()
     };
     let limits = resolve_limits(&service.limits, problems);
-    let connectors = service
+    let connectors: Vec<ConnectorConfig> = service
         .connectors
         .into_iter()
         .map(|(name, def)| resolve_connector(name, def, &relative, env, secret_source, problems))
         .collect();
+    check_topics_have_streams(&bus, &connectors, problems);
     ServiceConfig { data_dir, server, bus, watch, metrics: MetricsConfig::default(), limits, connectors }
 }
 
@@ -448,6 +457,26 @@ fn resolve_connector(
     }
 }
 
+/// Every topic of an enabled connector is held by a stream, and its egress
+/// topic by a work queue: NATS refuses a publish no stream holds, and a
+/// stream that keeps messages by age alone would drop unsent egress.
+fn check_topics_have_streams(bus: &BusConfig, connectors: &[ConnectorConfig], problems: &mut Problems) {
+    for connector in connectors.iter().filter(|c| c.enabled) {
+        for (role, topic) in &connector.topics {
+            let name = format!("{}.topics.{role}", connector.name);
+            match bus.stream_of(topic) {
+                None => problems.add(name, format!("no stream holds {topic} (see `streams`)")),
+                Some(stream)
+                    if role == crate::egress::EGRESS_STREAM && stream.retention != StreamRetention::WorkQueue =>
+                {
+                    problems.add(name, format!("{topic} is in stream {}, which is not a work queue", stream.name))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
 /// The JetStream settings; their secrets and variables are read and checked
 /// only when the bus is NATS.
 fn resolve_nats(
@@ -458,10 +487,6 @@ fn resolve_nats(
     problems: &mut Problems,
 ) -> NatsConfig {
     let defaults = NatsConfig::default();
-    let streams = match def.streams {
-        None => defaults.streams,
-        Some(streams) => streams.into_iter().map(|(name, stream)| resolve_stream(name, stream, problems)).collect(),
-    };
     let variables = Declared::resolve(&def.variables, problems, |var| {
         Ok(env.get(var).map(str::to_owned).or_else(|| def.variables[var].default.clone()))
     });
@@ -474,7 +499,6 @@ fn resolve_nats(
         secrets.check(problems, |value| value.map(Secret::reveal));
     }
     NatsConfig {
-        streams,
         replicas: def.replicas.unwrap_or(defaults.replicas).max(1),
         duplicate_window: def
             .duplicate_window_minutes
@@ -490,12 +514,12 @@ fn resolve_stream(name: String, def: schema::StreamDef, problems: &mut Problems)
         None | Some("limits") => StreamRetention::Limits,
         Some("workqueue") => StreamRetention::WorkQueue,
         Some(_) => {
-            problems.add(format!("nats.streams.{name}.retention"), "expected limits or workqueue");
+            problems.add(format!("streams.{name}.retention"), "expected limits or workqueue");
             StreamRetention::Limits
         }
     };
     if def.subjects.is_empty() {
-        problems.add(format!("nats.streams.{name}.subjects"), "a stream needs at least one subject");
+        problems.add(format!("streams.{name}.subjects"), "a stream needs at least one subject");
     }
     StreamSpec { name, subjects: def.subjects, retention }
 }

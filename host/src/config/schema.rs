@@ -39,6 +39,10 @@ pub struct ServiceDef {
     /// Poll component files instead of kernel notifications.
     #[serde(default)]
     pub watch_polling: Option<bool>,
+    /// Stream name → its topics and how it keeps them, on both backends
+    /// (the defaults when absent).
+    #[serde(default)]
+    pub streams: Option<BTreeMap<String, StreamDef>>,
     /// The NATS JetStream bus (used when the bus URL is `nats://…`).
     #[serde(default)]
     pub nats: NatsDef,
@@ -52,9 +56,6 @@ pub struct ServiceDef {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsDef {
-    /// Stream name → its subjects and retention (the defaults when absent).
-    #[serde(default)]
-    pub streams: Option<BTreeMap<String, StreamDef>>,
     pub replicas: Option<usize>,
     pub duplicate_window_minutes: Option<u64>,
     pub connect_timeout_ms: Option<u64>,

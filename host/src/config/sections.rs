@@ -36,6 +36,8 @@ pub struct BusConfig {
     /// How long stream messages stay, and acknowledged work-queue messages
     /// (with their de-duplication keys) on the embedded bus.
     pub retention: Duration,
+    /// Which topics are streams and which are work queues, on both backends.
+    pub streams: Vec<StreamSpec>,
     /// The JetStream settings, used when `url` is NATS.
     pub nats: NatsConfig,
 }
@@ -45,11 +47,32 @@ impl BusConfig {
     /// redelivered webhook still finds its de-duplication key.
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
+    /// Ingress, events and dead letters as streams; egress as a work queue.
+    pub fn default_streams() -> Vec<StreamSpec> {
+        let spec = |name: &str, subject: &str, retention| StreamSpec {
+            name: name.to_owned(),
+            subjects: vec![subject.to_owned()],
+            retention,
+        };
+        vec![
+            spec("INGRESS", "ingress.>", StreamRetention::Limits),
+            spec("EVENTS", "events.>", StreamRetention::Limits),
+            spec("DEADLETTER", "deadletter.>", StreamRetention::Limits),
+            spec("EGRESS", "egress.>", StreamRetention::WorkQueue),
+        ]
+    }
+
+    /// The stream that holds `topic`, if one does.
+    pub fn stream_of(&self, topic: &str) -> Option<&StreamSpec> {
+        self.streams.iter().find(|stream| stream.holds(topic))
+    }
+
     /// The embedded bus in `data_dir`, the default when no `BUS_URL` is set.
     pub fn embedded(data_dir: &Path) -> Self {
         Self {
             url: BusUrl::Sqlite(data_dir.join("bus.sqlite3")),
             retention: Self::DEFAULT_RETENTION,
+            streams: Self::default_streams(),
             nats: NatsConfig::default(),
         }
     }
@@ -76,12 +99,30 @@ pub struct StreamSpec {
     pub retention: StreamRetention,
 }
 
+impl StreamSpec {
+    /// Whether one of the stream's subjects matches `topic`, as NATS matches
+    /// them: `*` stands for one token, a final `>` for one or more.
+    pub fn holds(&self, topic: &str) -> bool {
+        self.subjects.iter().any(|subject| subject_matches(subject, topic))
+    }
+}
+
+fn subject_matches(pattern: &str, topic: &str) -> bool {
+    let mut topic_tokens = topic.split('.');
+    for token in pattern.split('.') {
+        match (token, topic_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (expected, Some(found)) if expected == found => {}
+            _ => return false,
+        }
+    }
+    topic_tokens.next().is_none()
+}
+
 /// The NATS JetStream bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
-    /// Created at start when missing; reported by name when they exist with
-    /// other settings.
-    pub streams: Vec<StreamSpec>,
     /// Copies of each stream in a cluster.
     pub replicas: usize,
     /// How long JetStream remembers a de-duplication key (`Nats-Msg-Id`):
@@ -99,27 +140,11 @@ impl NatsConfig {
     /// An hour: Twilio's retries of one webhook (connection overrides allow
     /// at most 5, each bounded by seconds) end well within it.
     pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
-
-    /// Ingress, events and dead letters as streams; egress as a work queue.
-    pub fn default_streams() -> Vec<StreamSpec> {
-        let spec = |name: &str, subject: &str, retention| StreamSpec {
-            name: name.to_owned(),
-            subjects: vec![subject.to_owned()],
-            retention,
-        };
-        vec![
-            spec("INGRESS", "ingress.>", StreamRetention::Limits),
-            spec("EVENTS", "events.>", StreamRetention::Limits),
-            spec("DEADLETTER", "deadletter.>", StreamRetention::Limits),
-            spec("EGRESS", "egress.>", StreamRetention::WorkQueue),
-        ]
-    }
 }
 
 impl Default for NatsConfig {
     fn default() -> Self {
         Self {
-            streams: Self::default_streams(),
             replicas: 1,
             duplicate_window: Self::DEFAULT_DUPLICATE_WINDOW,
             connect_timeout: Duration::from_secs(5),

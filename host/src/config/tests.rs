@@ -203,17 +203,41 @@ fn dotenv_files_parse_and_yield_to_the_environment() {
 fn the_nats_section_takes_its_defaults_and_names_its_problems() {
     let config = load(ARCHITECTURE, &full_env());
     assert_eq!(config.bus.nats, NatsConfig::default());
-    assert_eq!(config.bus.nats.streams.iter().filter(|s| s.retention == StreamRetention::WorkQueue).count(), 1);
+    assert_eq!(config.bus.streams, BusConfig::default_streams());
+    assert_eq!(config.bus.stream_of("egress.acme").map(|s| s.retention), Some(StreamRetention::WorkQueue));
+    assert_eq!(config.bus.stream_of("ingress.acme.messages").map(|s| s.name.as_str()), Some("INGRESS"));
+    assert!(config.bus.stream_of("ingress").is_none(), "`>` needs one more token");
     let text = ARCHITECTURE.replace(
         "    data_dir: ./data\n",
-        "    data_dir: ./data\n    nats:\n      streams:\n        ALL: { subjects: [\"x.>\"], retention: forever }\n      secrets:\n        NATS_TOKEN: { pattern: \"^t-[0-9]+$\" }\n",
+        "    data_dir: ./data\n    streams:\n      ALL: { subjects: [\"x.>\"], retention: forever }\n    nats:\n      secrets:\n        NATS_TOKEN: { pattern: \"^t-[0-9]+$\" }\n",
     );
     // Not in use (the bus is SQLite): the token is neither read nor checked.
     let mut env = full_env();
     env.set("NATS_TOKEN", "not-a-match");
-    assert_eq!(names(problems(&text, &env)), ["nats.streams.ALL.retention"]);
+    let topics = ["acme.topics.egress", "acme.topics.messages"];
+    assert_eq!(names(problems(&text, &env)), [&["streams.ALL.retention"][..], &topics].concat());
     env.set("BUS_URL", "nats://127.0.0.1:4222");
     let found = problems(&text, &env);
-    assert_eq!(names(found.clone()), ["nats.streams.ALL.retention", "NATS_TOKEN"]);
+    assert_eq!(names(found.clone()), [&["streams.ALL.retention", "NATS_TOKEN"][..], &topics].concat());
     assert!(found.iter().all(|p| !p.message.contains("not-a-match")), "{found:?}");
+}
+
+#[test]
+fn a_connector_topic_needs_a_stream_and_egress_a_work_queue() {
+    let text = ARCHITECTURE.replace(
+        "    data_dir: ./data\n",
+        "    data_dir: ./data\n    streams:\n      ALL: { subjects: [\"ingress.>\", \"egress.>\"] }\n",
+    );
+    let found = problems(&text, &full_env());
+    assert_eq!(names(found.clone()), ["acme.topics.egress"]);
+    assert!(found[0].message.contains("stream ALL, which is not a work queue"), "{found:?}");
+}
+
+#[test]
+fn retention_and_the_duplicate_window_are_bounded() {
+    let text = ARCHITECTURE.replace(
+        "    data_dir: ./data\n",
+        "    data_dir: ./data\n    bus_retention_hours: 0\n    nats:\n      duplicate_window_minutes: 100000000\n",
+    );
+    assert_eq!(names(problems(&text, &full_env())), ["bus_retention_hours", "nats.duplicate_window_minutes"]);
 }

@@ -24,7 +24,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt as _;
 
 use super::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
-use crate::config::NatsConfig;
+use crate::config::BusConfig;
 
 /// No bus operation waits longer than this.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,15 +56,16 @@ impl std::fmt::Debug for NatsBus {
 
 impl NatsBus {
     /// Connects to `addr` and makes sure the configured streams exist as
-    /// configured; stream messages are kept for `retention`.
-    pub async fn connect(addr: &str, config: &NatsConfig, retention: Duration) -> anyhow::Result<Self> {
+    /// configured.
+    pub async fn connect(addr: &str, bus: &BusConfig) -> anyhow::Result<Self> {
+        let config = &bus.nats;
         let client =
             tokio::time::timeout(config.connect_timeout * 2, setup::connect(addr, config)).await.map_err(|_| {
                 anyhow::anyhow!("connecting to nats://{addr}: no answer within {:?}", config.connect_timeout)
             })??;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.connect_timeout);
-        setup::ensure_streams(&jetstream, config, retention).await?;
+        setup::ensure_streams(&jetstream, bus).await?;
         Ok(Self {
             client,
             jetstream,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 
-use crate::config::{NatsConfig, StreamRetention, StreamSpec};
+use crate::config::{BusConfig, NatsConfig, StreamRetention, StreamSpec};
 
 /// Connects with the credentials architecture.yaml grants the bus: a token,
 /// a user and password, or a creds file's content; TLS files by path.
@@ -86,14 +86,10 @@ fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
 /// Creates the configured streams that are missing. One that exists with
 /// other settings is reported by name and left as it is: changing a stream
 /// under other services is an operator's decision, not a start-up's.
-pub async fn ensure_streams(
-    jetstream: &jetstream::Context,
-    config: &NatsConfig,
-    retention: Duration,
-) -> anyhow::Result<()> {
+pub async fn ensure_streams(jetstream: &jetstream::Context, bus: &BusConfig) -> anyhow::Result<()> {
     let mut mismatched = Vec::new();
-    for spec in &config.streams {
-        let wanted = desired(spec, config, retention);
+    for spec in &bus.streams {
+        let wanted = desired(spec, &bus.nats, bus.retention);
         match jetstream.get_stream(&spec.name).await {
             Ok(mut existing) => {
                 let found = existing.info().await.with_context(|| format!("reading stream {}", spec.name))?;
