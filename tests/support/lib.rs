@@ -6,6 +6,7 @@ pub mod fake_twilio;
 pub mod fixtures;
 pub mod nats;
 pub mod prism;
+pub mod schemas;
 
 pub use fixtures::{borrowed, free_addr, minimal_sms};
 
@@ -266,10 +267,15 @@ fn dead() -> ingress_egress::bus::BusError {
     ingress_egress::bus::BusError::Unavailable("disk I/O error".into())
 }
 
-/// Every message on `topic`, parsed.
+/// Every message on `topic`, parsed, each checked against its topic's schema.
 pub async fn messages(service: &RunningService, topic: &str) -> Vec<serde_json::Value> {
     let stored = service.state.bus.read(topic, 0, 10_000).await.expect("bus read");
-    stored.iter().map(|m| serde_json::from_slice(&m.payload).expect("JSON on the bus")).collect()
+    let messages: Vec<serde_json::Value> =
+        stored.iter().map(|m| serde_json::from_slice(&m.payload).expect("JSON on the bus")).collect();
+    for message in &messages {
+        schemas::assert_valid(topic, message);
+    }
+    messages
 }
 
 /// Waits (bounded) until `topic` holds at least `count` messages; returns them.
