@@ -286,25 +286,17 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
 }
 
 async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
+    use futures_util::StreamExt as _;
     use std::io::Write as _;
     let bus = crate::bus::open(&config.bus).await?;
-    let mut cursor = if args.from_start { 0 } else { bus.last_seq(&args.topic).await? };
+    let cursor = if args.from_start { 0 } else { bus.last_seq(&args.topic).await? };
+    let batches = crate::bus::follow(bus, args.topic.clone(), cursor);
+    let mut batches = std::pin::pin!(batches);
+    let idle = args.idle_timeout.map_or(Duration::MAX, Duration::from_secs);
     let mut printed = 0usize;
-    let mut idle_since = tokio::time::Instant::now();
-    let stdout = std::io::stdout();
-    loop {
-        let batch = bus.read(&args.topic, cursor, 256).await?;
-        if batch.is_empty() {
-            if args.idle_timeout.is_some_and(|secs| idle_since.elapsed() >= Duration::from_secs(secs)) {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        idle_since = tokio::time::Instant::now();
-        let mut out = stdout.lock();
-        for message in batch {
-            cursor = message.seq;
+    while let Ok(Some(batch)) = tokio::time::timeout(idle, batches.next()).await {
+        let mut out = std::io::stdout().lock();
+        for message in batch? {
             out.write_all(&message.payload)?;
             out.write_all(b"\n")?;
             printed += 1;
@@ -315,6 +307,7 @@ async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
+    Ok(())
 }
 
 async fn simulate(config: ServiceConfig, args: SimulateArgs) -> anyhow::Result<()> {

@@ -72,7 +72,8 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
         None => bus::open(&config.bus).await?,
     };
     let connectors = Arc::new(load_connectors(&config, bus.clone()).await?);
-    let state = Arc::new(AppState { config, connectors, bus });
+    let stop = CancellationToken::new();
+    let state = Arc::new(AppState { config, connectors, bus, shutdown: stop.clone() });
     let server = Server::bind(state.clone()).await?;
     let (public_addr, admin_addr) = server.addresses();
     tracing::info!(bus = %state.config.bus.url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");
@@ -83,7 +84,7 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
         Box::new(ComponentWatcher::new(&config.watch, state.connectors.clone())),
         Box::new(server),
     ];
-    let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+    let tasks = TaskTracker::new();
     for capability in capabilities {
         let name = capability.name();
         if let Err(error) = capability.start(&tasks, &stop) {

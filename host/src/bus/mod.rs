@@ -4,8 +4,11 @@
 //! [`Bus`] is the interface every backend implements; [`sqlite`] is the
 //! embedded default, [`nats`] JetStream for several hosts. What travels on it is [`crate::messages`].
 
+mod follow;
 pub mod nats;
 pub mod sqlite;
+
+pub use follow::follow;
 
 use std::fmt;
 use std::future::Future;

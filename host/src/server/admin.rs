@@ -1,6 +1,8 @@
 //! The admin listener (loopback by default): metrics, connector status,
 //! egress enqueueing and access tokens. Its JSON answers are the types below.
 
+use std::sync::Arc;
+
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -107,8 +109,14 @@ pub struct IssuedToken {
 }
 
 /// Answers one request on the admin listener.
-pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
+    if let Some(topic) = super::events::topic_of(&path) {
+        return match *request.method() {
+            Method::GET => super::events::stream(state, topic, &request).await,
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        };
+    }
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")

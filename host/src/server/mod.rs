@@ -2,6 +2,7 @@
 //! metrics, connectors, egress, tokens).
 
 pub mod admin;
+mod events;
 mod public;
 
 use std::convert::Infallible;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub connectors: Arc<Connectors>,
     /// The bus.
     pub bus: Arc<dyn Bus>,
+    /// Cancelled when the service stops: long answers (event streams) end.
+    pub shutdown: CancellationToken,
 }
 
 /// A response body from bytes.

@@ -1,0 +1,116 @@
+//! The admin listener's Server-Sent Events: a consumer that disconnects and
+//! comes back with `Last-Event-ID` misses nothing and sees nothing twice, on
+//! either bus.
+
+#![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use harness::fixtures::{borrowed, inbound_sms_with};
+use harness::nats::NatsServer;
+use harness::{Harness, Signature, get, post_webhook, schemas};
+use http_body_util::{BodyExt as _, Empty};
+
+const TOPIC: &str = "ingress.twilio.messaging";
+
+/// One event as received: its id and its JSON.
+#[derive(Debug)]
+struct Event {
+    id: i64,
+    data: serde_json::Value,
+}
+
+/// Opens the stream with `headers`, reads until `count` events came (bounded),
+/// then disconnects.
+async fn read_events(admin: SocketAddr, query: &str, headers: &[(&str, &str)], count: usize) -> Vec<Event> {
+    let stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut request = hyper::Request::get(format!("/v1/topics/{TOPIC}/events{query}")).header("host", "admin");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender.send_request(request.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let (mut text, mut events) = (String::new(), Vec::new());
+    while events.len() < count {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await;
+        let frame = frame.expect("an event within 10 s").expect("the stream stays open").unwrap();
+        text.push_str(std::str::from_utf8(&frame.into_data().unwrap_or_default()).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            if let Some(event) = parse(&block) {
+                events.push(event);
+            }
+        }
+    }
+    connection.abort();
+    events
+}
+
+fn parse(block: &str) -> Option<Event> {
+    let id = block.lines().find_map(|l| l.strip_prefix("id: "))?.parse().unwrap();
+    let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    let data: serde_json::Value = serde_json::from_str(&data.join("\n")).unwrap();
+    schemas::assert_valid(TOPIC, &data);
+    Some(Event { id, data })
+}
+
+async fn sms(public: SocketAddr, range: std::ops::Range<usize>) -> Vec<String> {
+    let mut sids = Vec::new();
+    for i in range {
+        let sid = format!("SM{i:032x}");
+        let params = inbound_sms_with(&sid, "event");
+        assert_eq!(post_webhook(public, "/twilio/messaging", &borrowed(&params), Signature::Valid).await.0, 200);
+        sids.push(sid);
+    }
+    sids
+}
+
+fn sids_of(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.data["provider_message_id"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn a_consumer_resumes_without_a_gap_or_a_duplicate(harness: Harness) {
+    let service = harness.start().await;
+    let (public, admin) = (service.public_addr, service.admin_addr);
+    let first_sids = sms(public, 0..5).await;
+    let first = read_events(admin, "?from=start", &[], 5).await;
+    assert_eq!(sids_of(&first), first_sids);
+
+    // Disconnected while five more arrive.
+    let missed = sms(public, 5..10).await;
+    let last_id = first.last().unwrap().id.to_string();
+    let resumed = read_events(admin, "", &[("last-event-id", &last_id)], 5).await;
+    assert_eq!(sids_of(&resumed), missed, "exactly the missed ones, in order");
+    assert!(resumed.first().unwrap().id > first.last().unwrap().id);
+    assert!(resumed.windows(2).all(|w| w[0].id < w[1].id));
+
+    // Live by default: only what comes after connecting.
+    let live = tokio::spawn(read_events(admin, "", &[], 1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new = sms(public, 10..11).await;
+    assert_eq!(sids_of(&live.await.unwrap()), new);
+
+    assert_eq!(get(admin, "/v1/topics/not.a.topic/events").await.0, 404);
+    assert_eq!(get(admin, &format!("/v1/topics/{TOPIC}/events?last_event_id=x")).await.0, 400);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_consumer_resumes_without_a_gap_or_a_duplicate() {
+    a_consumer_resumes_without_a_gap_or_a_duplicate(Harness::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_nats_a_consumer_resumes_without_a_gap_or_a_duplicate() {
+    let server = NatsServer::start();
+    let mut harness = Harness::new();
+    harness.env.set("BUS_URL", server.url());
+    a_consumer_resumes_without_a_gap_or_a_duplicate(harness).await;
+}
