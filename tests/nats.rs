@@ -165,3 +165,80 @@ async fn a_token_protected_server_takes_the_token_as_a_secret() {
     let refused = format!("{:#}", ingress_egress::service::start(harness.config(), None).await.unwrap_err());
     assert!(!refused.contains("wrong-token-value") && !refused.contains(TOKEN), "a secret in: {refused}");
 }
+
+/// Signed webhooks with fresh sids from `senders` concurrent clients until
+/// `stop`; every sid with the status it got.
+async fn webhook_burst(
+    public: std::net::SocketAddr,
+    senders: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(String, u16)> {
+    let tasks: Vec<_> = (0..senders)
+        .map(|sender| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let sid = format!("SM{sender:04x}{i:028x}");
+                    answered.push((sid.clone(), webhook(public, &sid).await));
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_killed_mid_burst_and_back_10_s_later_loses_and_doubles_nothing() {
+    let (mut server, fake) = (NatsServer::start(), FakeTwilio::start().await);
+    let mut harness = harness_on(&server, &fake);
+    harness.edit_architecture(|text| {
+        text.replace("    limits:\n", "    spool:\n      publish_timeout_ms: 500\n    limits:\n")
+    });
+    let service = harness.start().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burst = tokio::spawn(webhook_burst(service.public_addr, 4, stop.clone()));
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let spooled_during_outage = service.state.spool.depth();
+    server.restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answered = burst.await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while service.state.spool.depth() > 0 {
+        assert!(Instant::now() < deadline, "the spool still holds {}", service.state.spool.depth());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = reader(&server).await.read("ingress.twilio.messaging", 0, 100_000).await.unwrap();
+    let mut on_stream: HashMap<String, usize> = HashMap::new();
+    for message in &stored {
+        let envelope: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        *on_stream.entry(envelope["provider_message_id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    let acknowledged: Vec<&String> = answered.iter().filter(|(_, status)| *status == 200).map(|(sid, _)| sid).collect();
+    println!(
+        "outage: {} webhooks sent, {} answered 200, {spooled_during_outage} in the spool during the outage, \
+         {} envelopes on the stream, spool now empty",
+        answered.len(),
+        acknowledged.len(),
+        stored.len()
+    );
+    assert!(spooled_during_outage > 0, "the outage spooled nothing: the test did not test");
+    for sid in &acknowledged {
+        assert_eq!(on_stream.get(*sid), Some(&1), "{sid}: answered 200, on the stream {:?} times", on_stream.get(*sid));
+    }
+    assert_eq!(stored.len(), on_stream.len(), "no envelope twice");
+    service.stop().await.unwrap();
+}

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use harness::fixtures::{EMPTY_TWIML as TWIML, SMS_SID as SID, inbound_sms};
-use harness::{ACCOUNT_SID, CHAT_SERVICE_SID, DeadBus, Harness, Signature, get, messages, post, post_webhook, sign};
+use harness::fixtures::{borrowed, inbound_sms_with};
+use harness::outage::OutageBus;
+use harness::{ACCOUNT_SID, CHAT_SERVICE_SID, Harness, Signature, get, messages, post, post_webhook, sign};
 use serde_json::json;
 
 const MESSAGING: &str = "ingress.twilio.messaging";
@@ -67,14 +69,56 @@ async fn forged_and_unsigned_webhooks_publish_nothing() {
     service.stop().await.unwrap();
 }
 
+/// A bus over the harness's own SQLite file, behind a switch.
+fn switchable(harness: &Harness) -> Arc<OutageBus> {
+    let path = harness.dir.path().join("data").join("bus.sqlite3");
+    OutageBus::new(Arc::new(ingress_egress::bus::sqlite::SqliteBus::open(&path).unwrap()))
+}
+
 #[tokio::test]
-async fn a_bus_that_cannot_take_the_envelope_answers_503() {
+async fn while_the_bus_is_away_webhooks_are_spooled_then_published_once_it_is_back() {
     let harness = Harness::new();
-    let service = harness.start_with_bus(Arc::new(DeadBus)).await;
+    let bus = switchable(&harness);
+    let service = harness.start_with_bus(bus.clone()).await;
+    bus.set_away(true);
+    let sids: Vec<String> = (0..5).map(|i| format!("SM{i:032x}")).collect();
+    for sid in &sids {
+        let params = inbound_sms_with(sid, "spooled");
+        let (status, body) =
+            post_webhook(service.public_addr, "/twilio/messaging", &borrowed(&params), Signature::Valid).await;
+        assert_eq!((status, body.as_str()), (200, TWIML), "acknowledged: it is in the spool");
+    }
+    assert_eq!(service.state.spool.depth(), 5);
+    let (status, body) = get(service.public_addr, "/readyz").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("degraded: bus:"), "{body}");
+    let (_, metrics) = get(service.admin_addr, "/metrics").await;
+    assert!(metrics.contains("spool_depth 5"), "{metrics}");
+
+    bus.set_away(false);
+    let envelopes = harness::wait_for_messages(&service, MESSAGING, 5).await;
+    let published: Vec<&str> = envelopes.iter().map(|e| e["provider_message_id"].as_str().unwrap()).collect();
+    assert_eq!(published, sids, "all of them, oldest first");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while service.state.spool.depth() > 0 || get(service.public_addr, "/readyz").await.1.trim() != "ready" {
+        assert!(std::time::Instant::now() < deadline, "the spool did not empty");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_spool_with_the_bus_away_answers_503() {
+    let mut harness = Harness::new();
+    harness.edit_architecture(|text| text.replace("    limits:\n", "    spool:\n      max_bytes: 1\n    limits:\n"));
+    let bus = switchable(&harness);
+    let service = harness.start_with_bus(bus.clone()).await;
+    bus.set_away(true);
     let (status, body) = post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Valid).await;
     assert_eq!(status, 503, "{body}");
-    let (status, _) = post(service.public_addr, "/readyz", &[], Vec::new()).await;
-    assert_eq!(status, 503);
+    assert_eq!(get(service.public_addr, "/readyz").await.0, 503);
+    bus.set_away(false);
+    assert!(messages(&service, MESSAGING).await.is_empty(), "a refused webhook publishes nothing");
     service.stop().await.unwrap();
 }
 

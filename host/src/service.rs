@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::bus::spool::{Spool, SpoolDrainer, SpoolingBus};
 use crate::bus::{self, Bus};
 use crate::config::ServiceConfig;
 use crate::connectors::Connectors;
@@ -22,7 +23,7 @@ use crate::telemetry::metrics::MetricsUpkeep;
 use crate::watch::ComponentWatcher;
 
 /// A part of the service that runs until shutdown: the listeners, the egress
-/// workers, the component watcher, the metrics upkeep.
+/// workers, the component watcher, the spool drainer, the metrics upkeep.
 pub trait Capability: Send {
     /// For logs.
     fn name(&self) -> &'static str;
@@ -67,19 +68,22 @@ impl RunningService {
 /// configured bus (tests use this to inject a failing one).
 pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::Result<RunningService> {
     crate::telemetry::metrics::install();
-    let bus = match bus {
+    let real_bus = match bus {
         Some(bus) => bus,
         None => bus::open(&config.bus).await?,
     };
+    let spool = Arc::new(Spool::open(&config.spool.path, config.spool.max_bytes)?);
+    let bus: Arc<dyn Bus> = Arc::new(SpoolingBus::new(real_bus.clone(), spool.clone(), &config.spool));
     let connectors = Arc::new(load_connectors(&config, bus.clone()).await?);
     let stop = CancellationToken::new();
-    let state = Arc::new(AppState { config, connectors, bus, shutdown: stop.clone() });
+    let state = Arc::new(AppState { config, connectors, bus, spool: spool.clone(), shutdown: stop.clone() });
     let server = Server::bind(state.clone()).await?;
     let (public_addr, admin_addr) = server.addresses();
     tracing::info!(bus = %state.config.bus.url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");
     let config = &state.config;
     let capabilities: Vec<Box<dyn Capability>> = vec![
         Box::new(MetricsUpkeep::new(&config.metrics)),
+        Box::new(SpoolDrainer::new(spool, real_bus, &config.spool)),
         Box::new(Egress::new(&state.connectors, config.limits.call_timeout)),
         Box::new(ComponentWatcher::new(&config.watch, state.connectors.clone())),
         Box::new(server),

@@ -5,6 +5,7 @@
 pub mod fake_twilio;
 pub mod fixtures;
 pub mod nats;
+pub mod outage;
 pub mod prism;
 pub mod schemas;
 
@@ -210,61 +211,6 @@ pub enum Signature<'a> {
     Valid,
     Missing,
     Given(&'a str),
-}
-
-/// A bus that is down: every operation fails.
-#[derive(Debug)]
-pub struct DeadBus;
-
-impl ingress_egress::bus::Bus for DeadBus {
-    fn publish<'a>(
-        &'a self,
-        _: &'a str,
-        _: Option<&'a str>,
-        _: Vec<u8>,
-    ) -> ingress_egress::bus::BoxFuture<'a, Result<ingress_egress::bus::Published, ingress_egress::bus::BusError>> {
-        Box::pin(async { Err(dead()) })
-    }
-    fn take<'a>(
-        &'a self,
-        _: &'a str,
-        _: std::time::Duration,
-    ) -> ingress_egress::bus::BoxFuture<'a, Result<Option<ingress_egress::bus::Delivery>, ingress_egress::bus::BusError>>
-    {
-        Box::pin(async { Err(dead()) })
-    }
-    fn ack(&self, _: i64) -> ingress_egress::bus::BoxFuture<'_, Result<(), ingress_egress::bus::BusError>> {
-        Box::pin(async { Err(dead()) })
-    }
-    fn retry_later(
-        &self,
-        _: i64,
-        _: std::time::Duration,
-    ) -> ingress_egress::bus::BoxFuture<'_, Result<(), ingress_egress::bus::BusError>> {
-        Box::pin(async { Err(dead()) })
-    }
-    fn read<'a>(
-        &'a self,
-        _: &'a str,
-        _: i64,
-        _: usize,
-    ) -> ingress_egress::bus::BoxFuture<'a, Result<Vec<ingress_egress::bus::Stored>, ingress_egress::bus::BusError>>
-    {
-        Box::pin(async { Err(dead()) })
-    }
-    fn last_seq<'a>(
-        &'a self,
-        _: &'a str,
-    ) -> ingress_egress::bus::BoxFuture<'a, Result<i64, ingress_egress::bus::BusError>> {
-        Box::pin(async { Err(dead()) })
-    }
-    fn ping(&self) -> ingress_egress::bus::BoxFuture<'_, Result<(), ingress_egress::bus::BusError>> {
-        Box::pin(async { Err(dead()) })
-    }
-}
-
-fn dead() -> ingress_egress::bus::BusError {
-    ingress_egress::bus::BusError::Unavailable("disk I/O error".into())
 }
 
 /// Every message on `topic`, parsed, each checked against its topic's schema.

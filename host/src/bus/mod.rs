@@ -6,6 +6,7 @@
 
 mod follow;
 pub mod nats;
+pub mod spool;
 pub mod sqlite;
 
 pub use follow::follow;

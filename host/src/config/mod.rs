@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use format::{Format, parse_bool};
 pub use secret::Secret;
 pub use sections::{
-    BusConfig, BusUrl, MetricsConfig, NatsConfig, ServerConfig, StreamRetention, StreamSpec, WatchConfig,
+    BusConfig, BusUrl, MetricsConfig, NatsConfig, ServerConfig, SpoolConfig, StreamRetention, StreamSpec, WatchConfig,
 };
 
 /// The service this host runs, as named in architecture.yaml.
@@ -232,6 +232,8 @@ pub struct ServiceConfig {
     pub server: ServerConfig,
     /// The bus.
     pub bus: BusConfig,
+    /// Where envelopes wait while the bus is away.
+    pub spool: SpoolConfig,
     /// The component watcher.
     pub watch: WatchConfig,
     /// The metrics.
@@ -366,7 +368,8 @@ fn resolve(
         .map(|(name, def)| resolve_connector(name, def, &relative, env, secret_source, problems))
         .collect();
     check_topics_have_streams(&bus, &connectors, problems);
-    ServiceConfig { data_dir, server, bus, watch, metrics: MetricsConfig::default(), limits, connectors }
+    let spool = resolve_spool(&service.spool, &data_dir, problems);
+    ServiceConfig { data_dir, server, bus, spool, watch, metrics: MetricsConfig::default(), limits, connectors }
 }
 
 fn resolve_limits(def: &schema::LimitsDef, problems: &mut Problems) -> Limits {
@@ -454,6 +457,23 @@ fn resolve_connector(
         topics: def.topics,
         outbound_hosts,
         egress: resolve_egress(&def.egress),
+    }
+}
+
+fn resolve_spool(def: &schema::SpoolDef, data_dir: &Path, problems: &mut Problems) -> SpoolConfig {
+    let defaults = SpoolConfig::in_dir(data_dir);
+    let mut positive = |name: &str, value: Option<u64>| match value {
+        Some(0) => {
+            problems.add(format!("spool.{name}"), "must be greater than zero");
+            None
+        }
+        other => other,
+    };
+    SpoolConfig {
+        publish_timeout: positive("publish_timeout_ms", def.publish_timeout_ms)
+            .map_or(defaults.publish_timeout, Duration::from_millis),
+        max_bytes: positive("max_bytes", def.max_bytes).unwrap_or(defaults.max_bytes),
+        ..defaults
     }
 }
 

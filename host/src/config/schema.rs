@@ -46,6 +46,9 @@ pub struct ServiceDef {
     /// The NATS JetStream bus (used when the bus URL is `nats://…`).
     #[serde(default)]
     pub nats: NatsDef,
+    /// Where envelopes wait while the bus is away.
+    #[serde(default)]
+    pub spool: SpoolDef,
     #[serde(default)]
     pub limits: LimitsDef,
     #[serde(default)]
@@ -66,6 +69,14 @@ pub struct NatsDef {
     /// Plain settings (TLS files), read like a connector's variables.
     #[serde(default)]
     pub variables: BTreeMap<String, ValueDef>,
+}
+
+/// The spool's bounds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolDef {
+    pub publish_timeout_ms: Option<u64>,
+    pub max_bytes: Option<u64>,
 }
 
 /// One JetStream stream.

@@ -154,6 +154,32 @@ impl Default for NatsConfig {
     }
 }
 
+/// The spool: where envelopes wait, fsync'd, while the bus cannot take them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolConfig {
+    /// The spool's file.
+    pub path: PathBuf,
+    /// A publish the bus has not confirmed within this goes to the spool.
+    pub publish_timeout: Duration,
+    /// Past this many bytes of payload the spool refuses (the webhook gets 503).
+    pub max_bytes: u64,
+    /// How often the drainer tries the bus again.
+    pub drain_interval: Duration,
+}
+
+impl SpoolConfig {
+    /// The spool in `data_dir`, with the defaults.
+    pub fn in_dir(data_dir: &Path) -> Self {
+        Self {
+            path: data_dir.join("spool.sqlite3"),
+            // Twilio waits 15 s for an answer; the spool write fits well within.
+            publish_timeout: Duration::from_secs(2),
+            max_bytes: 256 << 20,
+            drain_interval: Duration::from_millis(500),
+        }
+    }
+}
+
 /// The two listeners.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {

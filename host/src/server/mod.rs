@@ -34,8 +34,10 @@ pub struct AppState {
     pub config: ServiceConfig,
     /// The loaded connectors.
     pub connectors: Arc<Connectors>,
-    /// The bus.
+    /// The bus (a publish it does not take in time goes to the spool).
     pub bus: Arc<dyn Bus>,
+    /// Where publishes wait while the bus is away.
+    pub spool: Arc<crate::bus::spool::Spool>,
     /// Cancelled when the service stops: long answers (event streams) end.
     pub shutdown: CancellationToken,
 }

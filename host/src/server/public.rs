@@ -40,12 +40,26 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
     response
 }
 
+/// Ready when a connector is loaded and a webhook can be made durable: on
+/// the bus, or in the spool while the bus is away ("degraded"). A full spool
+/// with the bus away is not ready.
 async fn readiness(state: &AppState) -> Response<Body> {
-    match tokio::time::timeout(Duration::from_secs(2), state.bus.ping()).await {
-        Ok(Ok(())) if !state.connectors.slots().is_empty() => text(StatusCode::OK, "ready"),
-        Ok(Ok(())) => text(StatusCode::SERVICE_UNAVAILABLE, "no connector loaded"),
-        Ok(Err(e)) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("bus: {e}")),
-        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "bus: no answer"),
+    if state.connectors.slots().is_empty() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "no connector loaded");
+    }
+    let bus = match tokio::time::timeout(Duration::from_secs(2), state.bus.ping()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no answer".to_owned()),
+    };
+    let spooled = state.spool.depth();
+    match bus {
+        None if spooled == 0 => text(StatusCode::OK, "ready"),
+        None => text(StatusCode::OK, &format!("degraded: {spooled} spooled publishes going to the bus")),
+        Some(bus) if state.spool.is_full() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, &format!("bus: {bus}; the spool is full ({spooled} waiting)"))
+        }
+        Some(bus) => text(StatusCode::OK, &format!("degraded: bus: {bus}; spooling ({spooled} waiting)")),
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -92,6 +92,10 @@ fn describe() {
     describe_counter!("egress_retries_total", "Egress sends scheduled for another attempt.");
     describe_counter!("egress_dead_letters_total", "Egress messages dead-lettered.");
     describe_counter!("connector_swaps_total", "Connector hot swaps by outcome (swapped, refused).");
+    describe_gauge!("spool_depth", "Publishes waiting in the spool for the bus to come back.");
+    describe_gauge!("spool_oldest_seconds", Unit::Seconds, "How long the oldest spooled publish has waited.");
+    describe_counter!("spool_spooled_total", "Publishes the bus did not take in time, written to the spool.");
+    describe_counter!("spool_drained_total", "Spooled publishes republished on the bus.");
 }
 
 fn outcome(ok: bool) -> &'static str {
@@ -147,4 +151,20 @@ pub fn dead_letter(connector: &str) {
 /// A hot swap, `swapped` or `refused`.
 pub fn swap(connector: &str, outcome: &'static str) {
     counter!("connector_swaps_total", "connector" => connector.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// The spool's depth and the age of its oldest entry.
+pub fn spool(depth: u64, oldest: Duration) {
+    gauge!("spool_depth").set(depth as f64);
+    gauge!("spool_oldest_seconds").set(oldest.as_secs_f64());
+}
+
+/// One publish written to the spool.
+pub fn spooled() {
+    counter!("spool_spooled_total").increment(1);
+}
+
+/// Spooled publishes that reached the bus.
+pub fn drained(count: u64) {
+    counter!("spool_drained_total").increment(count);
 }

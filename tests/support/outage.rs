@@ -1,0 +1,93 @@
+//! A bus that can be taken away and brought back: a real bus behind a switch.
+//! While it is away every operation fails at once, as a dead disk or an
+//! unreachable server does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ingress_egress::bus::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
+
+/// `inner`, unless switched off.
+#[derive(Debug)]
+pub struct OutageBus {
+    inner: Arc<dyn Bus>,
+    away: AtomicBool,
+}
+
+impl OutageBus {
+    /// `inner`, available.
+    pub fn new(inner: Arc<dyn Bus>) -> Arc<Self> {
+        Arc::new(Self { inner, away: AtomicBool::new(false) })
+    }
+
+    /// Takes the bus away (`true`) or brings it back.
+    pub fn set_away(&self, away: bool) {
+        self.away.store(away, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), BusError> {
+        if self.away.load(Ordering::SeqCst) { Err(BusError::Unavailable("disk I/O error".into())) } else { Ok(()) }
+    }
+}
+
+impl Bus for OutageBus {
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        key: Option<&'a str>,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Published, BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.publish(topic, key, payload).await
+        })
+    }
+
+    fn take<'a>(&'a self, topic: &'a str, visibility: Duration) -> BoxFuture<'a, Result<Option<Delivery>, BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.take(topic, visibility).await
+        })
+    }
+
+    fn ack(&self, seq: i64) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.ack(seq).await
+        })
+    }
+
+    fn retry_later(&self, seq: i64, delay: Duration) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.retry_later(seq, delay).await
+        })
+    }
+
+    fn read<'a>(
+        &'a self,
+        topic: &'a str,
+        after_seq: i64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Stored>, BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.read(topic, after_seq, limit).await
+        })
+    }
+
+    fn last_seq<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64, BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.last_seq(topic).await
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.ping().await
+        })
+    }
+}
