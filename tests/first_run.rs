@@ -184,3 +184,48 @@ async fn the_readmes_commands_work_as_written() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The README's NATS command, as written but for the server's address (a
+/// real `nats-server -js` on a free port stands for 127.0.0.1:4222); then a
+/// simulated webhook through the `ie` alias, and `tail` reading it from NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_nats_command_works_as_written() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let run = commands(&code_blocks(&readme, "Run it on NATS")[0]);
+    assert_eq!(run.len(), 1, "one run command: {run:?}");
+    let nats = harness::nats::NatsServer::start();
+    let command = run[0].replace("nats://127.0.0.1:4222", &nats.url());
+    assert_ne!(command, run[0], "the README's command names the default NATS address");
+    let second_terminal = commands(&code_blocks(&readme, "Run it")[1]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (public, admin) = (harness::free_addr(), harness::free_addr());
+    let vars = vec![
+        ("LISTEN_ADDR", public.to_string()),
+        ("ADMIN_ADDR", admin.to_string()),
+        ("DATA_DIR", dir.path().join("data").display().to_string()),
+    ];
+    let mut server = start_serving(&command, &vars, &dir.path().join("serve.log"), public, admin).await;
+
+    let alias = &second_terminal[0];
+    let line = |prefix: &str| -> String {
+        let found = second_terminal.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}`"));
+        format!("shopt -s expand_aliases\n{alias}\n{found}\n")
+    };
+    let log = dir.path().join("line.log");
+    let simulated = run_line(&line("ie simulate sms"), &vars, &log, |_| false).await;
+    assert!(simulated.starts_with("200"), "{simulated}");
+    let mut on_nats = vars.clone();
+    on_nats.push(("BUS_URL", nats.url()));
+    let envelope =
+        run_line(&line("ie tail --topic ingress.twilio.messaging"), &on_nats, &log, |out| out.contains('\n')).await;
+    let envelope: serde_json::Value = serde_json::from_str(envelope.lines().next().unwrap()).unwrap();
+    assert_eq!(envelope["body"].as_str(), Some("hello"), "the envelope is on NATS");
+
+    kill_group(&mut server, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -73,6 +73,19 @@ async fn webhooks_sent_to_two_hosts_give_one_envelope_each() {
     let stored = reader(&server).await.read("ingress.twilio.messaging", 0, 1000).await.unwrap();
     println!("webhooks: {} sent to each of 2 hosts, {} envelopes on the stream", sids.len(), stored.len());
     assert_eq!(stored.len(), sids.len());
+    // `tail` reads the stream too, as any NATS consumer can.
+    let tail = harness
+        .command(
+            &["tail", "--topic", "ingress.twilio.messaging", "--from-start", "--limit", "50", "--idle-timeout", "10"],
+            None,
+        )
+        .output()
+        .unwrap();
+    assert!(tail.status.success(), "{}", String::from_utf8_lossy(&tail.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(tail.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let tailed: Vec<&str> = lines.iter().map(|e| e["provider_message_id"].as_str().unwrap()).collect();
+    assert_eq!(tailed, sids.iter().map(String::as_str).collect::<Vec<_>>());
     for child in [&mut one, &mut two] {
         child.kill().unwrap();
         child.wait().unwrap();
