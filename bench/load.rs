@@ -33,14 +33,16 @@ impl Report {
     }
 }
 
-/// Sends every request once over `connections` keep-alive connections;
-/// stops early at `deadline`. Non-2xx answers count as failures.
-pub async fn run(addr: SocketAddr, requests: Vec<Prepared>, connections: usize, deadline: Duration) -> Report {
+/// Sends every request once over `connections` keep-alive connections,
+/// spread evenly over `addrs` (several hosts of one service); stops early at
+/// `deadline`. Non-2xx answers count as failures.
+pub async fn run(addrs: &[SocketAddr], requests: Vec<Prepared>, connections: usize, deadline: Duration) -> Report {
     let requests = Arc::new(requests);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
-        .map(|_| {
+        .map(|connection| {
+            let addr = addrs[connection % addrs.len()];
             let (requests, next) = (requests.clone(), next.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
