@@ -1,5 +1,7 @@
 //! One conformance suite for every bus backend: the same tests, unchanged,
-//! against the embedded SQLite file and a real `nats-server -js`.
+//! against the embedded SQLite file and a real `nats-server -js`: the bus on
+//! its own (durability, de-duplication, redelivery, retention, shared work),
+//! and a whole service on it (dead-lettering).
 //!
 //! A "host" here is one opened bus; dropping it without settling what it took
 //! is a host that died.
@@ -10,7 +12,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use harness::fake_twilio::{FakeTwilio, Reply};
 use harness::nats::NatsServer;
+use harness::{Harness, post, wait_for_messages};
 use ingress_egress::bus::nats::NatsBus;
 use ingress_egress::bus::sqlite::SqliteBus;
 use ingress_egress::bus::{Bus, BusError, Published};
@@ -30,6 +34,15 @@ enum Backend {
 impl Backend {
     async fn open(&self) -> Arc<dyn Bus> {
         self.open_with(BusConfig::DEFAULT_RETENTION).await
+    }
+
+    /// A whole service on this backend (SQLite: in the harness's own directory).
+    fn harness(&self) -> Harness {
+        let mut harness = Harness::new();
+        if let Self::Nats(server) = self {
+            harness.env.set("BUS_URL", server.url());
+        }
+        harness
     }
 
     async fn open_with(&self, retention: Duration) -> Arc<dyn Bus> {
@@ -180,6 +193,29 @@ async fn streams_forget_by_age_and_work_queues_keep_what_waits(backend: Backend)
     assert_eq!(payload_key(&waiting.payload), "waiting");
 }
 
+async fn an_egress_message_retried_to_the_end_is_dead_lettered_with_the_reason(backend: Backend) {
+    let fake = FakeTwilio::start().await;
+    fake.script((0..3).map(|_| Reply::json(503, "unavailable")));
+    let mut harness = backend.harness();
+    harness.with_twilio_at(&fake.base_url()).edit_architecture(|text| {
+        text.replace("initial_backoff_ms: 500", "initial_backoff_ms: 20").replace("max_attempts: 8", "max_attempts: 3")
+    });
+    let service = harness.start().await;
+    let body = r#"{"id": "m-503", "to": "+14155550100", "from": "+15005550006", "body": "hi"}"#;
+    let (status, _) =
+        post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.into()).await;
+    assert_eq!(status, 202);
+    let dead = wait_for_messages(&service, "deadletter.twilio", 1).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0]["reason"].as_str().unwrap().starts_with("gave up after 3 attempts"), "{dead:?}");
+    assert_eq!((dead[0]["attempts"].as_u64(), fake.received().len()), (Some(3), 3));
+    let failed = wait_for_messages(&service, "events.twilio.status", 1).await;
+    assert_eq!(failed[0]["status"], "failed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.received().len(), 3, "dead-lettered, then never sent again");
+    service.stop().await.unwrap();
+}
+
 /// The suite, once per backend.
 macro_rules! conformance {
     ($backend:ident, $open:expr) => {
@@ -223,6 +259,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn streams_forget_by_age_and_work_queues_keep_what_waits() {
                 super::streams_forget_by_age_and_work_queues_keep_what_waits(backend()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_egress_message_retried_to_the_end_is_dead_lettered_with_the_reason() {
+                super::an_egress_message_retried_to_the_end_is_dead_lettered_with_the_reason(backend()).await;
             }
 
             #[tokio::test]
