@@ -105,6 +105,25 @@ async fn run_line(script: &str, vars: &[(&str, String)], log: &Path, done: impl 
     }
 }
 
+/// The second terminal's line starting with `prefix`, as a script that first
+/// defines the README's `ie` alias (its first line).
+fn alias_line(second_terminal: &[String], prefix: &str) -> String {
+    let alias = &second_terminal[0];
+    assert!(alias.starts_with("alias ie="), "{alias}");
+    let found = second_terminal.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}`"));
+    format!("shopt -s expand_aliases\n{alias}\n{found}\n")
+}
+
+/// SIGTERM to the run command's process group; waits (bounded) for it to end.
+async fn stop_serving(server: &mut Child) {
+    kill_group(server, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the README's run command; returns once both listeners answer (the
 /// first build may take a while).
 async fn start_serving(
@@ -148,12 +167,7 @@ async fn the_readmes_commands_work_as_written() {
 
     let mut server = start_serving(&run[0], &vars, &dir.path().join("serve.log"), public, admin).await;
 
-    let alias = &second_terminal[0];
-    assert!(alias.starts_with("alias ie="), "{alias}");
-    let line = |prefix: &str| -> String {
-        let found = second_terminal.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}`"));
-        format!("shopt -s expand_aliases\n{alias}\n{found}\n")
-    };
+    let line = |prefix: &str| alias_line(&second_terminal, prefix);
     let log = dir.path().join("line.log");
 
     let simulated = run_line(&line("ie simulate sms"), &vars, &log, |_| false).await;
@@ -177,12 +191,7 @@ async fn the_readmes_commands_work_as_written() {
     let metrics = run_line(&curl, &vars, &log, |_| false).await;
     assert!(metrics.contains("ingress_http_requests_total"), "{metrics}");
 
-    kill_group(&mut server, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stop_serving(&mut server).await;
 }
 
 /// The README's NATS command, as written but for the server's address (a
@@ -207,11 +216,7 @@ async fn the_readmes_nats_command_works_as_written() {
     ];
     let mut server = start_serving(&command, &vars, &dir.path().join("serve.log"), public, admin).await;
 
-    let alias = &second_terminal[0];
-    let line = |prefix: &str| -> String {
-        let found = second_terminal.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}`"));
-        format!("shopt -s expand_aliases\n{alias}\n{found}\n")
-    };
+    let line = |prefix: &str| alias_line(&second_terminal, prefix);
     let log = dir.path().join("line.log");
     let simulated = run_line(&line("ie simulate sms"), &vars, &log, |_| false).await;
     assert!(simulated.starts_with("200"), "{simulated}");
@@ -222,10 +227,5 @@ async fn the_readmes_nats_command_works_as_written() {
     let envelope: serde_json::Value = serde_json::from_str(envelope.lines().next().unwrap()).unwrap();
     assert_eq!(envelope["body"].as_str(), Some("hello"), "the envelope is on NATS");
 
-    kill_group(&mut server, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    stop_serving(&mut server).await;
 }
