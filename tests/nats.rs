@@ -255,3 +255,39 @@ async fn nats_killed_mid_burst_and_back_10_s_later_loses_and_doubles_nothing() {
     assert_eq!(stored.len(), on_stream.len(), "no envelope twice");
     service.stop().await.unwrap();
 }
+
+/// A CA, and a certificate for 127.0.0.1 it signed: PEM files in `dir`
+/// (CA, certificate, key).
+fn tls_files(dir: &std::path::Path) -> [String; 3] {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let files = [("ca.pem", ca_cert.pem()), ("cert.pem", cert.pem()), ("key.pem", key.serialize_pem())];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    })
+}
+
+#[tokio::test]
+async fn a_tls_server_with_a_user_and_password_is_reached_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key] = tls_files(dir.path());
+    let args = ["--tls", "--tlscert", &cert, "--tlskey", &key, "--user", "svc", "--pass", "nats-password-0123"];
+    let (server, fake) = (NatsServer::start_with(&args), FakeTwilio::start().await);
+    let mut harness = harness_on(&server, &fake);
+    harness.env.set("NATS_USER", "svc").set("NATS_PASSWORD", "nats-password-0123");
+    let refused = format!("{:#}", ingress_egress::service::start(harness.config(), None).await.unwrap_err());
+    assert!(!refused.contains("nats-password-0123"), "a secret in: {refused}");
+
+    harness.env.set("NATS_TLS_CA", &ca);
+    let service = harness.start().await;
+    assert_eq!(webhook(service.public_addr, "SM000000000000000000000000000000c1").await, 200);
+    assert_eq!(wait_for_messages(&service, "ingress.twilio.messaging", 1).await.len(), 1);
+    service.stop().await.unwrap();
+}
