@@ -355,8 +355,14 @@ async fn reload(config: ServiceConfig, args: ReloadArgs) -> anyhow::Result<()> {
         ),
         None => "/admin/reload".to_owned(),
     };
+    let headers: Vec<(String, String)> = config
+        .server
+        .admin_token
+        .iter()
+        .map(|token| ("authorization".to_owned(), format!("Bearer {}", token.reveal())))
+        .collect();
     let (status, body) =
-        crate::client::post(&base, &path, &[], Vec::new()).await.with_context(|| format!("asking {base}"))?;
+        crate::client::post(&base, &path, &headers, Vec::new()).await.with_context(|| format!("asking {base}"))?;
     println!("{}", String::from_utf8_lossy(&body).trim());
     if status >= 300 {
         anyhow::bail!("reload refused ({status})");

@@ -40,6 +40,8 @@ pub struct RunningService {
     pub public_addr: SocketAddr,
     /// Where the admin listener really bound.
     pub admin_addr: SocketAddr,
+    /// Where the metrics-only listener bound, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     /// What the listeners serve from.
     pub state: Arc<AppState>,
     stop: CancellationToken,
@@ -79,6 +81,7 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
     let state = Arc::new(AppState { config, connectors, bus, spool: spool.clone(), shutdown: stop.clone() });
     let server = Server::bind(state.clone()).await?;
     let (public_addr, admin_addr) = server.addresses();
+    let metrics_addr = server.metrics_address();
     tracing::info!(bus = %state.config.bus.url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");
     let config = &state.config;
     let capabilities: Vec<Box<dyn Capability>> = vec![
@@ -96,7 +99,7 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
             return Err(error.context(format!("starting {name}")));
         }
     }
-    Ok(RunningService { public_addr, admin_addr, state, stop, tasks })
+    Ok(RunningService { public_addr, admin_addr, metrics_addr, state, stop, tasks })
 }
 
 /// Compiles and instantiates the enabled connectors, saying which were skipped.

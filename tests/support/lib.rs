@@ -271,6 +271,8 @@ const SERVICE_VARS: &[&str] = &[
     "PROBE_KEY",
     "BUS_URL",
     "TWILIO_WEBHOOK_BASE_URL",
+    "ADMIN_TOKEN",
+    "METRICS_ADDR",
 ];
 
 impl Harness {

@@ -316,20 +316,9 @@ fn resolve(
         let path = PathBuf::from(p);
         if path.is_absolute() { path } else { base_dir.join(path) }
     };
-    let mut addr = |name: &str, configured: &str| -> SocketAddr {
-        let value = env.get(name).unwrap_or(configured);
-        value.parse().unwrap_or_else(|_| {
-            problems.add(name, "expected an address such as 127.0.0.1:8080");
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        })
-    };
-    let server = ServerConfig {
-        listen_addr: addr("LISTEN_ADDR", &service.listen_addr),
-        admin_addr: addr("ADMIN_ADDR", &service.admin_addr),
-        trust_forwarded_headers: service.trust_forwarded_headers,
-    };
-    let data_dir = env.get("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| relative(&service.data_dir));
     let secrets_dir = env.get("SECRETS_DIR").map(PathBuf::from).or(service.secrets_dir.as_deref().map(relative));
+    let server = resolve_server(&service, env, secrets_dir.as_deref(), problems);
+    let data_dir = env.get("DATA_DIR").map(PathBuf::from).unwrap_or_else(|| relative(&service.data_dir));
     let secret_source = match secrets {
         Secrets::Required => Some(SecretSource { env, dir: secrets_dir.as_deref() }),
         Secrets::NotNeeded => None,
@@ -494,6 +483,39 @@ fn check_topics_have_streams(bus: &BusConfig, connectors: &[ConnectorConfig], pr
                 Some(_) => {}
             }
         }
+    }
+}
+
+/// The listeners, and the service's own secrets: the admin token, always
+/// read (the CLI's `reload` sends it), and required when the admin listener
+/// is not on a loopback address.
+fn resolve_server(
+    service: &schema::ServiceDef,
+    env: &Env,
+    secrets_dir: Option<&Path>,
+    problems: &mut Problems,
+) -> ServerConfig {
+    let mut addr = |name: &str, value: &str| -> SocketAddr {
+        value.parse().unwrap_or_else(|_| {
+            problems.add(name, "expected an address such as 127.0.0.1:8080");
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    };
+    let listen_addr = addr("LISTEN_ADDR", env.get("LISTEN_ADDR").unwrap_or(&service.listen_addr));
+    let admin_addr = addr("ADMIN_ADDR", env.get("ADMIN_ADDR").unwrap_or(&service.admin_addr));
+    let metrics_addr = env.get("METRICS_ADDR").or(service.metrics_addr.as_deref()).map(|v| addr("METRICS_ADDR", v));
+    let own = Declared::resolve(&service.secrets, problems, |name| read_secret(name, env, secrets_dir));
+    own.check(problems, |value| value.map(Secret::reveal));
+    let admin_token = own.values.get("ADMIN_TOKEN").cloned().flatten();
+    if admin_token.is_none() && !admin_addr.ip().is_loopback() {
+        problems.add("ADMIN_TOKEN", format!("required: ADMIN_ADDR {admin_addr} is not a loopback address"));
+    }
+    ServerConfig {
+        listen_addr,
+        admin_addr,
+        admin_token,
+        metrics_addr,
+        trust_forwarded_headers: service.trust_forwarded_headers,
     }
 }
 

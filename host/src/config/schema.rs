@@ -27,6 +27,12 @@ pub struct ServiceDef {
     /// (`BusConfig::DEFAULT_RETENTION` when absent).
     #[serde(default)]
     pub bus_retention_hours: Option<u64>,
+    /// A listener serving only `GET /metrics`, without the admin token.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// The service's own secrets (`ADMIN_TOKEN`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, ValueDef>,
     /// Where mounted secret files live (Docker/Kubernetes); one file per secret name.
     #[serde(default)]
     pub secrets_dir: Option<String>,

@@ -20,11 +20,19 @@ impl Secret {
     pub fn reveal(&self) -> &str {
         self.0.expose_secret()
     }
+
+    /// Whether `presented` is this secret, in time that depends on neither
+    /// (both are hashed first, so not even the length shows).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        Sha256::digest(self.reveal().as_bytes()).ct_eq(&Sha256::digest(presented)).into()
+    }
 }
 
 impl PartialEq for Secret {
     fn eq(&self, other: &Self) -> bool {
-        self.reveal() == other.reveal()
+        self.matches(other.reveal().as_bytes())
     }
 }
 
@@ -53,5 +61,6 @@ mod tests {
         assert!(!format!("{secret:?}").contains("hunter2"));
         assert_eq!(secret.reveal(), "hunter2");
         assert_eq!(secret.clone(), secret);
+        assert!(secret.matches(b"hunter2") && !secret.matches(b"hunter3") && !secret.matches(b""));
     }
 }

@@ -187,6 +187,10 @@ pub struct ServerConfig {
     pub listen_addr: SocketAddr,
     /// Metrics, reload, egress and tokens: keep it internal.
     pub admin_addr: SocketAddr,
+    /// The bearer token every admin route requires, when set.
+    pub admin_token: Option<Secret>,
+    /// A listener serving only `GET /metrics` without the token, when set.
+    pub metrics_addr: Option<SocketAddr>,
     /// Pass `X-Forwarded-Proto`/`X-Forwarded-Host` to connectors (only behind
     /// a proxy that sets them).
     pub trust_forwarded_headers: bool,

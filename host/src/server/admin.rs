@@ -9,6 +9,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, Body, full, json, text};
+use crate::config::Secret;
 use crate::connectors::{ConnectorSlot, ReloadOutcome};
 use crate::egress::EnqueueError;
 use crate::messages::EgressMessage;
@@ -111,6 +112,14 @@ pub struct IssuedToken {
 /// Answers one request on the admin listener.
 pub async fn handle(state: &Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
+    if let Some(token) = &state.config.server.admin_token
+        && !bearer_matches(token, &request)
+    {
+        // Never the presented value: it may be a real token sent to the wrong place.
+        tracing::warn!(route = %path, "admin request without the right bearer token");
+        metrics::admin_auth_failure();
+        return unauthorized();
+    }
     if let Some(topic) = super::events::topic_of(&path) {
         return match *request.method() {
             Method::GET => super::events::stream(state, topic, &request).await,
@@ -118,10 +127,7 @@ pub async fn handle(state: &Arc<AppState>, request: Request<Incoming>) -> Respon
         };
     }
     match (request.method().clone(), path.as_str()) {
-        (Method::GET, "/metrics") => Response::builder()
-            .header("content-type", "text/plain; version=0.0.4")
-            .body(full(metrics::render()))
-            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "metrics")),
+        (Method::GET, "/metrics") => metrics_text(),
         (Method::GET, "/admin/connectors") => connectors(state),
         (Method::POST, "/admin/reload") => reload(state, &request).await,
         (Method::POST, "/v1/messages") => enqueue(state, request).await,
@@ -131,6 +137,35 @@ pub async fn handle(state: &Arc<AppState>, request: Request<Incoming>) -> Respon
         }
         _ => text(StatusCode::NOT_FOUND, "no such route"),
     }
+}
+
+/// The metrics-only listener: `GET /metrics`, nothing else, no token.
+pub fn metrics_only(request: &Request<Incoming>) -> Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => metrics_text(),
+        (_, "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => text(StatusCode::NOT_FOUND, "this listener serves /metrics only"),
+    }
+}
+
+fn metrics_text() -> Response<Body> {
+    Response::builder()
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(full(metrics::render()))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "metrics"))
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`, compared in
+/// constant time.
+fn bearer_matches(token: &Secret, request: &Request<Incoming>) -> bool {
+    let presented = request.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+    presented.and_then(|value| value.strip_prefix(b"Bearer ")).is_some_and(|value| token.matches(value))
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut response = text(StatusCode::UNAUTHORIZED, "this admin listener needs Authorization: Bearer ADMIN_TOKEN");
+    response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn view(slot: &ConnectorSlot) -> ConnectorView {

@@ -72,6 +72,8 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
 enum Listener {
     Public,
     Admin,
+    /// `GET /metrics` only, without the admin token.
+    Metrics,
 }
 
 /// The listeners, bound: the server capability.
@@ -80,6 +82,7 @@ pub struct Server {
     state: Arc<AppState>,
     public: TcpListener,
     admin: TcpListener,
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -89,12 +92,21 @@ impl Server {
         let (public_addr, admin_addr) = (state.config.server.listen_addr, state.config.server.admin_addr);
         let public = TcpListener::bind(public_addr).await.with_context(|| format!("binding {public_addr}"))?;
         let admin = TcpListener::bind(admin_addr).await.with_context(|| format!("binding {admin_addr}"))?;
-        Ok(Self { state, public, admin })
+        let metrics = match state.config.server.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+            None => None,
+        };
+        Ok(Self { state, public, admin, metrics })
     }
 
     /// The addresses really bound (a port 0 becomes a free port): public, admin.
     pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
         (local(&self.public), local(&self.admin))
+    }
+
+    /// Where the metrics-only listener bound, when there is one.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(local)
     }
 }
 
@@ -104,20 +116,30 @@ impl Capability for Server {
     }
 
     fn start(self: Box<Self>, tasks: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
-        tasks.spawn(serve(self.state, self.public, self.admin, stop.clone()));
+        tasks.spawn(serve(self.state, [Some(self.public), Some(self.admin), self.metrics], stop.clone()));
         Ok(())
     }
 }
 
-/// Serves both listeners until `stop`, then stops accepting and waits (up to
-/// the shutdown grace) for requests in flight.
-async fn serve(state: Arc<AppState>, public: TcpListener, admin: TcpListener, stop: CancellationToken) {
+/// Accepts on `listener` when there is one; never completes otherwise.
+async fn accept(listener: &Option<TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves the listeners (public, admin, metrics) until `stop`, then stops
+/// accepting and waits (up to the shutdown grace) for requests in flight.
+async fn serve(state: Arc<AppState>, listeners: [Option<TcpListener>; 3], stop: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let header_read_timeout = state.config.limits.header_read_timeout;
+    let [public, admin, metrics] = &listeners;
     loop {
         let (stream, listener) = tokio::select! {
-            accepted = public.accept() => (accepted, Listener::Public),
-            accepted = admin.accept() => (accepted, Listener::Admin),
+            accepted = accept(public) => (accepted, Listener::Public),
+            accepted = accept(admin) => (accepted, Listener::Admin),
+            accepted = accept(metrics) => (accepted, Listener::Metrics),
             _ = stop.cancelled() => break,
         };
         let (stream, peer) = match stream {
@@ -135,6 +157,7 @@ async fn serve(state: Arc<AppState>, public: TcpListener, admin: TcpListener, st
                 let response = match listener {
                     Listener::Public => public::handle(&state, request, peer).await,
                     Listener::Admin => admin::handle(&state, request).await,
+                    Listener::Metrics => admin::metrics_only(&request),
                 };
                 Ok::<_, Infallible>(response)
             }
@@ -150,7 +173,7 @@ async fn serve(state: Arc<AppState>, public: TcpListener, admin: TcpListener, st
             }
         });
     }
-    drop((public, admin));
+    drop(listeners);
     let grace = state.config.limits.shutdown_grace;
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "requests still in flight after the shutdown grace; stopping anyway");

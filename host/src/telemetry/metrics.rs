@@ -92,6 +92,7 @@ fn describe() {
     describe_counter!("egress_retries_total", "Egress sends scheduled for another attempt.");
     describe_counter!("egress_dead_letters_total", "Egress messages dead-lettered.");
     describe_counter!("connector_swaps_total", "Connector hot swaps by outcome (swapped, refused).");
+    describe_counter!("admin_auth_failures_total", "Admin requests refused for a missing or wrong bearer token.");
     describe_gauge!("spool_depth", "Publishes waiting in the spool for the bus to come back.");
     describe_gauge!("spool_oldest_seconds", Unit::Seconds, "How long the oldest spooled publish has waited.");
     describe_counter!("spool_spooled_total", "Publishes the bus did not take in time, written to the spool.");
@@ -167,4 +168,9 @@ pub fn spooled() {
 /// Spooled publishes that reached the bus.
 pub fn drained(count: u64) {
     counter!("spool_drained_total").increment(count);
+}
+
+/// An admin request refused for its credentials.
+pub fn admin_auth_failure() {
+    counter!("admin_auth_failures_total").increment(1);
 }
