@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::InstancePre;
-use wasmtime::{Store, StoreLimitsBuilder};
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -17,7 +17,7 @@ use super::bindings::{
     TokenError, TokenRequest,
 };
 use super::pool::{InstancePool, Warm};
-use super::{EPOCH_TICK, Grants, InstanceState, Runtime};
+use super::{Grants, InstanceState, Runtime};
 use crate::config::Limits;
 use crate::telemetry::metrics;
 
@@ -39,6 +39,23 @@ pub enum LoadError {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct CallError(String);
+
+/// No instance could be had: every slot of the pool is in use. The call may
+/// succeed a moment later, so the caller is told to come back (503).
+#[derive(Debug, thiserror::Error)]
+#[error("every connector instance is busy")]
+pub struct PoolExhausted;
+
+/// Why an HTTP request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Every instance is busy: come back shortly.
+    #[error(transparent)]
+    Busy(#[from] PoolExhausted),
+    /// The call failed.
+    #[error(transparent)]
+    Failed(#[from] CallError),
+}
 
 /// What can come of calling an export that returns its own error.
 #[derive(Debug, thiserror::Error)]
@@ -166,20 +183,26 @@ impl Connector {
         let state = InstanceState::new(self.grants.clone(), limits, self.limits.call_timeout);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_trap();
+        // At every epoch tick guest code gives its thread back to the runtime,
+        // so a guest in a loop costs its own call and holds no worker thread;
+        // once the call's deadline has passed, the tick traps instead.
         // Instantiation runs guest code too: it gets the same deadline as a call.
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.epoch_deadline_callback(|context| {
+            Ok(if Instant::now() >= context.data().call_deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         store
-    }
-
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
     }
 
     /// A warm instance with a fresh deadline for one call.
     async fn take_instance(&self) -> wasmtime::Result<Warm> {
         let mut warm = self.pool.take(&self.pre, &self.indices, || self.new_store()).await?;
-        warm.store.set_epoch_deadline(self.deadline_ticks());
+        warm.store.data_mut().call_deadline = Instant::now() + self.limits.call_timeout;
+        warm.store.set_epoch_deadline(1);
         Ok(warm)
     }
 
@@ -276,7 +299,7 @@ impl Connector {
     }
 
     /// Serves one HTTP request with the component's `wasi:http/incoming-handler`.
-    pub async fn handle<B>(&self, request: hyper::Request<B>) -> Result<hyper::Response<HyperOutgoingBody>, CallError>
+    pub async fn handle<B>(&self, request: hyper::Request<B>) -> Result<hyper::Response<HyperOutgoingBody>, HandleError>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -285,8 +308,11 @@ impl Connector {
         let timeout = self.limits.call_timeout;
         let mut warm = match tokio::time::timeout(timeout, self.take_instance()).await {
             Ok(Ok(warm)) => warm,
-            Ok(Err(e)) => return Err(CallError(format!("cannot instantiate the connector: {e:#}"))),
-            Err(_) => return Err(CallError(format!("instantiating took longer than {timeout:?}"))),
+            Ok(Err(e)) if e.chain().any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>()) => {
+                return Err(HandleError::Busy(PoolExhausted));
+            }
+            Ok(Err(e)) => return Err(CallError(format!("cannot instantiate the connector: {e:#}")).into()),
+            Err(_) => return Err(CallError(format!("instantiating took longer than {timeout:?}")).into()),
         };
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let cannot_pass = |e: wasmtime::Error| CallError(format!("cannot pass the request in: {e:#}"));
@@ -306,7 +332,7 @@ impl Connector {
         };
         let response = self.await_response(started, Box::pin(guest), receiver).await;
         metrics::component_call(&self.descriptor.name, "http", started.elapsed(), response.is_ok());
-        response
+        Ok(response?)
     }
 
     /// The guest usually finishes (body written) before anyone looks at the

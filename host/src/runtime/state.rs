@@ -25,6 +25,8 @@ pub struct InstanceState {
     pub(super) limits: StoreLimits,
     hooks: OutboundPolicy,
     grants: Arc<Grants>,
+    /// When the call under way must have ended: past it, the next epoch tick traps.
+    pub(super) call_deadline: Instant,
 }
 
 impl InstanceState {
@@ -41,6 +43,7 @@ impl InstanceState {
             // transport error (and can say whether the request went out) rather than being cut off.
             hooks: OutboundPolicy { grants: grants.clone(), max_timeout: call_timeout / 2 },
             grants,
+            call_deadline: Instant::now() + call_timeout,
         }
     }
 }

@@ -10,6 +10,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::{AppState, Body, full, text};
 use crate::connectors::ConnectorSlot;
+use crate::runtime::HandleError;
 use crate::telemetry::metrics;
 
 pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -107,7 +108,13 @@ async fn to_connector(
             }
             response.map(|body| body.boxed_unsync())
         }
-        Err(e) => {
+        Err(HandleError::Busy(busy)) => {
+            tracing::warn!(connector = connector.name(), path, %peer, "{busy}: asking the caller to retry");
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "busy: retry shortly");
+            response.headers_mut().insert(hyper::header::RETRY_AFTER, hyper::header::HeaderValue::from_static("1"));
+            response
+        }
+        Err(HandleError::Failed(e)) => {
             tracing::error!(connector = connector.name(), path, %peer, error = %e, "connector failed the request");
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
