@@ -300,3 +300,13 @@ async fn metrics_count_requests_rejections_and_publishes() {
     assert_eq!(connectors["connectors"][0]["version"], "0.1.0");
     service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn with_no_connector_enabled_the_service_is_ready() {
+    let mut harness = Harness::new();
+    harness.env.set("TWILIO_ENABLED", "false");
+    let service = harness.start().await;
+    assert_eq!(get(service.public_addr, "/readyz").await, (200, "ready\n".to_owned()));
+    assert_eq!(post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Valid).await.0, 404);
+    service.stop().await.unwrap();
+}

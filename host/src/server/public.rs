@@ -41,12 +41,13 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
     response
 }
 
-/// Ready when a connector is loaded and a webhook can be made durable: on
-/// the bus, or in the spool while the bus is away ("degraded"). A full spool
-/// with the bus away is not ready.
+/// Ready when every enabled connector is loaded (none enabled is ready too)
+/// and a webhook can be made durable: on the bus, or in the spool while the
+/// bus is away ("degraded"). A full spool with the bus away is not ready.
 async fn readiness(state: &AppState) -> Response<Body> {
-    if state.connectors.slots().is_empty() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "no connector loaded");
+    let enabled = state.config.enabled_connectors().count();
+    if state.connectors.slots().len() < enabled {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "a connector is not loaded");
     }
     let bus = match tokio::time::timeout(Duration::from_secs(2), state.bus.ping()).await {
         Ok(Ok(())) => None,
