@@ -185,6 +185,21 @@ async fn a_429_then_201_sends_once_after_a_retry() {
 }
 
 #[tokio::test]
+async fn the_worker_waits_for_twilios_retry_after() {
+    let fake = FakeTwilio::start().await;
+    fake.script([Reply::error(429, 20429, "Too Many Requests").with_header("Retry-After", "1")]);
+    // The backoff alone would retry after 20 ms.
+    let service = fast_retry_harness(&fake).start().await;
+    enqueue(&service, r#"{"to": "+14155550100", "from": "+15005550006", "body": "later"}"#).await;
+    assert_eq!(wait_for_messages(&service, "events.twilio.status", 1).await.len(), 1);
+    let times = fake.received_at();
+    assert_eq!(times.len(), 2);
+    let waited = times[1] - times[0];
+    assert!(waited >= Duration::from_millis(950), "retried after {waited:?}, not after Retry-After: 1");
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_opted_out_recipient_is_dead_lettered_and_reported() {
     let fake = FakeTwilio::start().await;
     fake.script([Reply::error(400, 21610, "Attempt to send to unsubscribed recipient")]);
@@ -286,5 +301,14 @@ async fn each_sender_is_held_to_its_rate() {
     assert_eq!(from_first.len(), 12);
     let span = *from_first.last().unwrap() - from_first[0];
     assert!(span >= Duration::from_millis(1800), "12 messages at 4/s took only {span:?}");
+    let other_at = fake
+        .received()
+        .iter()
+        .zip(&times)
+        .find(|(r, _)| r.form.iter().any(|(k, v)| k == "From" && v == "+15005550007"))
+        .map(|(_, t)| *t)
+        .expect("the other sender's message");
+    let waited = other_at.saturating_duration_since(from_first[0]);
+    assert!(waited < Duration::from_millis(800), "the other sender waited {waited:?} behind the first one's queue");
     service.stop().await.unwrap();
 }

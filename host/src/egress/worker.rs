@@ -304,13 +304,20 @@ mod tests {
             max_backoff: Duration::from_secs(1),
             ..EgressConfig::default()
         };
+        let mut firsts = std::collections::BTreeSet::new();
         for _ in 0..100 {
             let first = backoff(&config, 1);
             assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+            firsts.insert(first);
             let third = backoff(&config, 3);
             assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
             let late = backoff(&config, 30);
             assert!(late >= Duration::from_millis(500) && late <= Duration::from_secs(1), "{late:?}");
         }
+        // Jitter: retries of many messages do not land together. Without it
+        // every draw would be the same value.
+        assert!(firsts.len() > 50, "only {} distinct delays in 100", firsts.len());
+        let spread = *firsts.last().unwrap() - *firsts.first().unwrap();
+        assert!(spread > Duration::from_millis(25), "spread {spread:?} over a 50 ms window");
     }
 }
