@@ -105,6 +105,18 @@ async fn run_line(script: &str, vars: &[(&str, String)], log: &Path, done: impl 
     }
 }
 
+/// Free loopback ports for both listeners and the data in `dir`: the
+/// environment that keeps a README command off shared ports and files.
+fn local_run(dir: &Path) -> (SocketAddr, SocketAddr, Vec<(&'static str, String)>) {
+    let (public, admin) = (harness::free_addr(), harness::free_addr());
+    let vars = vec![
+        ("LISTEN_ADDR", public.to_string()),
+        ("ADMIN_ADDR", admin.to_string()),
+        ("DATA_DIR", dir.join("data").display().to_string()),
+    ];
+    (public, admin, vars)
+}
+
 /// The second terminal's line starting with `prefix`, as a script that first
 /// defines the README's `ie` alias (its first line).
 fn alias_line(second_terminal: &[String], prefix: &str) -> String {
@@ -156,14 +168,8 @@ async fn the_readmes_commands_work_as_written() {
 
     let fake = FakeTwilio::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (public, admin) = (harness::free_addr(), harness::free_addr());
-    let vars = vec![
-        ("LISTEN_ADDR", public.to_string()),
-        ("ADMIN_ADDR", admin.to_string()),
-        ("DATA_DIR", dir.path().join("data").display().to_string()),
-        ("TWILIO_API_BASE_URL", fake.base_url()),
-        ("TWILIO_CONVERSATIONS_BASE_URL", fake.base_url()),
-    ];
+    let (public, admin, mut vars) = local_run(dir.path());
+    vars.extend([("TWILIO_API_BASE_URL", fake.base_url()), ("TWILIO_CONVERSATIONS_BASE_URL", fake.base_url())]);
 
     let mut server = start_serving(&run[0], &vars, &dir.path().join("serve.log"), public, admin).await;
 
@@ -208,12 +214,7 @@ async fn the_readmes_nats_command_works_as_written() {
     let second_terminal = commands(&code_blocks(&readme, "Run it")[1]);
 
     let dir = tempfile::tempdir().unwrap();
-    let (public, admin) = (harness::free_addr(), harness::free_addr());
-    let vars = vec![
-        ("LISTEN_ADDR", public.to_string()),
-        ("ADMIN_ADDR", admin.to_string()),
-        ("DATA_DIR", dir.path().join("data").display().to_string()),
-    ];
+    let (public, admin, vars) = local_run(dir.path());
     let mut server = start_serving(&command, &vars, &dir.path().join("serve.log"), public, admin).await;
 
     let line = |prefix: &str| alias_line(&second_terminal, prefix);
