@@ -303,6 +303,16 @@ impl Problems {
     fn add(&mut self, name: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem { name: name.into(), message: message.into() });
     }
+
+    /// `value`, unless it is zero: then a problem named `name`, and `None`
+    /// (the caller's default).
+    fn positive(&mut self, name: impl Into<String>, value: Option<u64>) -> Option<u64> {
+        if value == Some(0) {
+            self.add(name, "must be greater than zero");
+            return None;
+        }
+        value
+    }
 }
 
 fn resolve(
@@ -324,10 +334,8 @@ fn resolve(
         Secrets::NotNeeded => None,
     };
     let mut bus = BusConfig::embedded(&data_dir);
-    match service.bus_retention_hours {
-        Some(0) => problems.add("bus_retention_hours", "must be at least 1"),
-        Some(hours) => bus.retention = Duration::from_secs(3600 * hours),
-        None => {}
+    if let Some(hours) = problems.positive("bus_retention_hours", service.bus_retention_hours) {
+        bus.retention = Duration::from_secs(3600 * hours);
     }
     match env.get("BUS_URL").map(str::to_owned).or(service.bus_url) {
         None => {}
@@ -364,14 +372,7 @@ fn resolve(
 fn resolve_limits(def: &schema::LimitsDef, problems: &mut Problems) -> Limits {
     let defaults = Limits::default();
     let mut positive = |name: &str, value: Option<u64>, default: u64| -> u64 {
-        match value {
-            Some(0) => {
-                problems.add(format!("limits.{name}"), "must be greater than zero");
-                default
-            }
-            Some(v) => v,
-            None => default,
-        }
+        problems.positive(format!("limits.{name}"), value).unwrap_or(default)
     };
     let ms = |d: Duration| d.as_millis() as u64;
     Limits {
@@ -420,14 +421,9 @@ fn resolve_connector(
 ) -> ConnectorConfig {
     let component = resolve_component(&name, &def.component, relative, env);
     // Variables first: `enabled_by` is one of them (or a plain environment variable).
-    let variables = Declared::resolve(&def.variables, problems, |var| {
-        Ok(env.get(var).map(str::to_owned).or_else(|| def.variables[var].default.clone()))
-    });
+    let variables = Declared::variables(&def.variables, env, problems);
     let enabled = resolve_enabled(def.enabled_by.as_deref(), &variables.values, env, problems);
-    let secrets = Declared::resolve(&def.secrets, problems, |secret| match secret_source {
-        Some(source) => read_secret(secret, source.env, source.dir),
-        None => Ok(None),
-    });
+    let secrets = Declared::secrets(&def.secrets, secret_source, problems);
     if enabled {
         variables.check(problems, |value| value.map(String::as_str));
         if secret_source.is_some() {
@@ -451,17 +447,11 @@ fn resolve_connector(
 
 fn resolve_spool(def: &schema::SpoolDef, data_dir: &Path, problems: &mut Problems) -> SpoolConfig {
     let defaults = SpoolConfig::in_dir(data_dir);
-    let mut positive = |name: &str, value: Option<u64>| match value {
-        Some(0) => {
-            problems.add(format!("spool.{name}"), "must be greater than zero");
-            None
-        }
-        other => other,
-    };
     SpoolConfig {
-        publish_timeout: positive("publish_timeout_ms", def.publish_timeout_ms)
+        publish_timeout: problems
+            .positive("spool.publish_timeout_ms", def.publish_timeout_ms)
             .map_or(defaults.publish_timeout, Duration::from_millis),
-        max_bytes: positive("max_bytes", def.max_bytes).unwrap_or(defaults.max_bytes),
+        max_bytes: problems.positive("spool.max_bytes", def.max_bytes).unwrap_or(defaults.max_bytes),
         ..defaults
     }
 }
@@ -504,7 +494,7 @@ fn resolve_server(
     let listen_addr = addr("LISTEN_ADDR", env.get("LISTEN_ADDR").unwrap_or(&service.listen_addr));
     let admin_addr = addr("ADMIN_ADDR", env.get("ADMIN_ADDR").unwrap_or(&service.admin_addr));
     let metrics_addr = env.get("METRICS_ADDR").or(service.metrics_addr.as_deref()).map(|v| addr("METRICS_ADDR", v));
-    let own = Declared::resolve(&service.secrets, problems, |name| read_secret(name, env, secrets_dir));
+    let own = Declared::secrets(&service.secrets, Some(SecretSource { env, dir: secrets_dir }), problems);
     own.check(problems, |value| value.map(Secret::reveal));
     let admin_token = own.values.get("ADMIN_TOKEN").cloned().flatten();
     if admin_token.is_none() && !admin_addr.ip().is_loopback() {
@@ -529,13 +519,8 @@ fn resolve_nats(
     problems: &mut Problems,
 ) -> NatsConfig {
     let defaults = NatsConfig::default();
-    let variables = Declared::resolve(&def.variables, problems, |var| {
-        Ok(env.get(var).map(str::to_owned).or_else(|| def.variables[var].default.clone()))
-    });
-    let secrets = Declared::resolve(&def.secrets, problems, |secret| match secret_source {
-        Some(source) => read_secret(secret, source.env, source.dir),
-        None => Ok(None),
-    });
+    let variables = Declared::variables(&def.variables, env, problems);
+    let secrets = Declared::secrets(&def.secrets, secret_source, problems);
     if in_use {
         variables.check(problems, |value| value.map(String::as_str));
         secrets.check(problems, |value| value.map(Secret::reveal));
@@ -629,6 +614,28 @@ struct Declared<'a, T> {
     checks: Vec<(&'a str, Vec<Format>, &'a schema::ValueDef)>,
     /// Values that could not be read: reported instead of checked.
     unreadable: Vec<(String, String)>,
+}
+
+impl<'a> Declared<'a, String> {
+    /// Declared variables: the environment's value, else the declared default.
+    fn variables(defs: &'a BTreeMap<String, schema::ValueDef>, env: &Env, problems: &mut Problems) -> Self {
+        Self::resolve(defs, problems, |var| Ok(env.get(var).map(str::to_owned).or_else(|| defs[var].default.clone())))
+    }
+}
+
+impl<'a> Declared<'a, Secret> {
+    /// Declared secrets, read from `source`; all unset when there is none
+    /// (a command that does not need them).
+    fn secrets(
+        defs: &'a BTreeMap<String, schema::ValueDef>,
+        source: Option<SecretSource<'_>>,
+        problems: &mut Problems,
+    ) -> Self {
+        Self::resolve(defs, problems, |name| match source {
+            Some(source) => read_secret(name, source.env, source.dir),
+            None => Ok(None),
+        })
+    }
 }
 
 impl<'a, T> Declared<'a, T> {

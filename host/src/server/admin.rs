@@ -201,7 +201,7 @@ fn report(name: String, outcome: ReloadOutcome) -> ReloadReport {
 
 /// `POST /admin/reload[?connector=NAME]`: swaps in the component files as they are now.
 async fn reload(state: &AppState, request: &Request<Incoming>) -> Response<Body> {
-    let name = query_connector(request);
+    let name = super::query_param(request, "connector");
     if let Some(name) = &name
         && state.connectors.by_name(name).is_none()
     {
@@ -214,17 +214,11 @@ async fn reload(state: &AppState, request: &Request<Incoming>) -> Response<Body>
     json(status, &ConnectorList { connectors })
 }
 
-fn query_connector(request: &Request<Incoming>) -> Option<String> {
-    request.uri().query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "connector").map(|(_, v)| v.into_owned())
-    })
-}
-
 /// The connector named by `?connector=`, else the only one loaded.
 fn pick<'a>(state: &'a AppState, request: &Request<Incoming>) -> Result<&'a ConnectorSlot, Response<Body>> {
     state
         .connectors
-        .pick(query_connector(request).as_deref())
+        .pick(super::query_param(request, "connector").as_deref())
         .map(AsRef::as_ref)
         .map_err(|e| text(StatusCode::NOT_FOUND, &format!("{e} (with ?connector=)")))
 }

@@ -59,12 +59,7 @@ pub async fn stream(state: &Arc<AppState>, topic: &str, request: &Request<Incomi
 /// The sequence to start after: `Last-Event-ID` (header, or the query's
 /// `last_event_id`), else 0 with `from=start`, else the newest (live).
 async fn start_after(state: &AppState, topic: &str, request: &Request<Incoming>) -> Result<i64, Response<Body>> {
-    let query: Vec<(String, String)> = request
-        .uri()
-        .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
-    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let param = |name: &str| super::query_param(request, name);
     let last_id = request.headers().get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(id) = last_id.or_else(|| param("last_event_id")) {
         return id.trim().parse::<i64>().map_err(|_| text(StatusCode::BAD_REQUEST, "Last-Event-ID is not an event id"));

@@ -67,6 +67,12 @@ pub fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body>
         .unwrap_or_else(|_| Response::new(full("")))
 }
 
+/// The first value of the query parameter `name`, decoded.
+fn query_param(request: &Request<Incoming>, name: &str) -> Option<String> {
+    let query = request.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy)]
 enum Listener {

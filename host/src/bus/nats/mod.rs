@@ -42,6 +42,9 @@ pub struct NatsBus {
     jetstream: jetstream::Context,
     /// Durable consumers by topic, made on the first `take`.
     consumers: tokio::sync::Mutex<HashMap<String, PullConsumer>>,
+    /// The stream holding each topic, asked of the server once: the streams
+    /// were checked at start and do not change under a running host.
+    stream_names: Mutex<HashMap<String, String>>,
     /// Taken messages by stream sequence. Sequences are per stream, so the
     /// work-queue topics a host takes from share one stream (the default
     /// `EGRESS`); the key is then unique.
@@ -70,6 +73,7 @@ impl NatsBus {
             client,
             jetstream,
             consumers: tokio::sync::Mutex::new(HashMap::new()),
+            stream_names: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
         })
     }
@@ -81,8 +85,8 @@ impl NatsBus {
         if let Some(consumer) = consumers.get(topic) {
             return Ok(consumer.clone());
         }
-        let stream_name = self.jetstream.stream_by_subject(topic).await.map_err(unavailable)?;
-        let stream = self.jetstream.get_stream_no_info(&stream_name).await.map_err(unavailable)?;
+        let stream =
+            self.stream_of(topic).await?.ok_or_else(|| BusError::Unavailable(format!("no stream holds {topic}")))?;
         let name = consumer_name(topic);
         let config = pull::Config {
             durable_name: Some(name.clone()),
@@ -112,7 +116,7 @@ impl NatsBus {
         let mut batch = consumer.fetch().max_messages(1).messages().await.map_err(unavailable)?;
         let Some(next) = batch.next().await else { return Ok(None) };
         let message = next.map_err(unavailable)?;
-        let info = message.info().map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let info = message.info().map_err(unavailable)?;
         let (seq, attempt) = (info.stream_sequence as i64, info.delivered.max(1) as u32);
         let delivery = Delivery { seq, topic: topic.to_owned(), payload: message.payload.to_vec(), attempt };
         let progress = tokio::spawn(report_progress(message.clone(), visibility));
@@ -139,12 +143,25 @@ impl NatsBus {
         Ok(out)
     }
 
+    /// The stream holding `topic`, if one does.
     async fn stream_of(&self, topic: &str) -> Result<Option<jetstream::stream::Stream<()>>, BusError> {
-        match self.jetstream.stream_by_subject(topic).await {
-            Ok(name) => Ok(Some(self.jetstream.get_stream_no_info(&name).await.map_err(unavailable)?)),
-            Err(error) if matches!(error.kind(), jetstream::context::GetStreamByNameErrorKind::NotFound) => Ok(None),
-            Err(error) => Err(unavailable(error)),
-        }
+        let known = self.stream_names.lock().ok().and_then(|names| names.get(topic).cloned());
+        let name = match known {
+            Some(name) => name,
+            None => match self.jetstream.stream_by_subject(topic).await {
+                Ok(name) => {
+                    if let Ok(mut names) = self.stream_names.lock() {
+                        names.insert(topic.to_owned(), name.clone());
+                    }
+                    name
+                }
+                Err(error) if matches!(error.kind(), jetstream::context::GetStreamByNameErrorKind::NotFound) => {
+                    return Ok(None);
+                }
+                Err(error) => return Err(unavailable(error)),
+            },
+        };
+        self.jetstream.get_stream_no_info(&name).await.map(Some).map_err(unavailable)
     }
 }
 
