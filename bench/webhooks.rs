@@ -77,7 +77,8 @@ async fn native_handler(
         params.drain(..).map(|(k, v)| (k, serde_json::Value::String(v))).collect();
     let envelope =
         serde_json::json!({"provider_message_id": sid, "source": "twilio", "channel": "sms", "attributes": attributes});
-    match bus.publish("ingress.twilio.messaging", Some(&sid), serde_json::to_vec(&envelope).expect("json")).await {
+    match bus.publish("ingress.twilio.messaging", Some(&sid), serde_json::to_vec(&envelope).expect("json").into()).await
+    {
         Ok(_) => Ok(hyper::Response::builder()
             .header("content-type", "text/xml")
             .body(Full::new(Bytes::from(EMPTY_TWIML)))

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use harness::fake_twilio::{FakeTwilio, Reply};
 use harness::nats::NatsServer;
 use harness::{Harness, post, wait_for_messages};
@@ -60,7 +61,7 @@ impl Backend {
 }
 
 async fn publish(bus: &dyn Bus, topic: &str, key: &str) -> Published {
-    bus.publish(topic, Some(key), format!("{{\"key\":\"{key}\"}}").into_bytes()).await.unwrap()
+    bus.publish(topic, Some(key), format!("{{\"key\":\"{key}\"}}").into()).await.unwrap()
 }
 
 fn payload_key(payload: &[u8]) -> String {
@@ -287,14 +288,14 @@ async fn nats_down_fails_fast_and_recovers_without_a_restart() {
     publish(&bus, STREAM, "before").await;
     server.kill();
     let started = Instant::now();
-    let result = bus.publish(STREAM, Some("during"), b"{}".to_vec()).await;
+    let result = bus.publish(STREAM, Some("during"), Bytes::from_static(b"{}")).await;
     assert!(matches!(result, Err(BusError::Unavailable(_) | BusError::Timeout(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(11), "took {:?}", started.elapsed());
     assert!(bus.ping().await.is_err());
 
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while bus.publish(STREAM, Some("after"), b"{\"key\":\"after\"}".to_vec()).await.is_err() {
+    while bus.publish(STREAM, Some("after"), Bytes::from_static(b"{\"key\":\"after\"}")).await.is_err() {
         assert!(Instant::now() < deadline, "the bus did not come back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -98,7 +98,7 @@ async fn publish_egress(bus: &NatsBus, count: usize) -> Vec<String> {
     for i in 0..count {
         let id = format!("kill-{i:04}");
         let body = format!(r#"{{"id": "{id}", "to": "+14155550100", "from": "+15005550006", "body": "{id}"}}"#);
-        bus.publish("egress.twilio", Some(&id), body.into_bytes()).await.unwrap();
+        bus.publish("egress.twilio", Some(&id), body.into()).await.unwrap();
         ids.push(id);
     }
     ids

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ingress_egress::bus::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
 
 /// `inner`, unless switched off.
@@ -36,7 +37,7 @@ impl Bus for OutageBus {
         &'a self,
         topic: &'a str,
         key: Option<&'a str>,
-        payload: Vec<u8>,
+        payload: Bytes,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         Box::pin(async move {
             self.check()?;

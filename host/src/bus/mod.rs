@@ -17,6 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::config::{BusConfig, BusUrl};
 
 /// A boxed future, so the bus trait stays object-safe.
@@ -78,12 +80,14 @@ pub enum PublishRefused {
 /// The bus interface; both backends pass the same conformance tests.
 pub trait Bus: Send + Sync + fmt::Debug {
     /// Stores `payload` on `topic`; returns once it is durable. With a key, a
-    /// second publish of the same key on the same topic is a no-op.
+    /// second publish of the same key on the same topic is a no-op. The
+    /// payload is shared, not copied, by a layer that may need it again (the
+    /// spool, should the bus not take it).
     fn publish<'a>(
         &'a self,
         topic: &'a str,
         key: Option<&'a str>,
-        payload: Vec<u8>,
+        payload: Bytes,
     ) -> BoxFuture<'a, Result<Published, BusError>>;
 
     /// Takes the oldest visible message of `topic`, hiding it for `visibility`.

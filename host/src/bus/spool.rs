@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use rusqlite::{Connection, params};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,7 +45,7 @@ struct Entry {
     id: i64,
     topic: String,
     key: Option<String>,
-    payload: Vec<u8>,
+    payload: Bytes,
 }
 
 /// The spool file and its size.
@@ -133,7 +134,12 @@ impl Spool {
         let conn = self.conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
         let mut stmt = conn.prepare_cached("SELECT id, topic, dedup_key, payload FROM spool ORDER BY id LIMIT ?1")?;
         let rows = stmt.query_map(params![limit], |row| {
-            Ok(Entry { id: row.get(0)?, topic: row.get(1)?, key: row.get(2)?, payload: row.get(3)? })
+            Ok(Entry {
+                id: row.get(0)?,
+                topic: row.get(1)?,
+                key: row.get(2)?,
+                payload: row.get::<_, Vec<u8>>(3)?.into(),
+            })
         })?;
         rows.collect()
     }
@@ -199,7 +205,7 @@ impl SpoolingBus {
         Self { inner, spool, publish_timeout: config.publish_timeout }
     }
 
-    async fn publish_or_spool(&self, topic: &str, key: Option<&str>, payload: Vec<u8>) -> Result<Published, BusError> {
+    async fn publish_or_spool(&self, topic: &str, key: Option<&str>, payload: Bytes) -> Result<Published, BusError> {
         let attempt = tokio::time::timeout(self.publish_timeout, self.inner.publish(topic, key, payload.clone())).await;
         let reason = match attempt {
             Ok(Ok(published)) => return Ok(published),
@@ -221,7 +227,7 @@ impl Bus for SpoolingBus {
         &'a self,
         topic: &'a str,
         key: Option<&'a str>,
-        payload: Vec<u8>,
+        payload: Bytes,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         Box::pin(self.publish_or_spool(topic, key, payload))
     }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
@@ -41,29 +42,11 @@ CREATE INDEX IF NOT EXISTS messages_pending ON messages(topic, acked, visible_at
 ";
 
 enum Op {
-    Publish {
-        topic: String,
-        key: Option<String>,
-        payload: Vec<u8>,
-        reply: oneshot::Sender<Result<Published, BusError>>,
-    },
-    Take {
-        topic: String,
-        visibility: Duration,
-        reply: oneshot::Sender<Result<Option<Delivery>, BusError>>,
-    },
-    Ack {
-        seq: i64,
-        reply: oneshot::Sender<Result<(), BusError>>,
-    },
-    RetryLater {
-        seq: i64,
-        delay: Duration,
-        reply: oneshot::Sender<Result<(), BusError>>,
-    },
-    Prune {
-        reply: oneshot::Sender<Result<(), BusError>>,
-    },
+    Publish { topic: String, key: Option<String>, payload: Bytes, reply: oneshot::Sender<Result<Published, BusError>> },
+    Take { topic: String, visibility: Duration, reply: oneshot::Sender<Result<Option<Delivery>, BusError>> },
+    Ack { seq: i64, reply: oneshot::Sender<Result<(), BusError>> },
+    RetryLater { seq: i64, delay: Duration, reply: oneshot::Sender<Result<(), BusError>> },
+    Prune { reply: oneshot::Sender<Result<(), BusError>> },
 }
 
 /// The SQLite bus. Cheap to share behind an `Arc`.
@@ -164,7 +147,7 @@ impl Bus for SqliteBus {
         &'a self,
         topic: &'a str,
         key: Option<&'a str>,
-        payload: Vec<u8>,
+        payload: Bytes,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         let (topic, key) = (topic.to_owned(), key.map(str::to_owned));
         self.submit(move |reply| Op::Publish { topic, key, payload, reply })
@@ -407,10 +390,10 @@ mod tests {
     #[tokio::test]
     async fn publish_dedup_take_ack_redeliver() {
         let (_dir, bus) = temp_bus();
-        assert_eq!(bus.publish("t", Some("k1"), b"one".to_vec()).await.unwrap(), Published::New);
-        assert_eq!(bus.publish("t", Some("k1"), b"again".to_vec()).await.unwrap(), Published::Duplicate);
-        assert_eq!(bus.publish("other", Some("k1"), b"x".to_vec()).await.unwrap(), Published::New);
-        assert_eq!(bus.publish("t", None, b"two".to_vec()).await.unwrap(), Published::New);
+        assert_eq!(bus.publish("t", Some("k1"), Bytes::from_static(b"one")).await.unwrap(), Published::New);
+        assert_eq!(bus.publish("t", Some("k1"), Bytes::from_static(b"again")).await.unwrap(), Published::Duplicate);
+        assert_eq!(bus.publish("other", Some("k1"), Bytes::from_static(b"x")).await.unwrap(), Published::New);
+        assert_eq!(bus.publish("t", None, Bytes::from_static(b"two")).await.unwrap(), Published::New);
 
         let first = bus.take("t", Duration::from_millis(50)).await.unwrap().unwrap();
         assert_eq!((first.payload.as_slice(), first.attempt), (&b"one"[..], 1));
@@ -435,12 +418,12 @@ mod tests {
         let config = BusConfig { retention: Duration::ZERO, ..BusConfig::embedded(dir.path()) };
         let bus = SqliteBus::new(&dir.path().join("bus.sqlite3"), &config).unwrap();
         for topic in ["egress.t", "elsewhere.t"] {
-            bus.publish(topic, Some("handled"), b"1".to_vec()).await.unwrap();
-            bus.publish(topic, Some("waiting"), b"2".to_vec()).await.unwrap();
+            bus.publish(topic, Some("handled"), Bytes::from_static(b"1")).await.unwrap();
+            bus.publish(topic, Some("waiting"), Bytes::from_static(b"2")).await.unwrap();
             let handled = bus.take(topic, Duration::from_secs(60)).await.unwrap().unwrap();
             bus.ack(handled.seq).await.unwrap();
         }
-        bus.publish("ingress.t", Some("never consumed"), b"3".to_vec()).await.unwrap();
+        bus.publish("ingress.t", Some("never consumed"), Bytes::from_static(b"3")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         bus.prune().await.unwrap();
         let left = |topic| {
@@ -455,7 +438,7 @@ mod tests {
     #[tokio::test]
     async fn retry_later_hides_until_the_delay() {
         let (_dir, bus) = temp_bus();
-        bus.publish("t", None, b"m".to_vec()).await.unwrap();
+        bus.publish("t", None, Bytes::from_static(b"m")).await.unwrap();
         let d = bus.take("t", Duration::from_secs(60)).await.unwrap().unwrap();
         bus.retry_later(d.seq, Duration::from_millis(40)).await.unwrap();
         assert_eq!(bus.take("t", Duration::from_secs(60)).await.unwrap(), None);
@@ -472,7 +455,9 @@ mod tests {
             let tasks: Vec<_> = (0..200)
                 .map(|i| {
                     let bus = bus.clone();
-                    tokio::spawn(async move { bus.publish("t", Some(&format!("k{i}")), vec![i as u8]).await })
+                    tokio::spawn(
+                        async move { bus.publish("t", Some(&format!("k{i}")), Bytes::from(vec![i as u8])).await },
+                    )
                 })
                 .collect();
             for task in tasks {

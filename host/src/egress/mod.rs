@@ -58,7 +58,7 @@ pub async fn enqueue(slot: &ConnectorSlot, mut message: EgressMessage) -> Result
     }
     message.id = Some(id.clone());
     let payload = serde_json::to_vec(&message).map_err(|e| EnqueueError::Invalid(e.to_string()))?;
-    slot.grants().bus.publish(topic, Some(&id), payload).await?;
+    slot.grants().bus.publish(topic, Some(&id), payload.into()).await?;
     Ok(id)
 }
 

@@ -226,7 +226,7 @@ impl EgressWorker {
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.payload).into_owned())),
         };
         let payload = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = self.bus.publish(topic, Some(id), payload).await {
+        if let Err(e) = self.bus.publish(topic, Some(id), payload.into()).await {
             tracing::error!(error = %e, "cannot dead-letter; the message will come back");
             return;
         }
@@ -242,7 +242,7 @@ impl EgressWorker {
         let Some(topic) = &self.status_topic else { return true };
         let key = format!("{}:{}", event.id.as_deref().unwrap_or_default(), event.status);
         let payload = serde_json::to_vec(event).unwrap_or_default();
-        match self.bus.publish(topic, Some(&key), payload).await {
+        match self.bus.publish(topic, Some(&key), payload.into()).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, "cannot publish the status event; the message will come back");

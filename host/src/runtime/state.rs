@@ -166,7 +166,7 @@ impl bus::Host for InstanceState {
         };
         let payload = crate::messages::encode(message);
         let started = Instant::now();
-        let result = self.grants.bus.publish(topic, dedup_key.as_deref(), payload).await;
+        let result = self.grants.bus.publish(topic, dedup_key.as_deref(), payload.into()).await;
         metrics::bus_publish(topic, started.elapsed(), result.is_ok());
         match result {
             Ok(crate::bus::Published::New) => Ok(bus::Receipt::Published),

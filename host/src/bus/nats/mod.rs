@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 
 use super::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
@@ -208,7 +209,7 @@ impl Bus for NatsBus {
         &'a self,
         topic: &'a str,
         key: Option<&'a str>,
-        payload: Vec<u8>,
+        payload: Bytes,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         Box::pin(bounded(async move {
             let mut headers = HeaderMap::new();
@@ -217,7 +218,7 @@ impl Bus for NatsBus {
             }
             let ack = self
                 .jetstream
-                .publish_with_headers(topic.to_owned(), headers, payload.into())
+                .publish_with_headers(topic.to_owned(), headers, payload)
                 .await
                 .map_err(unavailable)?
                 .await
