@@ -172,6 +172,11 @@ async fn a_token_protected_server_takes_the_token_as_a_secret() {
     let service = harness.start().await;
     assert_eq!(webhook(service.public_addr, "SM000000000000000000000000000000b1").await, 200);
     assert_eq!(wait_for_messages(&service, "ingress.twilio.messaging", 1).await.len(), 1);
+    // `tail` needs no connector secret, but it does need the bus's.
+    let args = ["tail", "--topic", "ingress.twilio.messaging", "--from-start", "--limit", "1", "--idle-timeout", "10"];
+    let tail = harness.command(&args, None).output().unwrap();
+    assert!(tail.status.success(), "{}", String::from_utf8_lossy(&tail.stderr));
+    assert!(String::from_utf8_lossy(&tail.stdout).contains("SM000000000000000000000000000000b1"));
     service.stop().await.unwrap();
 
     harness.env.set("NATS_TOKEN", "wrong-token-value");

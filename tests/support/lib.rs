@@ -273,6 +273,7 @@ const SERVICE_VARS: &[&str] = &[
     "TWILIO_WEBHOOK_BASE_URL",
     "ADMIN_TOKEN",
     "METRICS_ADDR",
+    "NATS_TOKEN",
 ];
 
 impl Harness {

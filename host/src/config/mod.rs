@@ -251,7 +251,8 @@ impl ServiceConfig {
     }
 }
 
-/// Whether a command needs the connectors' secrets.
+/// Whether a command needs the connectors' secrets. (The bus's own, such as
+/// `NATS_TOKEN`, are read whenever the bus is NATS.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secrets {
     /// Read and checked: `serve`, `check`, and commands that call a connector.
@@ -348,8 +349,10 @@ fn resolve(
     if let Some(streams) = service.streams {
         bus.streams = streams.into_iter().map(|(name, stream)| resolve_stream(name, stream, problems)).collect();
     }
-    let nats_in_use = matches!(bus.url, BusUrl::Nats(_));
-    bus.nats = resolve_nats(service.nats, env, secret_source.filter(|_| nats_in_use), nats_in_use, problems);
+    // The bus's credentials, unlike the connectors', are needed by every
+    // command that opens the bus (`tail`, `send`), whatever `secrets` says.
+    let bus_secrets = matches!(bus.url, BusUrl::Nats(_)).then_some(SecretSource { env, dir: secrets_dir.as_deref() });
+    bus.nats = resolve_nats(service.nats, env, bus_secrets, problems);
     if bus.nats.duplicate_window > bus.retention {
         problems.add("nats.duplicate_window_minutes", "must not be longer than bus_retention_hours");
     }
@@ -509,19 +512,18 @@ fn resolve_server(
     }
 }
 
-/// The JetStream settings; their secrets and variables are read and checked
-/// only when the bus is NATS.
+/// The JetStream settings. Their secrets are read (from `in_use`) and they
+/// and the variables are checked only when the bus is NATS.
 fn resolve_nats(
     def: schema::NatsDef,
     env: &Env,
-    secret_source: Option<SecretSource<'_>>,
-    in_use: bool,
+    in_use: Option<SecretSource<'_>>,
     problems: &mut Problems,
 ) -> NatsConfig {
     let defaults = NatsConfig::default();
     let variables = Declared::variables(&def.variables, env, problems);
-    let secrets = Declared::secrets(&def.secrets, secret_source, problems);
-    if in_use {
+    let secrets = Declared::secrets(&def.secrets, in_use, problems);
+    if in_use.is_some() {
         variables.check(problems, |value| value.map(String::as_str));
         secrets.check(problems, |value| value.map(Secret::reveal));
     }
