@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use bytes::Bytes;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -102,7 +102,11 @@ impl Spool {
             .conn
             .lock()
             .ok()
-            .and_then(|conn| conn.query_row("SELECT MIN(spooled_at) FROM spool", [], |row| row.get(0)).ok())
+            // Ids grow with time: the oldest entry is the first by id, found
+            // through the key rather than by scanning the table on every put.
+            .and_then(|conn| {
+                conn.query_row("SELECT spooled_at FROM spool ORDER BY id LIMIT 1", [], |row| row.get(0)).optional().ok()
+            })
             .flatten();
         oldest.map_or(Duration::ZERO, |at| Duration::from_millis((now_ms() - at).max(0) as u64))
     }
