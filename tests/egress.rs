@@ -9,7 +9,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use harness::fake_twilio::{FakeTwilio, Reply};
 use harness::fixtures::{egress_sms, egress_to_conversation};
-use harness::{ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, post, wait_for_messages};
+use harness::{
+    ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, enqueue, post, wait_for_messages,
+};
 use ingress_egress::runtime::bindings::{EgressMessage, SendError};
 
 fn basic(user: &str, password: &str) -> String {
@@ -138,18 +140,7 @@ async fn nothing_listening_is_retryable() {
 
 /// A service whose egress retries quickly, against `fake`.
 fn fast_retry_harness(fake: &FakeTwilio) -> Harness {
-    let mut harness = Harness::new();
-    harness.with_twilio_at(&fake.base_url());
-    harness.edit_architecture(|text| text.replace("initial_backoff_ms: 500", "initial_backoff_ms: 20"));
-    harness
-}
-
-async fn enqueue(service: &ingress_egress::service::RunningService, body: &str) -> String {
-    let (status, answer) =
-        post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.as_bytes().to_vec())
-            .await;
-    assert_eq!(status, 202, "{answer}");
-    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["id"].as_str().unwrap().to_owned()
+    harness::fast_retry_harness(&fake.base_url())
 }
 
 #[tokio::test]

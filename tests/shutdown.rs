@@ -40,6 +40,32 @@ async fn sigterm_drains_requests_in_flight_and_exits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_readiness_off_at_once_and_serves_through_the_drain() {
+    let mut harness = Harness::new();
+    harness.with_probe("probe", &[]).set_setting("shutdown_drain_ms", "1500");
+    let (mut child, public, _) = harness.spawn_serve().await;
+    assert_eq!(harness::get(public, "/readyz").await, (200, "ready\n".to_owned()));
+
+    let signalled = Instant::now();
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Not ready at once, so the load balancer takes it out of rotation...
+    assert_eq!(harness::get(public, "/readyz").await, (503, "shutting down\n".to_owned()));
+    // ...while new connections are still served until the drain ends.
+    for _ in 0..5 {
+        assert_eq!(harness::post(public, "/probe/ok", &[], Vec::new()).await, (200, "ok".to_owned()));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(signalled.elapsed() < Duration::from_millis(1500), "the drain check took too long to prove anything");
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(signalled.elapsed()) + Duration::from_millis(300))
+        .await;
+    assert!(ingress_egress::client::post(&format!("http://{public}"), "/probe/ok", &[], Vec::new()).await.is_err());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(signalled.elapsed() >= Duration::from_millis(1500), "exited before the drain ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_say_what_loaded_and_never_a_secret() {
     let mut harness = Harness::new();
     let (public, admin) = (harness::free_addr(), harness::free_addr());

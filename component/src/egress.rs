@@ -244,7 +244,7 @@ pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) ->
         more_info: parsed.and_then(|e| e.more_info),
     };
     if status == 429 || error.code == Some(TOO_MANY_REQUESTS) || status >= 500 {
-        let after_ms = retry_after.and_then(parse_retry_after_ms);
+        let after_ms = retry_after.and_then(|value| parse_retry_after_ms(value, std::time::SystemTime::now()));
         return Err(SendError::Retry(RetryHint { after_ms, reason: error }));
     }
     if error.code == Some(OPTED_OUT) {
@@ -264,10 +264,24 @@ fn unexpected_body(status: u16, body: &[u8]) -> String {
     }
 }
 
-/// `Retry-After` in seconds (Twilio does not send the HTTP-date form).
-fn parse_retry_after_ms(value: &str) -> Option<u64> {
-    let seconds: f64 = value.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then_some((seconds * 1000.0) as u64)
+/// The longest wait a `Retry-After` may ask for; a longer one (a date years
+/// ahead, a typo) would park the message for good.
+const MOST_RETRY_AFTER_MS: u64 = 3600 * 1000;
+
+/// `Retry-After` as delay-seconds or as an HTTP date (RFC 9110 §10.2.3), in
+/// milliseconds from `now`, at most an hour. Twilio sends seconds; a proxy
+/// or gateway in front of it may send a date.
+fn parse_retry_after_ms(value: &str, now: std::time::SystemTime) -> Option<u64> {
+    let value = value.trim();
+    let ms = match value.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => (seconds * 1000.0) as u64,
+        Ok(_) => return None,
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).map_or(0, |wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
+        }
+    };
+    Some(ms.min(MOST_RETRY_AFTER_MS))
 }
 
 /// When a request failed below HTTP: did it reach Twilio?
@@ -303,6 +317,25 @@ pub fn product_base(product: &str, edge: Option<&str>, region: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date_and_capped() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let date = |ahead: u64| httpdate::fmt_http_date(now + std::time::Duration::from_secs(ahead));
+        assert_eq!(parse_retry_after_ms("3", now), Some(3000));
+        assert_eq!(parse_retry_after_ms(" 0.5 ", now), Some(500));
+        assert_eq!(parse_retry_after_ms(&date(120), now), Some(120_000));
+        // A date already past: retry now. One years ahead: at most an hour.
+        assert_eq!(
+            parse_retry_after_ms(&httpdate::fmt_http_date(now - std::time::Duration::from_secs(5)), now),
+            Some(0)
+        );
+        assert_eq!(parse_retry_after_ms(&date(10 * 365 * 86400), now), Some(MOST_RETRY_AFTER_MS));
+        assert_eq!(parse_retry_after_ms("99999999", now), Some(MOST_RETRY_AFTER_MS));
+        for nonsense in ["-1", "NaN", "inf", "soon", "", "Tue, 99 Foo 2026 00:00:00 GMT"] {
+            assert_eq!(parse_retry_after_ms(nonsense, now), None, "{nonsense:?}");
+        }
+    }
 
     fn settings() -> EgressSettings {
         EgressSettings {

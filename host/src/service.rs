@@ -49,6 +49,18 @@ pub struct RunningService {
 }
 
 impl RunningService {
+    /// Begins shutdown the way a load balancer needs it: `/readyz` answers 503
+    /// at once, and the listeners go on serving for `shutdown_drain` while the
+    /// balancer takes this host out of rotation. [`Self::stop`] comes next.
+    pub async fn drain(&self) {
+        self.state.draining.cancel();
+        let drain = self.state.config.limits.shutdown_drain;
+        if !drain.is_zero() {
+            tracing::info!(?drain, "draining: not ready, still serving");
+            tokio::time::sleep(drain).await;
+        }
+    }
+
     /// Stops accepting, lets requests and sends in flight finish, and waits
     /// for every capability, at most the shutdown grace plus one call.
     pub async fn stop(self) -> anyhow::Result<()> {
@@ -78,7 +90,8 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
     let bus: Arc<dyn Bus> = Arc::new(SpoolingBus::new(real_bus.clone(), spool.clone(), &config.spool));
     let connectors = Arc::new(load_connectors(&config, bus.clone()).await?);
     let stop = CancellationToken::new();
-    let state = Arc::new(AppState { config, connectors, bus, spool: spool.clone(), shutdown: stop.clone() });
+    let draining = CancellationToken::new();
+    let state = Arc::new(AppState { config, connectors, bus, spool: spool.clone(), shutdown: stop.clone(), draining });
     let server = Server::bind(state.clone()).await?;
     let (public_addr, admin_addr) = server.addresses();
     let metrics_addr = server.metrics_address();
@@ -128,6 +141,7 @@ async fn load_connectors(config: &ServiceConfig, bus: Arc<dyn Bus>) -> anyhow::R
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let service = start(config, None).await?;
     wait_for_signal(&service.state.connectors).await;
+    service.drain().await;
     tracing::info!("shutting down: no new requests; finishing those in flight");
     service.stop().await?;
     tracing::info!("stopped");

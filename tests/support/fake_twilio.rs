@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -36,6 +36,19 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (a hang, when longer than the client's patience).
     pub delay: Duration,
+    /// How the body ends.
+    pub ending: Ending,
+}
+
+/// How a reply's body ends: whole, or broken after its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// All of it, as declared.
+    Whole,
+    /// The first bytes, then the connection is reset.
+    ResetAfter(usize),
+    /// The first bytes, then nothing more, ever.
+    StallAfter(usize),
 }
 
 impl Reply {
@@ -65,11 +78,24 @@ impl Reply {
             headers: vec![("content-type".into(), "application/json".into())],
             body: body.to_owned(),
             delay: Duration::ZERO,
+            ending: Ending::Whole,
         }
     }
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The same reply, its body broken as `ending` says.
+    pub fn ending(mut self, ending: Ending) -> Self {
+        self.ending = ending;
+        self
+    }
+
+    /// The same reply after `delay`.
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
         self
     }
 
@@ -142,10 +168,37 @@ impl FakeTwilio {
     }
 }
 
+/// A reply's body: the bytes up to its break, then the end `Ending` says.
+struct ScriptedBody {
+    first: Option<Bytes>,
+    ending: Ending,
+}
+
+impl hyper::body::Body for ScriptedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        use std::task::Poll;
+        if let Some(bytes) = self.first.take() {
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes))));
+        }
+        match self.ending {
+            Ending::Whole => Poll::Ready(None),
+            // An error from the body makes hyper drop the connection mid-body.
+            Ending::ResetAfter(_) => Poll::Ready(Some(Err(std::io::Error::other("reset on purpose")))),
+            Ending::StallAfter(_) => Poll::Pending,
+        }
+    }
+}
+
 async fn answer(
     state: Arc<Mutex<Shared>>,
     request: hyper::Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+) -> Result<hyper::Response<ScriptedBody>, Infallible> {
     let method = request.method().to_string();
     let path = request.uri().path_and_query().map(ToString::to_string).unwrap_or_default();
     let headers = request
@@ -168,5 +221,12 @@ async fn answer(
     for (name, value) in &reply.headers {
         response = response.header(name.as_str(), value.as_str());
     }
-    Ok(response.body(Full::new(Bytes::from(reply.body))).expect("response"))
+    let body = Bytes::from(reply.body);
+    // The whole length is declared, so a client knows a broken body is short.
+    response = response.header("content-length", body.len());
+    let first = match reply.ending {
+        Ending::Whole => body,
+        Ending::ResetAfter(n) | Ending::StallAfter(n) => body.slice(..n.min(body.len())),
+    };
+    Ok(response.body(ScriptedBody { first: Some(first), ending: reply.ending }).expect("response"))
 }

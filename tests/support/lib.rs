@@ -70,7 +70,21 @@ impl Harness {
             .set("LISTEN_ADDR", "127.0.0.1:0")
             .set("ADMIN_ADDR", "127.0.0.1:0")
             .set("DATA_DIR", dir.path().join("data").to_str().expect("utf-8 path"));
-        Self { dir, env, architecture: repo_architecture() }
+        let mut harness = Self { dir, env, architecture: repo_architecture() };
+        // No load balancer routes to a test's service: stop at once.
+        harness.set_setting("shutdown_drain_ms", "0");
+        harness
+    }
+
+    /// Sets an existing `name: value` line of architecture.yaml (a limit, an
+    /// egress setting) to `value`; panics when there is no such line.
+    pub fn set_setting(&mut self, name: &str, value: &str) -> &mut Self {
+        let key = format!(" {name}: ");
+        let line = self.architecture.lines().find(|line| line.contains(&key)).unwrap_or_else(|| panic!("no {name}"));
+        let indent = &line[..line.find(name).unwrap_or(0)];
+        let replacement = format!("{indent}{name}: {value}");
+        self.architecture = self.architecture.replacen(line, &replacement, 1);
+        self
     }
 
     /// Changes the architecture text (a grant removed, a connector added).
@@ -304,6 +318,22 @@ impl Harness {
         wait_for_listener(admin).await;
         (child, public, admin)
     }
+}
+
+/// A service whose egress sends to `twilio_base` and retries quickly.
+pub fn fast_retry_harness(twilio_base: &str) -> Harness {
+    let mut harness = Harness::new();
+    harness.with_twilio_at(twilio_base).set_setting("initial_backoff_ms", "20");
+    harness
+}
+
+/// Enqueues an egress message (JSON) through the admin API; returns its id.
+pub async fn enqueue(service: &RunningService, body: &str) -> String {
+    let (status, answer) =
+        post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.as_bytes().to_vec())
+            .await;
+    assert_eq!(status, 202, "{answer}");
+    serde_json::from_str::<serde_json::Value>(&answer).expect("JSON")["id"].as_str().expect("an id").to_owned()
 }
 
 /// GETs a path; returns status and body text.

@@ -57,8 +57,10 @@ pub struct Spool {
     /// Entries held now.
     depth: AtomicU64,
     max_bytes: u64,
-    /// A publish was refused for lack of room since the spool last shrank.
+    /// A publish was refused (no room, or the write failed) since the spool
+    /// last shrank or took one.
     overflowed: AtomicBool,
+    path: std::path::PathBuf,
 }
 
 impl Spool {
@@ -81,6 +83,7 @@ impl Spool {
             depth: AtomicU64::new(depth as u64),
             max_bytes,
             overflowed: AtomicBool::new(false),
+            path: path.to_owned(),
         };
         spool.report();
         Ok(spool)
@@ -91,9 +94,16 @@ impl Spool {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Whether publishes are being refused for lack of room.
-    pub fn is_full(&self) -> bool {
-        self.overflowed.load(Ordering::Relaxed) || self.bytes.load(Ordering::Relaxed) >= self.max_bytes
+    /// Whether a publish would be written now, or why not: the spool is at its
+    /// size bound, its last write failed, or its disk is short of room.
+    pub fn can_take(&self) -> Result<(), String> {
+        if self.bytes.load(Ordering::Relaxed) >= self.max_bytes {
+            return Err(format!("the spool is full ({} waiting)", self.depth()));
+        }
+        if self.overflowed.load(Ordering::Relaxed) {
+            return Err(format!("the spool refused its last write ({} waiting)", self.depth()));
+        }
+        super::disk::room(&self.path).map(|_| ())
     }
 
     /// How long the oldest entry has waited (zero when empty).
@@ -124,7 +134,10 @@ impl Spool {
                 "INSERT INTO spool (topic, dedup_key, payload, spooled_at) VALUES (?1, ?2, ?3, ?4)",
                 params![topic, key, payload, now_ms()],
             )
-            .map_err(|e| BusError::Unavailable(format!("the bus is away and the spool refused: {e}")))?;
+            .map_err(|e| {
+                self.overflowed.store(true, Ordering::Relaxed);
+                BusError::Unavailable(format!("the bus is away and the spool refused: {e}"))
+            })?;
         }
         self.bytes.fetch_add(size, Ordering::Relaxed);
         self.depth.fetch_add(1, Ordering::Relaxed);

@@ -39,14 +39,37 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedup ON messages(topic, dedup_key) WHERE dedup_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_pending ON messages(topic, acked, visible_at, seq);
+CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL);
 ";
 
 enum Op {
-    Publish { topic: String, key: Option<String>, payload: Bytes, reply: oneshot::Sender<Result<Published, BusError>> },
-    Take { topic: String, visibility: Duration, reply: oneshot::Sender<Result<Option<Delivery>, BusError>> },
-    Ack { seq: i64, reply: oneshot::Sender<Result<(), BusError>> },
-    RetryLater { seq: i64, delay: Duration, reply: oneshot::Sender<Result<(), BusError>> },
-    Prune { reply: oneshot::Sender<Result<(), BusError>> },
+    Publish {
+        topic: String,
+        key: Option<String>,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<Published, BusError>>,
+    },
+    Take {
+        topic: String,
+        visibility: Duration,
+        reply: oneshot::Sender<Result<Option<Delivery>, BusError>>,
+    },
+    Ack {
+        seq: i64,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    RetryLater {
+        seq: i64,
+        delay: Duration,
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    Prune {
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    /// A one-row write: proves the writer runs and the file takes writes.
+    Ping {
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
 }
 
 /// The SQLite bus. Cheap to share behind an `Arc`.
@@ -193,8 +216,15 @@ impl Bus for SqliteBus {
         })
     }
 
+    /// Whether a publish would be durable now: the disk has room and the
+    /// writer commits a write (it is alive, the file is writable).
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>> {
-        self.with_reader(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+        let room = super::disk::room(&self.path);
+        let write = self.submit(|reply| Op::Ping { reply });
+        Box::pin(async move {
+            room.map_err(BusError::Unavailable)?;
+            write.await
+        })
     }
 }
 
@@ -319,6 +349,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, pruning: &Pruning) ->
                 .map_err(unavailable),
         ),
         Op::Prune { reply } => Pending::Unit(reply, prune(tx, pruning).map(|_| ()).map_err(unavailable)),
+        Op::Ping { reply } => Pending::Unit(
+            reply,
+            tx.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?1)", params![now])
+                .map(|_| ())
+                .map_err(unavailable),
+        ),
     }
 }
 
@@ -370,7 +406,7 @@ fn fail_all(batch: Vec<Op>, reason: &str) {
         match op {
             Op::Publish { reply, .. } => drop(reply.send(Err(error()))),
             Op::Take { reply, .. } => drop(reply.send(Err(error()))),
-            Op::Ack { reply, .. } | Op::RetryLater { reply, .. } | Op::Prune { reply } => {
+            Op::Ack { reply, .. } | Op::RetryLater { reply, .. } | Op::Prune { reply } | Op::Ping { reply } => {
                 drop(reply.send(Err(error())))
             }
         }

@@ -136,6 +136,13 @@ pub struct Limits {
     pub instance_reuse: u32,
     /// How long shutdown waits for requests and sends in flight.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long the listener keeps serving while `/readyz`
+    /// answers 503, so a load balancer stops sending before it stops accepting.
+    pub shutdown_drain: Duration,
+    /// Public connections open at once; past it, new ones are closed at once.
+    pub max_connections: usize,
+    /// Bound on one write of a response to a peer that does not read.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -149,6 +156,11 @@ impl Default for Limits {
             max_concurrent_instances: 256,
             instance_reuse: 1000,
             shutdown_grace: Duration::from_secs(15),
+            // Kubernetes' endpoints controller and kube-proxy take a few seconds
+            // to stop routing to a terminating pod.
+            shutdown_drain: Duration::from_secs(5),
+            max_connections: 4096,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -374,43 +386,35 @@ fn resolve(
 
 fn resolve_limits(def: &schema::LimitsDef, problems: &mut Problems) -> Limits {
     let defaults = Limits::default();
-    let mut positive = |name: &str, value: Option<u64>, default: u64| -> u64 {
+    // Every count and bound must be positive; an absent one takes its default.
+    let mut count = |name: &str, value: Option<u64>, default: u64| -> u64 {
         problems.positive(format!("limits.{name}"), value).unwrap_or(default)
     };
-    let ms = |d: Duration| d.as_millis() as u64;
+    let max_body_bytes = count("max_body_bytes", def.max_body_bytes, defaults.max_body_bytes as u64) as usize;
+    let memory_bytes = count("memory_bytes", def.memory_bytes, defaults.memory_bytes as u64) as usize;
+    let max_connections = count("max_connections", def.max_connections, defaults.max_connections as u64) as usize;
+    let instances = count(
+        "max_concurrent_instances",
+        def.max_concurrent_instances.map(u64::from),
+        u64::from(defaults.max_concurrent_instances),
+    );
+    let reuse = count("instance_reuse", def.instance_reuse.map(u64::from), u64::from(defaults.instance_reuse));
+    let mut millis = |name: &str, value: Option<u64>, default: Duration| -> Duration {
+        problems.positive(format!("limits.{name}"), value).map_or(default, Duration::from_millis)
+    };
     Limits {
-        max_body_bytes: positive("max_body_bytes", def.max_body_bytes, defaults.max_body_bytes as u64) as usize,
-        memory_bytes: positive("memory_bytes", def.memory_bytes, defaults.memory_bytes as u64) as usize,
-        call_timeout: Duration::from_millis(positive(
-            "call_timeout_ms",
-            def.call_timeout_ms,
-            ms(defaults.call_timeout),
-        )),
-        header_read_timeout: Duration::from_millis(positive(
-            "header_read_timeout_ms",
-            def.header_read_timeout_ms,
-            ms(defaults.header_read_timeout),
-        )),
-        body_read_timeout: Duration::from_millis(positive(
-            "body_read_timeout_ms",
-            def.body_read_timeout_ms,
-            ms(defaults.body_read_timeout),
-        )),
-        max_concurrent_instances: positive(
-            "max_concurrent_instances",
-            def.max_concurrent_instances.map(u64::from),
-            u64::from(defaults.max_concurrent_instances),
-        ) as u32,
-        instance_reuse: positive(
-            "instance_reuse",
-            def.instance_reuse.map(u64::from),
-            u64::from(defaults.instance_reuse),
-        ) as u32,
-        shutdown_grace: Duration::from_millis(positive(
-            "shutdown_grace_ms",
-            def.shutdown_grace_ms,
-            ms(defaults.shutdown_grace),
-        )),
+        max_body_bytes,
+        memory_bytes,
+        call_timeout: millis("call_timeout_ms", def.call_timeout_ms, defaults.call_timeout),
+        header_read_timeout: millis("header_read_timeout_ms", def.header_read_timeout_ms, defaults.header_read_timeout),
+        body_read_timeout: millis("body_read_timeout_ms", def.body_read_timeout_ms, defaults.body_read_timeout),
+        write_timeout: millis("write_timeout_ms", def.write_timeout_ms, defaults.write_timeout),
+        max_concurrent_instances: u32::try_from(instances).unwrap_or(u32::MAX),
+        instance_reuse: u32::try_from(reuse).unwrap_or(u32::MAX),
+        max_connections,
+        shutdown_grace: millis("shutdown_grace_ms", def.shutdown_grace_ms, defaults.shutdown_grace),
+        // Zero is allowed: no drain (a process no load balancer routes to).
+        shutdown_drain: def.shutdown_drain_ms.map_or(defaults.shutdown_drain, Duration::from_millis),
     }
 }
 

@@ -107,6 +107,9 @@ pub struct LimitsDef {
     pub max_concurrent_instances: Option<u32>,
     pub instance_reuse: Option<u32>,
     pub shutdown_grace_ms: Option<u64>,
+    pub shutdown_drain_ms: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub write_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -114,7 +114,7 @@ impl EgressWorker {
     async fn run(&self, stop: CancellationToken) {
         while !stop.is_cancelled() {
             match self.bus.take(&self.egress_topic, self.visibility).await {
-                Ok(Some(delivery)) => self.process(delivery).await,
+                Ok(Some(delivery)) => self.process(delivery, &stop).await,
                 Ok(None) => {
                     stop.run_until_cancelled(tokio::time::sleep(IDLE_POLL)).await;
                 }
@@ -126,8 +126,9 @@ impl EgressWorker {
         }
     }
 
-    /// Sends one message and settles it: acknowledged, retried later, or dead-lettered.
-    pub async fn process(&self, delivery: Delivery) {
+    /// Sends one message and settles it: acknowledged, retried later, or
+    /// dead-lettered; released at once when `stop` comes while it waits.
+    pub async fn process(&self, delivery: Delivery, stop: &CancellationToken) {
         let message: EgressMessage = match serde_json::from_slice(&delivery.payload) {
             Ok(message) => message,
             Err(e) => {
@@ -140,11 +141,11 @@ impl EgressWorker {
         let id = message.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
         let span =
             tracing::info_span!("egress", connector = %self.slot.config.name, id = %id, attempt = delivery.attempt);
-        self.send(&delivery, &id, message.to_wit(&id)).instrument(span).await;
+        self.send(&delivery, &id, message.to_wit(&id), stop).instrument(span).await;
     }
 
     /// Checks the message with the connector, waits for its sender's rate, sends it.
-    async fn send(&self, delivery: &Delivery, id: &str, message: bindings::EgressMessage) {
+    async fn send(&self, delivery: &Delivery, id: &str, message: bindings::EgressMessage, stop: &CancellationToken) {
         let current = self.slot.current();
         let plan = match current.check(&message).await {
             Ok(plan) => plan,
@@ -154,9 +155,14 @@ impl EgressWorker {
             }
             Err(failure) => return self.retry(delivery, id, None, call_error(&failure)).await,
         };
-        if !self.rates.acquire(&plan.rate_key, self.visibility / 4).await {
+        match stop.run_until_cancelled(self.rates.acquire(&plan.rate_key, self.visibility / 4)).await {
+            Some(true) => {}
             // Over this sender's rate for longer than we hold the message: let it come back.
-            return self.settle(self.bus.retry_later(delivery.seq, Duration::from_secs(1)).await, "retry");
+            Some(false) => {
+                return self.settle(self.bus.retry_later(delivery.seq, Duration::from_secs(1)).await, "retry");
+            }
+            // Shutting down before it was sent: give it back for another host (or the next start).
+            None => return self.settle(self.bus.retry_later(delivery.seq, Duration::ZERO).await, "release"),
         }
         match current.send(&message).await {
             Ok(accepted) => self.accepted(delivery, id, accepted).await,

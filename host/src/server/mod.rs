@@ -2,6 +2,7 @@
 //! metrics, connectors, egress, tokens).
 
 pub mod admin;
+mod admission;
 mod events;
 mod public;
 
@@ -23,6 +24,7 @@ use crate::bus::Bus;
 use crate::config::ServiceConfig;
 use crate::connectors::Connectors;
 use crate::service::Capability;
+use admission::{AcceptErrors, Admission};
 
 /// Response bodies: what a component streams, or a buffer the host wrote.
 pub type Body = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
@@ -40,6 +42,9 @@ pub struct AppState {
     pub spool: Arc<crate::bus::spool::Spool>,
     /// Cancelled when the service stops: long answers (event streams) end.
     pub shutdown: CancellationToken,
+    /// Cancelled when shutdown begins (SIGTERM): `/readyz` answers 503 while
+    /// the listeners still serve, so load balancers stop routing here first.
+    pub draining: CancellationToken,
 }
 
 /// A response body from bytes.
@@ -139,44 +144,40 @@ async fn accept(listener: &Option<TcpListener>) -> std::io::Result<(tokio::net::
 /// accepting and waits (up to the shutdown grace) for requests in flight.
 async fn serve(state: Arc<AppState>, listeners: [Option<TcpListener>; 3], stop: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let header_read_timeout = state.config.limits.header_read_timeout;
+    let mut admission = Admission::new(state.config.limits.max_connections);
+    let mut accept_errors = AcceptErrors::default();
     let [public, admin, metrics] = &listeners;
     loop {
-        let (stream, listener) = tokio::select! {
+        let (accepted, listener) = tokio::select! {
             accepted = accept(public) => (accepted, Listener::Public),
             accepted = accept(admin) => (accepted, Listener::Admin),
             accepted = accept(metrics) => (accepted, Listener::Metrics),
             _ = stop.cancelled() => break,
         };
-        let (stream, peer) = match stream {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+            Err(error) => {
+                accept_errors.back_off(&error, &stop).await;
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let state = state.clone();
-            async move {
-                let response = match listener {
-                    Listener::Public => public::handle(&state, request, peer).await,
-                    Listener::Admin => admin::handle(&state, request).await,
-                    Listener::Metrics => admin::metrics_only(&request),
-                };
-                Ok::<_, Infallible>(response)
-            }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+        accept_errors.reset();
+        // Only the internet-facing listener is capped: an operator's admin
+        // call or a scrape still gets through while the public side sheds.
+        let permit = match listener {
+            Listener::Public => match admission.admit() {
+                Some(permit) => Some(permit),
+                None => continue, // dropping the stream closes it at once
+            },
+            Listener::Admin | Listener::Metrics => None,
+        };
+        let connection = serve_connection(&state, stream, peer, listener);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listeners);
@@ -184,6 +185,35 @@ async fn serve(state: Arc<AppState>, listeners: [Option<TcpListener>; 3], stop: 
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(?grace, "requests still in flight after the shutdown grace; stopping anyway");
     }
+}
+
+/// One HTTP/1 connection: hyper's header-read bound, and a write bound so a
+/// peer that stops reading its response does not hold the connection forever.
+fn serve_connection(
+    state: &Arc<AppState>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    listener: Listener,
+) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error> + use<> {
+    let _ = stream.set_nodelay(true);
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(state.config.limits.write_timeout));
+    let state_for_requests = state.clone();
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let state = state_for_requests.clone();
+        async move {
+            let response = match listener {
+                Listener::Public => public::handle(&state, request, peer).await,
+                Listener::Admin => admin::handle(&state, request).await,
+                Listener::Metrics => admin::metrics_only(&request),
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.limits.header_read_timeout)
+        .serve_connection(TokioIo::new(Box::pin(stream)), service)
 }
 
 /// The address a listener really bound.

@@ -41,10 +41,14 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
     response
 }
 
-/// Ready when every enabled connector is loaded (none enabled is ready too)
-/// and a webhook can be made durable: on the bus, or in the spool while the
-/// bus is away ("degraded"). A full spool with the bus away is not ready.
+/// Not ready once shutdown began. Otherwise ready when every enabled
+/// connector is loaded (none enabled is ready too) and a webhook can be made
+/// durable: on the bus, or in the spool while the bus is away ("degraded").
+/// A spool that cannot take a write, with the bus away, is not ready.
 async fn readiness(state: &AppState) -> Response<Body> {
+    if state.draining.is_cancelled() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
     let enabled = state.config.enabled_connectors().count();
     if state.connectors.slots().len() < enabled {
         return text(StatusCode::SERVICE_UNAVAILABLE, "a connector is not loaded");
@@ -55,13 +59,11 @@ async fn readiness(state: &AppState) -> Response<Body> {
         Err(_) => Some("no answer".to_owned()),
     };
     let spooled = state.spool.depth();
-    match bus {
-        None if spooled == 0 => text(StatusCode::OK, "ready"),
-        None => text(StatusCode::OK, &format!("degraded: {spooled} spooled publishes going to the bus")),
-        Some(bus) if state.spool.is_full() => {
-            text(StatusCode::SERVICE_UNAVAILABLE, &format!("bus: {bus}; the spool is full ({spooled} waiting)"))
-        }
-        Some(bus) => text(StatusCode::OK, &format!("degraded: bus: {bus}; spooling ({spooled} waiting)")),
+    match (bus, state.spool.can_take()) {
+        (None, _) if spooled == 0 => text(StatusCode::OK, "ready"),
+        (None, _) => text(StatusCode::OK, &format!("degraded: {spooled} spooled publishes going to the bus")),
+        (Some(bus), Err(spool)) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("bus: {bus}; spool: {spool}")),
+        (Some(bus), Ok(())) => text(StatusCode::OK, &format!("degraded: bus: {bus}; spooling ({spooled} waiting)")),
     }
 }
 

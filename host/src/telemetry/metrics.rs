@@ -93,6 +93,9 @@ fn describe() {
     describe_counter!("egress_dead_letters_total", "Egress messages dead-lettered.");
     describe_counter!("connector_swaps_total", "Connector hot swaps by outcome (swapped, refused).");
     describe_counter!("admin_auth_failures_total", "Admin requests refused for a missing or wrong bearer token.");
+    describe_counter!("connections_shed_total", "Public connections closed at once: max_connections were open.");
+    describe_counter!("accept_errors_total", "Failed accepts (descriptors exhausted, …), each followed by a back-off.");
+    describe_gauge!("connections_open", "Public connections open now.");
     describe_gauge!("spool_depth", "Publishes waiting in the spool for the bus to come back.");
     describe_gauge!("spool_oldest_seconds", Unit::Seconds, "How long the oldest spooled publish has waited.");
     describe_counter!("spool_spooled_total", "Publishes the bus did not take in time, written to the spool.");
@@ -173,4 +176,19 @@ pub fn drained(count: u64) {
 /// An admin request refused for its credentials.
 pub fn admin_auth_failure() {
     counter!("admin_auth_failures_total").increment(1);
+}
+
+/// A public connection closed at once because `max_connections` were open.
+pub fn connection_shed() {
+    counter!("connections_shed_total").increment(1);
+}
+
+/// The public connections open now.
+pub fn connections_open(open: usize) {
+    gauge!("connections_open").set(open as f64);
+}
+
+/// An accept that failed (the listener backs off before the next).
+pub fn accept_error() {
+    counter!("accept_errors_total").increment(1);
 }
