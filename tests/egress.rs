@@ -303,3 +303,40 @@ async fn each_sender_is_held_to_its_rate() {
     assert!(waited < Duration::from_millis(800), "the other sender waited {waited:?} behind the first one's queue");
     service.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_releases_messages_waiting_for_their_senders_rate_and_a_restart_sends_each_once() {
+    let fake = FakeTwilio::start().await;
+    let mut harness = fast_retry_harness(&fake);
+    harness.set_setting("rate_per_sender", "0.2"); // one message every 5 s
+    let service = harness.start().await;
+    for i in 0..4 {
+        enqueue(
+            &service,
+            &format!(r#"{{"id": "held-{i}", "to": "+14155550100", "from": "+15005550006", "body": "{i}"}}"#),
+        )
+        .await;
+    }
+    wait_for_messages(&service, "events.twilio.status", 1).await;
+    // Three workers now wait on the sender's rate, holding a message each.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = std::time::Instant::now();
+    service.stop().await.unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(2), "stop waited {:?} on the rate", stopping.elapsed());
+    assert_eq!(fake.received().len(), 1);
+
+    // Released, not lost: the next start sends the other three, once each.
+    harness.set_setting("rate_per_sender", "100");
+    let service = harness.start().await;
+    let events = wait_for_messages(&service, "events.twilio.status", 4).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut bodies: Vec<String> = fake
+        .received()
+        .iter()
+        .flat_map(|r| r.form.iter().filter(|(k, _)| k == "Body").map(|(_, v)| v.clone()))
+        .collect();
+    bodies.sort();
+    assert_eq!(bodies, ["0", "1", "2", "3"]);
+    service.stop().await.unwrap();
+}

@@ -134,3 +134,124 @@ async fn an_answer_that_never_ends_is_bounded_ambiguous_and_not_resent() {
     // Bounded by the call timeout (3 s), not by the peer.
     a_broken_answer_is_never_resent(Ending::StallAfter(20), Duration::from_secs(8)).await;
 }
+
+/// A small tmpfs the test mounts (and unmounts when dropped), or why it cannot.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Result<Self, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !mounted.status.success() {
+            return Err(String::from_utf8_lossy(&mounted.stderr).trim().to_owned());
+        }
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk with one file until the kernel says it is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let filler = self.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+
+    fn remount_read_only(&self) {
+        let status = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(self.path()).status();
+        assert!(status.unwrap().success(), "remounting read-only");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_not_ready_refuses_clearly_and_loses_nothing_acknowledged() {
+    let disk = match SmallDisk::mount("64m") {
+        Ok(disk) => disk,
+        Err(why) => return eprintln!("SKIPPED: cannot mount a small tmpfs here ({why}); needs root"),
+    };
+    let mut harness = harness::Harness::new();
+    harness.env.set("DATA_DIR", disk.path().join("data").to_str().unwrap());
+    let service = harness.start().await;
+    let addr = service.public_addr;
+    assert_eq!(harness::get(addr, "/readyz").await, (200, "ready\n".to_owned()));
+
+    let filler = disk.fill();
+    let (status, why) = harness::get(addr, "/readyz").await;
+    assert_eq!(status, 503, "{why}");
+    assert!(why.contains("bytes free"), "{why}");
+    // Webhooks on a full disk: each is durable (200) or refused (5xx) so
+    // Twilio retries it; none is acknowledged and lost.
+    let (mut acknowledged, mut refused) = (Vec::new(), std::collections::BTreeMap::new());
+    for i in 0..40 {
+        let sid = format!("SM{i:032x}");
+        match harness::signed_sms(addr, &sid).await {
+            200 => acknowledged.push(sid),
+            status => {
+                assert!(status == 503 || status == 500, "answered {status}");
+                *refused.entry(status).or_insert(0) += 1;
+            }
+        }
+    }
+    std::fs::remove_file(filler).unwrap();
+    let (status, why) = harness::get(addr, "/readyz").await;
+    assert_eq!(status, 200, "{why}");
+    for i in 40..50 {
+        let sid = format!("SM{i:032x}");
+        assert_eq!(harness::signed_sms(addr, &sid).await, 200);
+        acknowledged.push(sid);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let missing = loop {
+        let on_bus: Vec<String> = messages(&service, "ingress.twilio.messaging")
+            .await
+            .iter()
+            .map(|m| m["provider_message_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let missing: Vec<&String> = acknowledged.iter().filter(|sid| !on_bus.contains(sid)).collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing.len();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "full disk: {} of 50 webhooks acknowledged, {missing} of them missing from the bus; refused: {refused:?}",
+        acknowledged.len()
+    );
+    assert_eq!(missing, 0, "acknowledged webhooks lost");
+    service.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_data_dir_stops_the_start_with_a_clear_error() {
+    let disk = match SmallDisk::mount("8m") {
+        Ok(disk) => disk,
+        Err(why) => return eprintln!("SKIPPED: cannot mount a small tmpfs here ({why}); needs root"),
+    };
+    std::fs::create_dir(disk.path().join("data")).unwrap();
+    disk.remount_read_only();
+    let mut harness = harness::Harness::new();
+    harness.env.set("DATA_DIR", disk.path().join("data").to_str().unwrap());
+    let output = harness.command(&["serve"], None).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("read-only file system") && !stderr.contains("panicked"), "{stderr}");
+    println!("read-only data dir: {}", stderr.trim());
+}

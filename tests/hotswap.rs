@@ -236,3 +236,35 @@ async fn sighup_and_the_reload_command_swap_a_running_service() {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_file_that_vanishes_mid_swap_is_refused_and_the_old_one_keeps_serving() {
+    let (harness, path) = file_backed(true);
+    let service = harness.start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = tokio::spawn(webhook_traffic(service.public_addr, stop.clone()));
+
+    // A deploy that dies half-way: the file is written in place, partly, then removed.
+    std::fs::write(&path, &v2_bytes()[..4096]).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await; // past the watcher's settle time
+    let (status, outcome) = reload(&service).await;
+    assert_eq!(status, 422, "{outcome}");
+    let reason = outcome["connectors"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains(path.to_str().unwrap()), "the reason names the file: {reason}");
+    let connector = admin_connector(&service).await;
+    assert_eq!((connector["version"].as_str(), connector["swap_count"].as_u64()), (Some(V1), Some(0)), "{connector}");
+
+    // The next deploy goes through.
+    install(&path, &v2_bytes());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while admin_connector(&service).await["version"] != V2 {
+        assert!(tokio::time::Instant::now() < deadline, "the watcher did not swap within 15 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let statuses = traffic.await.unwrap();
+    assert!(!statuses.is_empty());
+    assert!(statuses.iter().all(|&s| s == 200), "a webhook failed during the swaps: {statuses:?}");
+    service.stop().await.unwrap();
+}

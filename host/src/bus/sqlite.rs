@@ -107,7 +107,11 @@ impl SqliteBus {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let conn = open_connection(path).with_context(|| format!("opening {}", path.display()))?;
+        let conn = open_connection(path).with_context(|| match super::disk::room(path) {
+            // Say what is wrong with the disk, when something is: SQLite only says "unable to open".
+            Err(disk) => format!("opening {}: {disk}", path.display()),
+            Ok(_) => format!("opening {}", path.display()),
+        })?;
         conn.execute_batch(SCHEMA).with_context(|| format!("creating the schema in {}", path.display()))?;
         let reader = open_connection(path)?;
         let (sender, receiver) = mpsc::channel();
