@@ -264,6 +264,37 @@ fn unexpected_body(status: u16, body: &[u8]) -> String {
     }
 }
 
+/// Removes the credentials a request carried from what came back: an error
+/// body that echoes the `Authorization` header (a proxy's error page, a
+/// debugging gateway) must not reach logs, dead letters or status events.
+pub fn redact_credentials(error: SendError, (user, password): &(String, String)) -> SendError {
+    let basic = BASE64.encode(format!("{user}:{password}"));
+    let encoded: String = form_urlencoded::byte_serialize(password.as_bytes()).collect();
+    let secrets = [basic.as_str(), password.as_str(), encoded.as_str()];
+    let scrub = |text: &mut String| {
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            if text.contains(secret) {
+                *text = text.replace(secret, "[redacted]");
+            }
+        }
+    };
+    let scrub_error = |mut e: ProviderError| {
+        scrub(&mut e.message);
+        if let Some(more_info) = e.more_info.as_mut() {
+            scrub(more_info);
+        }
+        e
+    };
+    match error {
+        SendError::Retry(hint) => {
+            SendError::Retry(RetryHint { after_ms: hint.after_ms, reason: scrub_error(hint.reason) })
+        }
+        SendError::Reject(e) => SendError::Reject(scrub_error(e)),
+        SendError::OptedOut(e) => SendError::OptedOut(scrub_error(e)),
+        SendError::Ambiguous(e) => SendError::Ambiguous(scrub_error(e)),
+    }
+}
+
 /// The longest wait a `Retry-After` may ask for; a longer one (a date years
 /// ahead, a typo) would park the message for good.
 const MOST_RETRY_AFTER_MS: u64 = 3600 * 1000;
@@ -317,6 +348,23 @@ pub fn product_base(product: &str, edge: Option<&str>, region: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_echoed_in_an_answer_are_redacted() {
+        let credentials = ("SK00000000000000000000000000000002".to_owned(), "s3cret/+=".to_owned());
+        let basic = BASE64.encode("SK00000000000000000000000000000002:s3cret/+=");
+        let echo = format!(
+            "<html>Authorization: Basic {basic}; key=SK00000000000000000000000000000002, password=s3cret/+= or s3cret%2F%2B%3D</html>"
+        );
+        let answer = classify_response(502, None, echo.as_bytes());
+        let Err(SendError::Retry(hint)) = answer.map_err(|e| redact_credentials(e, &credentials)) else {
+            panic!("a 502 is retried")
+        };
+        let message = hint.reason.message;
+        assert!(!message.contains("s3cret") && !message.contains(&basic), "{message}");
+        assert_eq!(message.matches("[redacted]").count(), 3, "{message}");
+        assert!(message.contains("SK00000000000000000000000000000002"), "the key's id is not a secret: {message}");
+    }
 
     #[test]
     fn retry_after_is_read_as_seconds_or_as_an_http_date_and_capped() {

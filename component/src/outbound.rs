@@ -20,7 +20,7 @@ pub fn send(message: &EgressMessage) -> Result<Accepted, SendError> {
         SendError::Reject(ProviderError { code: None, message: reason, http_status: None, more_info: None })
     })?;
     let request = egress::prepare(message, &settings)?;
-    let outcome = execute(&request);
+    let outcome = execute(&request).map_err(|error| egress::redact_credentials(error, &settings.credentials));
     if let Err(error) = &outcome {
         log::log(Level::Warn, &format!("send {} failed: {}", message.id, describe(error)));
     }

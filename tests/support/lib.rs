@@ -270,7 +270,7 @@ fn cli_binary() -> PathBuf {
 }
 
 /// Every variable the harness sets, for a child process.
-const SERVICE_VARS: &[&str] = &[
+pub const SERVICE_VARS: &[&str] = &[
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
     "TWILIO_API_KEY",
@@ -338,15 +338,21 @@ pub async fn enqueue(service: &RunningService, body: &str) -> String {
 
 /// GETs a path; returns status and body text.
 pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    get_with(addr, path, &[]).await
+}
+
+/// GETs a path with `headers`; returns status and body text.
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header("host", addr.to_string())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .expect("request");
+    let mut request = hyper::Request::get(path).header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(http_body_util::Empty::<bytes::Bytes>::new()).expect("request");
     let response = sender.send_request(request).await.expect("response");
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.expect("body").to_bytes();
