@@ -87,13 +87,16 @@ pub fn validate(
     if matched { Ok(()) } else { Err(SignatureError::Mismatch) }
 }
 
-/// The forms of `url` Twilio may have signed: with the default port and
-/// without any port; and, when the URL carries credentials, the same without them.
+/// The forms of `url` Twilio may have signed: the URL exactly as given; with
+/// the default port and without any port; and, when the URL carries
+/// credentials, the same without them.
 fn url_variants(url: &str) -> Vec<String> {
+    // Exactly as given first, whatever it looks like (the fuzzer found an
+    // empty port, `host:/`, that no normalised form reproduced).
+    let mut variants = vec![url.to_owned()];
     let Some(parts) = UrlParts::split(url) else {
-        return vec![url.to_owned()];
+        return variants;
     };
-    let mut variants = Vec::with_capacity(4);
     let userinfo_choices: &[Option<&str>] = match parts.userinfo {
         Some(info) => &[None, Some(info)],
         None => &[None],

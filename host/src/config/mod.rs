@@ -53,14 +53,40 @@ impl Env {
     }
 
     /// The variables of a dotenv file (`KEY=VALUE` lines, comments, quotes and
-    /// `export` as dotenvy reads them); the error names the file and line.
+    /// `export` as dotenvy reads them); the error names the file and where.
     pub fn from_dotenv_file(path: &Path) -> anyhow::Result<Self> {
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let entries = dotenvy::from_path_iter(path)
+        let file = std::fs::File::open(path)
             .map_err(|e| anyhow::anyhow!("cannot read the env file {}: {e}", shown.display()))?;
-        entries
-            .map(|entry| entry.map_err(|e| anyhow::anyhow!("the env file {} is malformed: {e}", shown.display())))
-            .collect()
+        Self::from_dotenv(file).map_err(|e| anyhow::anyhow!("the env file {} is malformed: {e}", shown.display()))
+    }
+
+    /// The variables of dotenv text. A malformed line is located by the name
+    /// before it, never shown: it may hold a secret (dotenvy's own message
+    /// quotes the line).
+    pub fn from_dotenv(reader: impl std::io::Read) -> Result<Self, String> {
+        let mut env = Self::default();
+        let mut last_name: Option<String> = None;
+        for entry in dotenvy::from_read_iter(reader) {
+            match entry {
+                Ok((name, value)) => {
+                    env.set(name.clone(), value);
+                    last_name = Some(name);
+                }
+                Err(dotenvy::Error::Io(e)) => return Err(e.to_string()),
+                Err(dotenvy::Error::LineParse(_, column)) => {
+                    let place =
+                        last_name.map_or_else(|| "the first entry".to_owned(), |n| format!("the entry after {n}"));
+                    return Err(format!("{place} cannot be read (at character {column} of its line)"));
+                }
+                Err(_) => {
+                    let place =
+                        last_name.map_or_else(|| "the first entry".to_owned(), |n| format!("the entry after {n}"));
+                    return Err(format!("{place} refers to a variable that is not valid text"));
+                }
+            }
+        }
+        Ok(env)
     }
 
     /// These values under `over`: where both set a name, `over` wins.
@@ -285,8 +311,14 @@ pub fn load_for(path: &Path, env: &Env, secrets: Secrets) -> Result<ServiceConfi
         path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
         reason,
     })?;
+    load_text(&text, path, env, secrets)
+}
+
+/// [`load_for`] on text already read (the fuzzer's way in): `path` names it
+/// in errors, and relative paths in it are relative to `path`'s directory.
+pub fn load_text(text: &str, path: &Path, env: &Env, secrets: Secrets) -> Result<ServiceConfig, ConfigError> {
     let base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
-    parse(&text, &base_dir, env, secrets).map_err(|e| match e {
+    parse(text, &base_dir, env, secrets).map_err(|e| match e {
         ParseFailure::Syntax(message) => ConfigError::Parse { path: path.to_owned(), message },
         ParseFailure::Invalid(problems) => ConfigError::Invalid(problems),
     })

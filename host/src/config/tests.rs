@@ -194,7 +194,11 @@ fn dotenv_files_parse_and_yield_to_the_environment() {
 
     std::fs::write(&path, "A=1\nbroken line\n").unwrap();
     let error = Env::from_dotenv_file(&path).unwrap_err().to_string();
-    assert!(error.contains("local.env is malformed"), "{error}");
+    assert!(error.contains("local.env is malformed") && error.contains("after A"), "{error}");
+    // A malformed secret line is located, never quoted.
+    std::fs::write(&path, "A=1\nTWILIO_AUTH_TOKEN=\"0123456789abcdef-unclosed\n").unwrap();
+    let error = Env::from_dotenv_file(&path).unwrap_err().to_string();
+    assert!(error.contains("after A") && !error.contains("0123456789abcdef"), "{error}");
     let error = Env::from_dotenv_file(&dir.path().join("missing.env")).unwrap_err().to_string();
     assert!(error.contains("missing.env"), "{error}");
 }
