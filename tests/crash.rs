@@ -65,15 +65,11 @@ async fn sigkill_during_a_burst_loses_no_acknowledged_webhook() {
 
     let bus = SqliteBus::open(&data_dir.join("bus.sqlite3")).unwrap();
     let stored = bus.read("ingress.twilio.messaging", 0, 100_000).await.unwrap();
-    let stored: std::collections::HashSet<String> = stored
-        .iter()
-        .map(|m| {
-            serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["provider_message_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let sid =
+        |payload: &[u8]| serde_json::from_slice::<serde_json::Value>(payload).unwrap()["provider_message_id"].clone();
+    let stored: std::collections::HashSet<String> =
+        stored.iter().map(|m| sid(&m.payload).as_str().unwrap().to_owned()).collect();
     let lost: Vec<_> = acknowledged.iter().filter(|sid| !stored.contains(*sid)).collect();
     assert!(lost.is_empty(), "{} acknowledged webhooks lost: {lost:?}", lost.len());
+    println!("sigkill: {} webhooks answered 200 before the kill, none missing from the bus", acknowledged.len());
 }

@@ -65,6 +65,11 @@ fn webhook(path: &str, signature: &str, body: &[u8]) -> Vec<u8> {
 
 /// One hostile request of kind `kind` (0..12); what it is, and the request.
 fn hostile(addr: SocketAddr, kind: usize, random: &mut Random) -> (&'static str, Vec<u8>) {
+    if kind < 5 { hostile_webhook(addr, kind, random) } else { hostile_http(kind, random) }
+}
+
+/// Webhook-shaped abuse: forged, signed elsewhere, oversized in its parameters.
+fn hostile_webhook(addr: SocketAddr, kind: usize, random: &mut Random) -> (&'static str, Vec<u8>) {
     let url = format!("http://{addr}/twilio/messaging");
     match kind {
         0 => {
@@ -76,10 +81,6 @@ fn hostile(addr: SocketAddr, kind: usize, random: &mut Random) -> (&'static str,
             let body = form(&borrowed(&params));
             let signed_elsewhere = sign("http://evil.example.com/twilio/messaging", &borrowed(&params));
             ("signed for another URL", webhook("/twilio/messaging", &signed_elsewhere, &body))
-        }
-        2 => {
-            let header = "a".repeat(1 << 20);
-            ("a 1 MiB header", format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {header}\r\n\r\n").into_bytes())
         }
         3 => {
             let params: Vec<(String, String)> = (0..4000).map(|i| (format!("P{i}"), "v".to_owned())).collect();
@@ -93,6 +94,16 @@ fn hostile(addr: SocketAddr, kind: usize, random: &mut Random) -> (&'static str,
             let body = form(&borrowed(&params));
             ("NumMedia=1000000000, signed", webhook("/twilio/messaging", &sign(&url, &borrowed(&params)), &body))
         }
+        _ => {
+            let header = "a".repeat(1 << 20);
+            ("a 1 MiB header", format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {header}\r\n\r\n").into_bytes())
+        }
+    }
+}
+
+/// HTTP-level abuse: odd methods and paths, broken framing, garbage.
+fn hostile_http(kind: usize, random: &mut Random) -> (&'static str, Vec<u8>) {
+    match kind {
         5 => {
             let method = ["DELETE", "PUT", "OPTIONS", "TRACE", "PATCH", "CONNECT", "BREW"][random.below(7)];
             (

@@ -90,6 +90,11 @@ async fn ten_swaps_under_traffic_fail_nothing_lose_nothing_double_nothing() {
     assert_eq!(events.len(), ids.len());
     assert_each_sent_once_by_both_versions(&fake, &ids);
     assert_eq!(admin_connector(&service).await["swap_count"], 10);
+    println!(
+        "hot swap: 10 swaps under {} webhooks (all 200, all on the bus) and {} sends (each sent once)",
+        statuses.len(),
+        ids.len()
+    );
     service.stop().await.unwrap();
 }
 
