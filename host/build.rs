@@ -28,8 +28,11 @@ fn main() {
     require_wasm_target();
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ sits in the workspace").to_owned();
+    // Relative to this package, not absolute: two checkouts sharing one target
+    // directory (CI's clean clone beside the working copy) share this build
+    // script's fingerprint, and an absolute path would watch the other one.
     for watched in ["component/src", "component/Cargo.toml", "wit", "Cargo.lock", "tests/fixtures/probe/src"] {
-        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
+        println!("cargo:rerun-if-changed=../{watched}");
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
     println!("cargo:rerun-if-env-changed=CONNECTOR_VERSION");

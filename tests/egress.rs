@@ -128,6 +128,42 @@ async fn twilio_answers_map_to_what_the_caller_should_do() {
 }
 
 #[tokio::test]
+async fn the_error_class_not_the_http_status_decides() {
+    use ingress_egress::runtime::bindings::ErrorClass;
+    let fake = FakeTwilio::start().await;
+    // (Twilio's answer, what the worker should do, the class it should carry)
+    let cases: [(Reply, &str, ErrorClass); 7] = [
+        (Reply::error(400, 30001, "Queue overflow"), "retry", ErrorClass::Throttled),
+        (
+            Reply::error(400, 21611, "This 'From' number has exceeded the maximum number of queued messages"),
+            "retry",
+            ErrorClass::Throttled,
+        ),
+        (
+            Reply::error(400, 63016, "Failed to send freeform message because you are outside the allowed window."),
+            "reject",
+            ErrorClass::WindowClosed,
+        ),
+        (Reply::error(400, 21654, "ContentSid Required"), "reject", ErrorClass::Template),
+        (Reply::error(401, 20003, "Authenticate"), "reject", ErrorClass::Configuration),
+        (Reply::error(503, 99999, "a code nobody knows"), "retry", ErrorClass::Retryable),
+        (Reply::error(418, 99998, "another one"), "reject", ErrorClass::InvalidRequest),
+    ];
+    fake.script(cases.iter().map(|(reply, _, _)| reply.clone()));
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&fake.base_url());
+    let connector = harness.load_twilio().await;
+    for (i, (reply, action, class)) in cases.into_iter().enumerate() {
+        let (got, error) = match harness::answer(connector.send(&egress_sms(&format!("class-{i}"))).await) {
+            Err(SendError::Retry(hint)) => ("retry", hint.reason),
+            Err(SendError::Reject(error)) => ("reject", error),
+            other => panic!("{}: {other:?}", reply.body),
+        };
+        assert_eq!((got, error.class), (action, class), "{}", reply.body);
+    }
+}
+
+#[tokio::test]
 async fn nothing_listening_is_retryable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", closed.local_addr().unwrap());
@@ -201,6 +237,7 @@ async fn an_opted_out_recipient_is_dead_lettered_and_reported() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["id"], "stop-1");
     assert_eq!(dead[0]["error_code"], 21610);
+    assert_eq!(dead[0]["error_class"], "opted-out");
     assert!(dead[0]["reason"].as_str().unwrap().contains("opted out"));
     assert_eq!(dead[0]["message"]["body"], "hi");
     let events = wait_for_messages(&service, "events.twilio.status", 1).await;
@@ -221,6 +258,7 @@ async fn retries_end_in_the_dead_letter_topic() {
     let dead = wait_for_messages(&service, "deadletter.twilio", 1).await;
     assert_eq!(dead.len(), 1);
     assert!(dead[0]["reason"].as_str().unwrap().starts_with("gave up after 3 attempts"), "{dead:?}");
+    assert_eq!(dead[0]["error_class"], "retryable");
     assert_eq!(fake.received().len(), 3);
     service.stop().await.unwrap();
 }

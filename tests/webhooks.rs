@@ -172,6 +172,7 @@ async fn a_status_callback_becomes_a_status_event_for_its_egress_id() {
     assert_eq!(events[0]["provider_message_id"], "SM00000000000000000000000000000002");
     assert_eq!(events[0]["status"], "undelivered");
     assert_eq!(events[0]["error_code"], 30003);
+    assert_eq!(events[0]["error_class"], "unreachable");
 
     service.stop().await.unwrap();
 }

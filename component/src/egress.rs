@@ -7,15 +7,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::platform::connector::types::{Accepted, EgressMessage, ProviderError, RetryHint, SendError};
+use crate::errors;
+use crate::platform::connector::types::{Accepted, EgressMessage, ErrorClass, ProviderError, RetryHint, SendError};
 
 /// Twilio's limits on a message.
 const MAX_BODY_CHARS: usize = 1600;
 const MAX_MEDIA: usize = 10;
-/// Twilio's error code for a recipient who replied STOP.
-pub const OPTED_OUT: u32 = 21610;
-/// Twilio's error code for too many requests.
-const TOO_MANY_REQUESTS: u32 = 20429;
 
 /// The senders a message without its own `from` or Messaging Service uses.
 #[derive(Debug, Clone, Default)]
@@ -113,7 +110,12 @@ pub fn check<'a>(message: &'a EgressMessage, defaults: &SenderDefaults) -> Resul
 }
 
 fn local_reject(message: impl Into<String>) -> SendError {
-    SendError::Reject(ProviderError { code: None, message: message.into(), http_status: None, more_info: None })
+    SendError::Reject(local_error(message.into(), ErrorClass::InvalidRequest))
+}
+
+/// A failure the connector itself saw, not one Twilio answered.
+fn local_error(message: String, class: ErrorClass) -> ProviderError {
+    ProviderError { code: None, message, http_status: None, more_info: None, class }
 }
 
 /// Builds the REST request for `message`, or rejects it before anything is sent.
@@ -223,6 +225,7 @@ pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) ->
                 message: format!("unreadable {status} answer: {e}"),
                 http_status: Some(status),
                 more_info: None,
+                class: ErrorClass::Unknown,
             })
         })?;
         let segments = created.num_segments.and_then(|v| match v {
@@ -237,20 +240,23 @@ pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) ->
         });
     }
     let parsed: Option<TwilioError> = serde_json::from_slice(body).ok();
+    let code = parsed.as_ref().and_then(|e| e.code);
     let error = ProviderError {
-        code: parsed.as_ref().and_then(|e| e.code),
+        code,
         message: parsed.as_ref().and_then(|e| e.message.clone()).unwrap_or_else(|| unexpected_body(status, body)),
         http_status: Some(status),
         more_info: parsed.and_then(|e| e.more_info),
+        class: errors::class_of(code, Some(status)),
     };
-    if status == 429 || error.code == Some(TOO_MANY_REQUESTS) || status >= 500 {
-        let after_ms = retry_after.and_then(|value| parse_retry_after_ms(value, std::time::SystemTime::now()));
-        return Err(SendError::Retry(RetryHint { after_ms, reason: error }));
-    }
-    if error.code == Some(OPTED_OUT) {
-        return Err(SendError::OptedOut(error));
-    }
-    Err(SendError::Reject(error))
+    // The class, not the code, decides.
+    Err(match error.class {
+        ErrorClass::Throttled | ErrorClass::Retryable => {
+            let after_ms = retry_after.and_then(|value| parse_retry_after_ms(value, std::time::SystemTime::now()));
+            SendError::Retry(RetryHint { after_ms, reason: error })
+        }
+        ErrorClass::OptedOut => SendError::OptedOut(error),
+        _ => SendError::Reject(error),
+    })
 }
 
 /// An answer that is not Twilio's error JSON (a proxy's page, say): its start, for the operator.
@@ -328,11 +334,13 @@ pub enum TransportFailure {
 
 /// The outcome of a transport failure, with its description.
 pub fn classify_transport(failure: TransportFailure, description: String) -> SendError {
-    let error = ProviderError { code: None, message: description, http_status: None, more_info: None };
     match failure {
-        TransportFailure::BeforeSending => SendError::Retry(RetryHint { after_ms: None, reason: error }),
-        TransportFailure::Denied => SendError::Reject(error),
-        TransportFailure::AfterSending => SendError::Ambiguous(error),
+        TransportFailure::BeforeSending => {
+            SendError::Retry(RetryHint { after_ms: None, reason: local_error(description, ErrorClass::Retryable) })
+        }
+        // The host's allow-list refused it: only an operator can change that.
+        TransportFailure::Denied => SendError::Reject(local_error(description, ErrorClass::Configuration)),
+        TransportFailure::AfterSending => SendError::Ambiguous(local_error(description, ErrorClass::Unknown)),
     }
 }
 

@@ -144,6 +144,7 @@ pub fn status_callback(
         provider_message_id: Some(sid.to_owned()),
         status: status.to_owned(),
         error_code,
+        error_class: error_code.map(|code| crate::errors::class_of(Some(code), None)),
         error_message: params.get("ErrorMessage").map(str::to_owned),
         account: params.get("AccountSid").map(str::to_owned),
         occurred_at,

@@ -21,6 +21,7 @@ wit_bindgen::generate!({
 
 pub mod egress;
 pub mod envelope;
+pub mod errors;
 pub mod segments;
 pub mod signature;
 pub mod simulate;

@@ -3,7 +3,7 @@
 use crate::body::{self, ReadError, WriteError};
 use crate::egress::{self, PreparedRequest, TransportFailure};
 use crate::platform::connector::log::{self, Level};
-use crate::platform::connector::types::{Accepted, EgressMessage, ProviderError, SendError};
+use crate::platform::connector::types::{Accepted, EgressMessage, ErrorClass, ProviderError, SendError};
 use crate::wasi::http::outgoing_handler;
 use crate::wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 
@@ -17,7 +17,13 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Sends one egress message and says what came of it.
 pub fn send(message: &EgressMessage) -> Result<Accepted, SendError> {
     let settings = crate::settings::egress_settings().map_err(|reason| {
-        SendError::Reject(ProviderError { code: None, message: reason, http_status: None, more_info: None })
+        SendError::Reject(ProviderError {
+            code: None,
+            message: reason,
+            http_status: None,
+            more_info: None,
+            class: ErrorClass::Configuration,
+        })
     })?;
     let request = egress::prepare(message, &settings)?;
     let outcome = execute(&request).map_err(|error| egress::redact_credentials(error, &settings.credentials));

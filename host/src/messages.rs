@@ -184,6 +184,8 @@ pub struct StatusEvent {
     pub error_code: Option<u32>,
     /// The provider's error text, on failures.
     pub error_message: Option<String>,
+    /// The error's class (`throttled`, `opted-out`, `unreachable`, …), on failures.
+    pub error_class: Option<String>,
     /// The provider account.
     pub account_sid: Option<String>,
     /// When the status was observed (RFC 3339).
@@ -201,6 +203,7 @@ impl From<bindings::StatusEvent> for StatusEvent {
             status: s.status,
             error_code: s.error_code,
             error_message: s.error_message,
+            error_class: s.error_class.map(|class| error_class_name(class).to_owned()),
             account_sid: s.account,
             occurred_at: s.occurred_at,
             attributes: s.attributes.into(),
@@ -273,12 +276,31 @@ pub struct DeadLetter {
     pub error_code: Option<u32>,
     /// The provider's error text, when it gave one.
     pub error_message: Option<String>,
+    /// The failure's class (`opted-out`, `invalid-request`, …), when a provider error said.
+    pub error_class: Option<String>,
     /// Attempts made.
     pub attempts: u32,
     /// When it was dead-lettered (RFC 3339).
     pub dead_lettered_at: String,
     /// The message as it was on the egress topic (a string when it was not JSON).
     pub message: serde_json::Value,
+}
+
+/// An error class as the bus spells it (the WIT enum's names).
+pub fn error_class_name(class: bindings::ErrorClass) -> &'static str {
+    use bindings::ErrorClass as C;
+    match class {
+        C::Throttled => "throttled",
+        C::Retryable => "retryable",
+        C::OptedOut => "opted-out",
+        C::Unreachable => "unreachable",
+        C::CarrierFiltered => "carrier-filtered",
+        C::InvalidRequest => "invalid-request",
+        C::WindowClosed => "window-closed",
+        C::Template => "template",
+        C::Configuration => "configuration",
+        C::Unknown => "unknown",
+    }
 }
 
 /// What a connector publishes, as the bus stores it.

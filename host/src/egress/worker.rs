@@ -226,6 +226,7 @@ impl EgressWorker {
             reason: failure.reason,
             error_code: failure.error.as_ref().and_then(|e| e.code),
             error_message: failure.error.as_ref().map(|e| e.message.clone()),
+            error_class: failure.error.as_ref().map(|e| messages::error_class_name(e.class).to_owned()),
             attempts: delivery.attempt,
             dead_lettered_at: messages::now_rfc3339(),
             message: serde_json::from_slice(&delivery.payload)
@@ -271,6 +272,7 @@ fn status_event(id: &str, sid: Option<String>, status: &str, error: Option<&Prov
         status: status.to_owned(),
         error_code: error.and_then(|e| e.code),
         error_message: error.map(|e| e.message.clone()),
+        error_class: error.map(|e| messages::error_class_name(e.class).to_owned()),
         account_sid: None,
         occurred_at: messages::now_rfc3339(),
         attributes: Attributes::default(),
@@ -279,7 +281,8 @@ fn status_event(id: &str, sid: Option<String>, status: &str, error: Option<&Prov
 
 /// A call into the connector that failed as a call: retried like a transient error.
 fn call_error<E: std::fmt::Debug>(failure: &CallFailure<E>) -> ProviderError {
-    ProviderError { code: None, message: failure.to_string(), http_status: None, more_info: None }
+    let class = bindings::ErrorClass::Retryable;
+    ProviderError { code: None, message: failure.to_string(), http_status: None, more_info: None, class }
 }
 
 fn describe(error: &ProviderError) -> String {
