@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Harness, get, post};
+use harness::{Harness, get, metric, post};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,14 +22,6 @@ async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> (usize, b
             Err(_) => return (total, false),
         }
     }
-}
-
-fn metric(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(name) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next())
-        .map_or(0.0, |value| value.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -276,6 +276,79 @@ async fn forwarded_headers_count_only_when_trusted() {
     service.stop().await.unwrap();
 }
 
+/// A signed `onMessageAdded` by `author`; the status it got.
+async fn conversation_message(addr: std::net::SocketAddr, sid: &str, author: &str) -> u16 {
+    let added = [
+        ("AccountSid", ACCOUNT_SID),
+        ("EventType", "onMessageAdded"),
+        ("Source", "API"),
+        ("ConversationSid", "CH00000000000000000000000000000003"),
+        ("MessageSid", sid),
+        ("ChatServiceSid", CHAT_SERVICE_SID),
+        ("Body", "hello"),
+        ("Author", author),
+    ];
+    post_webhook(addr, "/twilio/conversations", &added, Signature::Valid).await.0
+}
+
+async fn counter(service: &ingress_egress::service::RunningService, event: &str) -> f64 {
+    let series = format!("connector_events_total{{connector=\"twilio\",event=\"{event}\"}}");
+    harness::metric(&get(service.admin_addr, "/metrics").await.1, &series)
+}
+
+#[tokio::test]
+async fn the_services_own_conversation_messages_are_not_heard_back() {
+    let mut harness = Harness::new();
+    harness.env.set("TWILIO_IDENTITY", "support-bot");
+    let service = harness.start().await;
+    let skipped_before = counter(&service, "echo-skipped").await;
+    assert_eq!(
+        conversation_message(service.public_addr, "IM00000000000000000000000000000011", "support-bot").await,
+        200
+    );
+    assert_eq!(conversation_message(service.public_addr, "IM00000000000000000000000000000012", "alice").await, 200);
+    let published = messages(&service, "ingress.twilio.conversations").await;
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0]["from"], "alice");
+    assert_eq!(counter(&service, "echo-skipped").await - skipped_before, 1.0);
+    service.stop().await.unwrap();
+
+    // Configurable: a service that wants to hear itself does.
+    harness.env.set("TWILIO_SKIP_OWN_MESSAGES", "false");
+    let service = harness.start().await;
+    assert_eq!(
+        conversation_message(service.public_addr, "IM00000000000000000000000000000013", "support-bot").await,
+        200
+    );
+    assert_eq!(messages(&service, "ingress.twilio.conversations").await.len(), 2);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn while_the_auth_token_rotates_either_one_verifies_and_the_metric_says_which() {
+    const NEXT_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    let mut harness = Harness::new();
+    harness.env.set("TWILIO_AUTH_TOKEN_SECONDARY", NEXT_TOKEN);
+    let service = harness.start().await;
+    let addr = service.public_addr;
+    let before = (counter(&service, "signature-primary").await, counter(&service, "signature-secondary").await);
+    // Signed with the current token, then with the next one.
+    assert_eq!(harness::signed_sms(addr, "SM000000000000000000000000000000a1").await, 200);
+    let params = harness::fixtures::minimal_sms("SM000000000000000000000000000000a2", "rotated");
+    let params = borrowed(&params);
+    let url = format!("http://{addr}/twilio/messaging");
+    let signed_next = harness::sign_with(NEXT_TOKEN, &url, &params);
+    assert_eq!(post_webhook(addr, "/twilio/messaging", &params, Signature::Given(&signed_next)).await.0, 200);
+    // Signed with neither: refused.
+    let signed_other = harness::sign_with("ffffffffffffffffffffffffffffffff", &url, &params);
+    assert_eq!(post_webhook(addr, "/twilio/messaging", &params, Signature::Given(&signed_other)).await.0, 403);
+    assert_eq!(messages(&service, MESSAGING).await.len(), 2);
+    let after = (counter(&service, "signature-primary").await, counter(&service, "signature-secondary").await);
+    // Other tests in this binary share the metrics: the primary count only grows.
+    assert!(after.0 - before.0 >= 1.0 && after.1 - before.1 == 1.0, "{before:?} → {after:?}");
+    service.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn metrics_count_requests_rejections_and_publishes() {
     let harness = Harness::new();

@@ -22,6 +22,13 @@ fn optional_secret(name: &str) -> Option<String> {
     secret(name).ok()
 }
 
+/// The identity whose Conversations messages are the service's own echo, when
+/// they are to be skipped (`TWILIO_SKIP_OWN_MESSAGES`, default true).
+pub fn own_identity_to_skip() -> Option<String> {
+    let skip = setting("TWILIO_SKIP_OWN_MESSAGES").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+    skip.then(|| setting("TWILIO_IDENTITY")).flatten()
+}
+
 /// The base URL Twilio calls, without a trailing slash.
 pub fn webhook_base_url() -> Option<String> {
     setting("TWILIO_WEBHOOK_BASE_URL").map(|url| url.trim_end_matches('/').to_owned())

@@ -11,6 +11,7 @@ use crate::body::{self, ReadError};
 use crate::envelope::{self, Context, Params};
 use crate::platform::connector::bus::{self, BusError, BusMessage};
 use crate::platform::connector::log::{self, Level};
+use crate::platform::connector::metrics;
 use crate::signature::{self, SignatureError, SignedContent};
 use crate::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme,
@@ -86,7 +87,7 @@ fn answer(request: &IncomingRequest) -> Reply {
     let params: Vec<(String, String)> =
         if is_form { form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
     let content = if is_form { SignedContent::Form(&params) } else { SignedContent::Raw(&body) };
-    match signature::validate(auth_token.as_bytes(), &url, content, header("x-twilio-signature").as_deref()) {
+    match verify(&auth_token, &url, content, header("x-twilio-signature").as_deref()) {
         Ok(()) => {}
         Err(SignatureError::Missing) => return Reply::error(400, "missing X-Twilio-Signature"),
         Err(error) => {
@@ -100,7 +101,43 @@ fn answer(request: &IncomingRequest) -> Reply {
     publish(route, Params(&params), &url)
 }
 
+/// Verifies against the Auth Token, and against `TWILIO_AUTH_TOKEN_SECONDARY`
+/// when set, so an operator can rotate the token without refusing traffic
+/// signed with either. Both are always checked: the time taken does not say
+/// which matched. The match is counted (`signature-primary`/`-secondary`).
+fn verify(primary: &str, url: &str, content: SignedContent<'_>, header: Option<&str>) -> Result<(), SignatureError> {
+    let with_primary = signature::validate(primary.as_bytes(), url, content, header);
+    let secondary = settings::secret("TWILIO_AUTH_TOKEN_SECONDARY").ok();
+    let with_secondary = secondary.map(|token| signature::validate(token.as_bytes(), url, content, header));
+    match (with_primary, with_secondary) {
+        (Ok(()), _) => {
+            metrics::count("signature-primary", 1);
+            Ok(())
+        }
+        (Err(_), Some(Ok(()))) => {
+            metrics::count("signature-secondary", 1);
+            Ok(())
+        }
+        (Err(error), _) => Err(error),
+    }
+}
+
+/// Whether a Conversations event is the service's own message coming back
+/// (its `Author` is `TWILIO_IDENTITY`), which a bot must not hear: skipped
+/// and counted (`echo-skipped`) unless `TWILIO_SKIP_OWN_MESSAGES` is false.
+fn is_own_message(params: Params<'_>) -> bool {
+    let Some(identity) = settings::own_identity_to_skip() else { return false };
+    let own = params.get("EventType") == Some("onMessageAdded") && params.get("Author") == Some(identity.as_str());
+    if own {
+        metrics::count("echo-skipped", 1);
+    }
+    own
+}
+
 fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
+    if matches!(route, Route::Conversations) && is_own_message(params) {
+        return Reply::twiml();
+    }
     let context = || Context { id: clock::uuid_v4(), received_at: clock::now_rfc3339() };
     let built = match route {
         Route::Messaging => envelope::inbound_message(params, &context())

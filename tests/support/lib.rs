@@ -174,10 +174,15 @@ pub fn answer<T, E: std::fmt::Debug>(result: Result<T, ingress_egress::runtime::
 
 /// X-Twilio-Signature computed here, independently of the component.
 pub fn sign(url: &str, params: &[(&str, &str)]) -> String {
+    sign_with(AUTH_TOKEN, url, params)
+}
+
+/// [`sign`] with another Auth Token.
+pub fn sign_with(auth_token: &str, url: &str, params: &[(&str, &str)]) -> String {
     let mut sorted: Vec<_> = params.to_vec();
     sorted.sort();
     sorted.dedup();
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(AUTH_TOKEN.as_bytes()).expect("any key length");
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()).expect("any key length");
     mac.update(url.as_bytes());
     for (k, v) in sorted {
         mac.update(k.as_bytes());
@@ -318,6 +323,16 @@ impl Harness {
         wait_for_listener(admin).await;
         (child, public, admin)
     }
+}
+
+/// The value of the first sample in Prometheus text `metrics` whose name and
+/// labels start with `series` (`name` or `name{label="value"`); 0 when absent.
+pub fn metric(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series) && !line.starts_with('#'))
+        .and_then(|line| line.rsplit(' ').next())
+        .map_or(0.0, |value| value.parse().expect("a number"))
 }
 
 /// A service whose egress sends to `twilio_base` and retries quickly.

@@ -22,6 +22,33 @@ pub struct Grants {
     pub outbound: OutboundAllowList,
     /// The bus it publishes to.
     pub bus: Arc<dyn Bus>,
+    /// The event names it has counted (`metrics.count`), shared by its instances.
+    pub events: Arc<EventNames>,
+}
+
+/// The distinct event names one connector may count: a bounded set, so a
+/// connector cannot grow the metrics' label space without end.
+#[derive(Debug, Default)]
+pub struct EventNames(std::sync::Mutex<std::collections::BTreeSet<String>>);
+
+impl EventNames {
+    /// At most this many distinct names per connector.
+    pub const MOST: usize = 32;
+
+    /// Whether `event` may be counted: a well-formed name, already known or
+    /// still within [`Self::MOST`].
+    pub fn admit(&self, event: &str) -> bool {
+        let well_formed = (1..=48).contains(&event.len())
+            && event.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !well_formed {
+            return false;
+        }
+        let Ok(mut names) = self.0.lock() else { return false };
+        if names.contains(event) {
+            return true;
+        }
+        names.len() < Self::MOST && names.insert(event.to_owned())
+    }
 }
 
 impl Grants {
@@ -34,6 +61,7 @@ impl Grants {
             topics: config.topics.clone(),
             outbound: OutboundAllowList::new(config.outbound_hosts.clone()),
             bus,
+            events: Arc::default(),
         }
     }
 }

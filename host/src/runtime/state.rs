@@ -12,7 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::platform::connector::{bus, config, log, secrets, types};
+use super::bindings::platform::connector::{bus, config, log, metrics as counters, secrets, types};
 use super::grants::Grants;
 use crate::bus::PublishRefused;
 use crate::telemetry::metrics;
@@ -194,6 +194,17 @@ impl log::Host for InstanceState {
             log::Level::Info => tracing::info!(connector, "{message}"),
             log::Level::Warn => tracing::warn!(connector, "{message}"),
             log::Level::Error => tracing::error!(connector, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl counters::Host for InstanceState {
+    async fn count(&mut self, event: String, by: u64) -> wasmtime::Result<()> {
+        if self.grants.events.admit(&event) {
+            metrics::connector_event(&self.grants.connector, &event, by);
+        } else {
+            tracing::debug!(connector = %self.grants.connector, "event name refused for counting: malformed or one too many");
         }
         Ok(())
     }

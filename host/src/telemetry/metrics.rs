@@ -93,6 +93,7 @@ fn describe() {
     describe_counter!("egress_dead_letters_total", "Egress messages dead-lettered.");
     describe_counter!("connector_swaps_total", "Connector hot swaps by outcome (swapped, refused).");
     describe_counter!("admin_auth_failures_total", "Admin requests refused for a missing or wrong bearer token.");
+    describe_counter!("connector_events_total", "Events a connector counts itself, by connector and event.");
     describe_counter!("connections_shed_total", "Public connections closed at once: max_connections were open.");
     describe_counter!("accept_errors_total", "Failed accepts (descriptors exhausted, …), each followed by a back-off.");
     describe_gauge!("connections_open", "Public connections open now.");
@@ -191,4 +192,9 @@ pub fn connections_open(open: usize) {
 /// An accept that failed (the listener backs off before the next).
 pub fn accept_error() {
     counter!("accept_errors_total").increment(1);
+}
+
+/// An event a connector counted (its name checked by the caller).
+pub fn connector_event(connector: &str, event: &str, by: u64) {
+    counter!("connector_events_total", "connector" => connector.to_owned(), "event" => event.to_owned()).increment(by);
 }
