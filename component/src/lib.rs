@@ -19,6 +19,7 @@ wit_bindgen::generate!({
     additional_derives_ignore: ["stream-error"],
 });
 
+pub mod consent;
 pub mod egress;
 pub mod envelope;
 pub mod errors;

@@ -16,7 +16,7 @@ use crate::signature::{self, SignatureError, SignedContent};
 use crate::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme,
 };
-use crate::{clock, settings};
+use crate::{clock, consent, settings};
 
 /// Twilio's bodies are small (a 1600-character body plus parameters); the host
 /// enforces its own limit first and answers 413.
@@ -138,34 +138,73 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
     if matches!(route, Route::Conversations) && is_own_message(params) {
         return Reply::twiml();
     }
-    let context = || Context { id: clock::uuid_v4(), received_at: clock::now_rfc3339() };
-    let built = match route {
-        Route::Messaging => envelope::inbound_message(params, &context())
-            .map(|e| Some(("messaging", e.provider_message_id.clone(), BusMessage::Envelope(e)))),
-        Route::Conversations => envelope::conversation_event(params, &context())
-            .map(|e| e.map(|e| ("conversations", e.provider_message_id.clone(), BusMessage::Envelope(e)))),
-        Route::Status => {
-            let egress_id = signature::query_param(url, "egress_id");
-            envelope::status_callback(params, egress_id, clock::now_rfc3339()).map(|event| {
-                let key = envelope::status_dedup_key(&event).unwrap_or_default();
-                Some(("status", key, BusMessage::Status(event)))
-            })
-        }
-    };
-    let (stream, key, message) = match built {
-        Ok(Some(built)) => built,
-        // Acknowledged, nothing to publish (a Conversations event other than onMessageAdded).
-        Ok(None) => return Reply::twiml(),
+    let outgoing = match messages_for(route, params, url) {
+        Ok(outgoing) => outgoing,
         Err(error) => return Reply::error(400, error.to_string()),
     };
+    // Every message is durable before Twilio hears 200; on a failure it
+    // retries, and what was already published is a duplicate then.
+    for (stream, key, message) in &outgoing {
+        match bus::publish(stream, Some(key), message) {
+            Ok(_) => {}
+            // A deployment without a consent topic still takes the message itself.
+            Err(BusError::NotAllowed(_)) if *stream == "consent" => {
+                log::log(
+                    Level::Warn,
+                    &format!("{key}: no consent topic is granted; the consent event is not published"),
+                );
+            }
+            Err(error) => return refused(stream, key, error),
+        }
+    }
     // Status and Conversations webhooks ignore the body: the same empty TwiML serves all three.
-    match bus::publish(stream, Some(&key), &message) {
-        Ok(_) => Reply::twiml(),
-        Err(BusError::Unavailable(reason)) => {
+    Reply::twiml()
+}
+
+/// What a webhook publishes: its envelope or status event, and a consent
+/// event when it carries one; nothing for Conversations events other than
+/// `onMessageAdded`.
+fn messages_for(
+    route: Route,
+    params: Params<'_>,
+    url: &str,
+) -> Result<Vec<(&'static str, String, BusMessage)>, envelope::EnvelopeError> {
+    let context = || Context { id: clock::uuid_v4(), received_at: clock::now_rfc3339() };
+    let (mut outgoing, consent) = match route {
+        Route::Messaging => {
+            let envelope = envelope::inbound_message(params, &context())?;
+            let main = ("messaging", envelope.provider_message_id.clone(), BusMessage::Envelope(envelope));
+            (vec![main], consent::from_inbound(params, clock::now_rfc3339()))
+        }
+        Route::Conversations => {
+            let envelope = envelope::conversation_event(params, &context())?;
+            let main = envelope.map(|e| ("conversations", e.provider_message_id.clone(), BusMessage::Envelope(e)));
+            (main.into_iter().collect(), None)
+        }
+        Route::Status => {
+            let egress_id = signature::query_param(url, "egress_id");
+            let event = envelope::status_callback(params, egress_id, clock::now_rfc3339())?;
+            let key = envelope::status_dedup_key(&event).unwrap_or_default();
+            (
+                vec![("status", key, BusMessage::Status(event))],
+                consent::from_status_callback(params, clock::now_rfc3339()),
+            )
+        }
+    };
+    if let Some(event) = consent {
+        outgoing.push(("consent", consent::dedup_key(&event), BusMessage::Consent(event)));
+    }
+    Ok(outgoing)
+}
+
+/// The answer to a webhook whose message the bus did not take.
+fn refused(stream: &str, key: &str, error: BusError) -> Reply {
+    match error {
+        BusError::Unavailable(reason) => {
             log::log(Level::Error, &format!("bus unavailable for {key}: {reason}"));
             Reply::error(503, "the bus cannot take the message now")
         }
-        Err(BusError::NotAllowed(reason)) => {
+        BusError::NotAllowed(reason) => {
             log::log(Level::Error, &format!("bus refused stream {stream}: {reason}"));
             Reply::error(500, "the connector may not publish this message")
         }

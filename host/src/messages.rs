@@ -286,6 +286,47 @@ pub struct DeadLetter {
     pub message: serde_json::Value,
 }
 
+/// A recipient's consent for one sender changed (or they asked for help).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentEvent {
+    /// The recipient.
+    pub user: String,
+    /// The sender it applies to (a number or a sender pool), never every sender.
+    pub sender: String,
+    /// `opted-out`, `opted-in` or `help`.
+    pub action: String,
+    /// How it was learned (`keyword`, `advanced-opt-out`, `send-refused`, `status-callback`).
+    pub via: String,
+    /// The keyword the recipient sent, when one.
+    pub keyword: Option<String>,
+    /// The message that carried it, when one did.
+    pub provider_message_id: Option<String>,
+    /// The provider account.
+    pub account_sid: Option<String>,
+    /// When it was learned (RFC 3339).
+    pub occurred_at: String,
+}
+
+impl From<bindings::ConsentEvent> for ConsentEvent {
+    fn from(c: bindings::ConsentEvent) -> Self {
+        let action = match c.action {
+            bindings::ConsentAction::OptedOut => "opted-out",
+            bindings::ConsentAction::OptedIn => "opted-in",
+            bindings::ConsentAction::Help => "help",
+        };
+        Self {
+            user: c.user,
+            sender: c.sender,
+            action: action.to_owned(),
+            via: c.via,
+            keyword: c.keyword,
+            provider_message_id: c.provider_message_id,
+            account_sid: c.account,
+            occurred_at: c.occurred_at,
+        }
+    }
+}
+
 /// An error class as the bus spells it (the WIT enum's names).
 pub fn error_class_name(class: bindings::ErrorClass) -> &'static str {
     use bindings::ErrorClass as C;
@@ -308,6 +349,7 @@ pub fn encode(message: bindings::BusMessage) -> Vec<u8> {
     let encoded = match message {
         bindings::BusMessage::Envelope(envelope) => serde_json::to_vec(&IngressEnvelope::from(envelope)),
         bindings::BusMessage::Status(event) => serde_json::to_vec(&StatusEvent::from(event)),
+        bindings::BusMessage::Consent(event) => serde_json::to_vec(&ConsentEvent::from(event)),
     };
     // Serialising these types cannot fail: no map has non-string keys.
     encoded.unwrap_or_default()

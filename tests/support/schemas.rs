@@ -19,6 +19,7 @@ static ENVELOPE: LazyLock<Validator> = LazyLock::new(|| compile("ingress-envelop
 static STATUS: LazyLock<Validator> = LazyLock::new(|| compile("status-event"));
 static EGRESS: LazyLock<Validator> = LazyLock::new(|| compile("egress-message"));
 static DEAD_LETTER: LazyLock<Validator> = LazyLock::new(|| compile("dead-letter"));
+static CONSENT: LazyLock<Validator> = LazyLock::new(|| compile("consent-event"));
 
 /// The schema of what `topic` carries, by the repository's topic names;
 /// `None` for topics whose payloads are a connector's own (the probe's events).
@@ -27,6 +28,7 @@ pub fn for_topic(topic: &str) -> Option<&'static Validator> {
     match parts.as_slice() {
         ["ingress", "twilio", ..] => Some(&ENVELOPE),
         ["events", _, "status"] => Some(&STATUS),
+        ["events", _, "consent"] => Some(&CONSENT),
         ["egress", _] => Some(&EGRESS),
         ["deadletter", _] => Some(&DEAD_LETTER),
         _ => None,

@@ -26,6 +26,8 @@ pub const EGRESS_STREAM: &str = "egress";
 pub const STATUS_STREAM: &str = "status";
 /// Where messages that will not be sent go, with the reason.
 pub const DEADLETTER_STREAM: &str = "deadletter";
+/// Where a recipient's opt-out, learned from a refused send, is published.
+pub const CONSENT_STREAM: &str = "consent";
 
 /// Why a message was not enqueued.
 #[derive(Debug, thiserror::Error)]

@@ -15,11 +15,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use super::rate::SenderRates;
-use super::{DEADLETTER_STREAM, EGRESS_STREAM, STATUS_STREAM};
+use super::{CONSENT_STREAM, DEADLETTER_STREAM, EGRESS_STREAM, STATUS_STREAM};
 use crate::bus::{Bus, Delivery};
 use crate::config::EgressConfig;
 use crate::connectors::ConnectorSlot;
-use crate::messages::{self, Attributes, DeadLetter, EgressMessage, StatusEvent};
+use crate::messages::{self, Attributes, ConsentEvent, DeadLetter, EgressMessage, StatusEvent};
 use crate::runtime::CallFailure;
 use crate::runtime::bindings::{self, ProviderError, SendError};
 use crate::telemetry::metrics;
@@ -37,6 +37,7 @@ pub struct EgressWorker {
     egress_topic: String,
     status_topic: Option<String>,
     deadletter_topic: Option<String>,
+    consent_topic: Option<String>,
     config: EgressConfig,
     rates: SenderRates,
     /// How long a taken message stays hidden: longer than any one send.
@@ -93,6 +94,7 @@ impl EgressWorker {
         Some(Arc::new(Self {
             status_topic: topics.get(STATUS_STREAM).cloned(),
             deadletter_topic: topics.get(DEADLETTER_STREAM).cloned(),
+            consent_topic: topics.get(CONSENT_STREAM).cloned(),
             rates: SenderRates::new(slot.config.egress.rate_per_sender),
             config: slot.config.egress.clone(),
             visibility: call_timeout + Duration::from_secs(30),
@@ -174,6 +176,10 @@ impl EgressWorker {
                 self.fail(delivery, id, Failure::new(Outcome::Failed, reason, Some(error))).await
             }
             Err(CallFailure::Refused(SendError::OptedOut(error))) => {
+                if !self.publish_consent(id, message.to.as_deref(), &plan.rate_key).await {
+                    // Not recorded: it comes back, is refused again, and recorded then.
+                    return self.settle(self.bus.retry_later(delivery.seq, BUS_PAUSE).await, "retry");
+                }
                 let reason = format!("recipient opted out: {}", describe(&error));
                 self.fail(delivery, id, Failure::new(Outcome::OptedOut, reason, Some(error))).await
             }
@@ -253,6 +259,31 @@ impl EgressWorker {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, "cannot publish the status event; the message will come back");
+                false
+            }
+        }
+    }
+
+    /// The provider refused a send because `user` opted out of `sender`: the
+    /// platform hears it on the consent topic, scoped to that sender. True
+    /// when published (or the connector has no consent topic).
+    async fn publish_consent(&self, id: &str, user: Option<&str>, sender: &str) -> bool {
+        let (Some(topic), Some(user)) = (&self.consent_topic, user) else { return true };
+        let event = ConsentEvent {
+            user: user.to_owned(),
+            sender: sender.to_owned(),
+            action: "opted-out".to_owned(),
+            via: "send-refused".to_owned(),
+            keyword: None,
+            provider_message_id: None,
+            account_sid: None,
+            occurred_at: messages::now_rfc3339(),
+        };
+        let payload = serde_json::to_vec(&event).unwrap_or_default();
+        match self.bus.publish(topic, Some(&format!("{id}:consent")), payload.into()).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot publish the consent event; the message will come back");
                 false
             }
         }

@@ -41,8 +41,8 @@ pub mod webhook_simulator {
 pub use exports::platform::connector::connector::{Descriptor, EgressPlan};
 pub use platform::connector::bus::{BusError, BusMessage, Receipt};
 pub use platform::connector::types::{
-    Accepted, Attribute, Channel, EgressMessage, ErrorClass, IngressEnvelope, Media, ProviderError, RetryHint,
-    SendError, StatusEvent,
+    Accepted, Attribute, Channel, ConsentAction, ConsentEvent, EgressMessage, ErrorClass, IngressEnvelope, Media,
+    ProviderError, RetryHint, SendError, StatusEvent,
 };
 pub use token_issuer::{AccessToken, TokenError, TokenRequest};
 pub use webhook_simulator::SimulatedRequest;
