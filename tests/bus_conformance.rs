@@ -18,7 +18,7 @@ use harness::nats::NatsServer;
 use harness::{Harness, post, wait_for_messages};
 use ingress_egress::bus::nats::NatsBus;
 use ingress_egress::bus::sqlite::SqliteBus;
-use ingress_egress::bus::{Bus, BusError, Published};
+use ingress_egress::bus::{Bus, BusError, Published, StateWrite};
 use ingress_egress::config::BusConfig;
 
 const STREAM: &str = "ingress.test.messages";
@@ -218,6 +218,45 @@ async fn an_egress_message_retried_to_the_end_is_dead_lettered_with_the_reason(b
 }
 
 /// The suite, once per backend.
+async fn state_writes_are_conditional_and_shared_between_hosts(backend: Backend) {
+    let (one, two) = (backend.open().await, backend.open().await);
+    assert_eq!(one.state_get("conformance", "status.SM1").await.unwrap(), None);
+    let StateWrite::Written(first) = one.state_put("conformance", "status.SM1", "sent".into(), None).await.unwrap()
+    else {
+        panic!("the first write of an absent key wins")
+    };
+    assert_eq!(two.state_put("conformance", "status.SM1", "queued".into(), None).await.unwrap(), StateWrite::Conflict);
+    let seen = two.state_get("conformance", "status.SM1").await.unwrap().unwrap();
+    assert_eq!((seen.value.as_str(), seen.revision), ("sent", first));
+    assert!(matches!(
+        two.state_put("conformance", "status.SM1", "delivered".into(), Some(first)).await.unwrap(),
+        StateWrite::Written(_)
+    ));
+    // The other host read the old revision: its write loses, and changes nothing.
+    assert_eq!(
+        one.state_put("conformance", "status.SM1", "queued".into(), Some(first)).await.unwrap(),
+        StateWrite::Conflict
+    );
+    assert_eq!(one.state_get("conformance", "status.SM1").await.unwrap().unwrap().value, "delivered");
+
+    // Read-modify-write from both hosts at once loses no update.
+    let count = |bus: Arc<dyn Bus>| async move {
+        for _ in 0..10 {
+            loop {
+                let current = bus.state_get("conformance", "counter").await.unwrap();
+                let n: u32 = current.as_ref().map_or(0, |e| e.value.parse().unwrap());
+                let write = bus.state_put("conformance", "counter", (n + 1).to_string(), current.map(|e| e.revision));
+                if matches!(write.await.unwrap(), StateWrite::Written(_)) {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::join!(count(one.clone()), count(two.clone()));
+    let third = backend.open().await;
+    assert_eq!(third.state_get("conformance", "counter").await.unwrap().unwrap().value, "20");
+}
+
 macro_rules! conformance {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -270,6 +309,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn settling_what_was_not_taken_is_an_error() {
                 super::settling_what_was_not_taken_is_an_error(backend()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn state_writes_are_conditional_and_shared_between_hosts() {
+                super::state_writes_are_conditional_and_shared_between_hosts(backend()).await;
             }
         }
     };

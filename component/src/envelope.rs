@@ -145,6 +145,7 @@ pub fn status_callback(
         status: status.to_owned(),
         error_code,
         error_class: error_code.map(|code| crate::errors::class_of(Some(code), None)),
+        previous_status: None,
         error_message: params.get("ErrorMessage").map(str::to_owned),
         account: params.get("AccountSid").map(str::to_owned),
         occurred_at,

@@ -26,6 +26,8 @@ pub mod errors;
 pub mod segments;
 pub mod signature;
 pub mod simulate;
+mod status_memory;
+pub mod status_order;
 pub mod token;
 
 mod body;

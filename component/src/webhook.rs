@@ -13,6 +13,7 @@ use crate::platform::connector::bus::{self, BusError, BusMessage};
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::metrics;
 use crate::signature::{self, SignatureError, SignedContent};
+use crate::status_memory::{self, Recorded};
 use crate::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme,
 };
@@ -140,7 +141,7 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
     }
     let outgoing = match messages_for(route, params, url) {
         Ok(outgoing) => outgoing,
-        Err(error) => return Reply::error(400, error.to_string()),
+        Err(reply) => return reply,
     };
     // Every message is durable before Twilio hears 200; on a failure it
     // retries, and what was already published is a duplicate then.
@@ -164,26 +165,37 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
 /// What a webhook publishes: its envelope or status event, and a consent
 /// event when it carries one; nothing for Conversations events other than
 /// `onMessageAdded`.
-fn messages_for(
-    route: Route,
-    params: Params<'_>,
-    url: &str,
-) -> Result<Vec<(&'static str, String, BusMessage)>, envelope::EnvelopeError> {
+fn messages_for(route: Route, params: Params<'_>, url: &str) -> Result<Vec<(&'static str, String, BusMessage)>, Reply> {
     let context = || Context { id: clock::uuid_v4(), received_at: clock::now_rfc3339() };
+    let malformed = |error: envelope::EnvelopeError| Reply::error(400, error.to_string());
     let (mut outgoing, consent) = match route {
         Route::Messaging => {
-            let envelope = envelope::inbound_message(params, &context())?;
+            let envelope = envelope::inbound_message(params, &context()).map_err(malformed)?;
             let main = ("messaging", envelope.provider_message_id.clone(), BusMessage::Envelope(envelope));
             (vec![main], consent::from_inbound(params, clock::now_rfc3339()))
         }
         Route::Conversations => {
-            let envelope = envelope::conversation_event(params, &context())?;
+            let envelope = envelope::conversation_event(params, &context()).map_err(malformed)?;
             let main = envelope.map(|e| ("conversations", e.provider_message_id.clone(), BusMessage::Envelope(e)));
             (main.into_iter().collect(), None)
         }
         Route::Status => {
             let egress_id = signature::query_param(url, "egress_id");
-            let event = envelope::status_callback(params, egress_id, clock::now_rfc3339())?;
+            let mut event = envelope::status_callback(params, egress_id, clock::now_rfc3339()).map_err(malformed)?;
+            let sid = event.provider_message_id.clone().unwrap_or_default();
+            match status_memory::record(&sid, &event.status, &event.occurred_at) {
+                Ok(Recorded::Forward(previous)) => event.previous_status = previous,
+                Ok(Recorded::Unordered) => {}
+                Ok(Recorded::Backward) => {
+                    // Acknowledged, so Twilio does not retry it; counted, not published.
+                    metrics::count("status-out-of-order", 1);
+                    return Ok(Vec::new());
+                }
+                Err(reason) => {
+                    log::log(Level::Error, &format!("{sid}: {reason}"));
+                    return Err(Reply::error(503, "the message's status cannot be checked now"));
+                }
+            }
             let key = envelope::status_dedup_key(&event).unwrap_or_default();
             (
                 vec![("status", key, BusMessage::Status(event))],

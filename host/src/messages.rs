@@ -186,6 +186,8 @@ pub struct StatusEvent {
     pub error_message: Option<String>,
     /// The error's class (`throttled`, `opted-out`, `unreachable`, …), on failures.
     pub error_class: Option<String>,
+    /// The status before this one, when known (a status only moves forward).
+    pub previous_status: Option<String>,
     /// The provider account.
     pub account_sid: Option<String>,
     /// When the status was observed (RFC 3339).
@@ -204,6 +206,7 @@ impl From<bindings::StatusEvent> for StatusEvent {
             error_code: s.error_code,
             error_message: s.error_message,
             error_class: s.error_class.map(|class| error_class_name(class).to_owned()),
+            previous_status: s.previous_status,
             account_sid: s.account,
             occurred_at: s.occurred_at,
             attributes: s.attributes.into(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ingress_egress::bus::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
+use ingress_egress::bus::{BoxFuture, Bus, BusError, Delivery, Published, StateEntry, StateWrite, Stored};
 
 /// `inner`, unless switched off.
 #[derive(Debug)]
@@ -89,6 +89,26 @@ impl Bus for OutageBus {
         Box::pin(async move {
             self.check()?;
             self.inner.ping().await
+        })
+    }
+
+    fn state_get<'a>(&'a self, bucket: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<StateEntry>, BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.state_get(bucket, key).await
+        })
+    }
+
+    fn state_put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        value: String,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<StateWrite, BusError>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.state_put(bucket, key, value, expected).await
         })
     }
 }

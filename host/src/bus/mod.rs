@@ -57,6 +57,25 @@ pub struct Stored {
     pub payload: Vec<u8>,
 }
 
+/// One key's value in a connector's state, with the revision a conditional
+/// write names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateEntry {
+    /// The value as written.
+    pub value: String,
+    /// Grows with every write of the key.
+    pub revision: u64,
+}
+
+/// What a conditional state write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateWrite {
+    /// Written; the key's new revision.
+    Written(u64),
+    /// The key had moved on (or existed, or not) since it was read: nothing written.
+    Conflict,
+}
+
 /// Why the bus refused an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -109,6 +128,21 @@ pub trait Bus: Send + Sync + fmt::Debug {
 
     /// Whether the bus answers now.
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// The value of `key` in the state `bucket` (a connector's small, durable
+    /// key-value memory beside its topics), with its revision.
+    fn state_get<'a>(&'a self, bucket: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<StateEntry>, BusError>>;
+
+    /// Writes `value` at `key` only if the key's revision is still `expected`
+    /// (`None`: only if the key does not exist), so two writers that read the
+    /// same entry cannot both win. Entries older than the retention are dropped.
+    fn state_put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        value: String,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<StateWrite, BusError>>;
 }
 
 /// Opens the configured bus: the SQLite file, or a connection to NATS with

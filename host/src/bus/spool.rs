@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
+use super::{BoxFuture, Bus, BusError, Delivery, Published, StateEntry, StateWrite, Stored};
 use crate::config::SpoolConfig;
 use crate::service::Capability;
 use crate::telemetry::metrics;
@@ -276,6 +276,22 @@ impl Bus for SpoolingBus {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>> {
         self.inner.ping()
+    }
+
+    // State is not spooled: a caller that cannot read or write it answers
+    // its webhook 503 and is asked again.
+    fn state_get<'a>(&'a self, bucket: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<StateEntry>, BusError>> {
+        self.inner.state_get(bucket, key)
+    }
+
+    fn state_put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        value: String,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<StateWrite, BusError>> {
+        self.inner.state_put(bucket, key, value, expected)
     }
 }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
+use super::{BoxFuture, Bus, BusError, Delivery, Published, StateEntry, StateWrite, Stored};
 use crate::config::{BusConfig, StreamRetention, StreamSpec};
 
 /// How many queued operations one transaction takes at most.
@@ -40,6 +40,15 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedup ON messages(topic, dedup_key) WHERE dedup_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_pending ON messages(topic, acked, visible_at, seq);
 CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, checked_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+CREATE INDEX IF NOT EXISTS state_age ON state(updated_at);
 ";
 
 enum Op {
@@ -69,6 +78,13 @@ enum Op {
     /// A one-row write: proves the writer runs and the file takes writes.
     Ping {
         reply: oneshot::Sender<Result<(), BusError>>,
+    },
+    StatePut {
+        bucket: String,
+        key: String,
+        value: String,
+        expected: Option<u64>,
+        reply: oneshot::Sender<Result<StateWrite, BusError>>,
     },
 }
 
@@ -220,6 +236,28 @@ impl Bus for SqliteBus {
         })
     }
 
+    fn state_get<'a>(&'a self, bucket: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<StateEntry>, BusError>> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.with_reader(move |conn| {
+            conn.prepare_cached("SELECT value, revision FROM state WHERE bucket = ?1 AND key = ?2")?
+                .query_row(params![bucket, key], |row| {
+                    Ok(StateEntry { value: row.get(0)?, revision: row.get::<_, i64>(1)? as u64 })
+                })
+                .optional()
+        })
+    }
+
+    fn state_put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        value: String,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<StateWrite, BusError>> {
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        self.submit(move |reply| Op::StatePut { bucket, key, value, expected, reply })
+    }
+
     /// Whether a publish would be durable now: the disk has room and the
     /// writer commits a write (it is alive, the file is writable).
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>> {
@@ -286,7 +324,7 @@ fn prune(conn: &Connection, pruning: &Pruning) -> rusqlite::Result<usize> {
         .prepare_cached("SELECT DISTINCT topic FROM messages")?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut deleted = 0;
+    let mut deleted = conn.execute("DELETE FROM state WHERE updated_at < ?1", params![cutoff])?;
     for topic in topics {
         let only_handled = pruning.only_handled(&topic);
         loop {
@@ -309,10 +347,13 @@ enum Pending {
     Publish(oneshot::Sender<Result<Published, BusError>>, Result<Published, BusError>),
     Take(oneshot::Sender<Result<Option<Delivery>, BusError>>, Result<Option<Delivery>, BusError>),
     Unit(oneshot::Sender<Result<(), BusError>>, Result<(), BusError>),
+    State(oneshot::Sender<Result<StateWrite, BusError>>, Result<StateWrite, BusError>),
 }
 
 fn run_batch(conn: &mut Connection, batch: Vec<Op>, pruning: &Pruning) {
-    let tx = match conn.transaction() {
+    // IMMEDIATE: the write lock up front, waiting out another process's
+    // (busy_timeout), where a read that later writes would fail at once.
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             fail_all(batch, &e.to_string());
@@ -353,6 +394,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, pruning: &Pruning) ->
                 .map_err(unavailable),
         ),
         Op::Prune { reply } => Pending::Unit(reply, prune(tx, pruning).map(|_| ()).map_err(unavailable)),
+        Op::StatePut { bucket, key, value, expected, reply } => {
+            Pending::State(reply, state_put(tx, &bucket, &key, &value, expected, now).map_err(unavailable))
+        }
         Op::Ping { reply } => Pending::Unit(
             reply,
             tx.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?1)", params![now])
@@ -360,6 +404,32 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, pruning: &Pruning) ->
                 .map_err(unavailable),
         ),
     }
+}
+
+/// Writes a state entry if its revision is still `expected` (inside the batch's
+/// transaction, so no other write comes between the check and the write).
+fn state_put(
+    tx: &Connection,
+    bucket: &str,
+    key: &str,
+    value: &str,
+    expected: Option<u64>,
+    now: i64,
+) -> rusqlite::Result<StateWrite> {
+    let current: Option<i64> = tx
+        .prepare_cached("SELECT revision FROM state WHERE bucket = ?1 AND key = ?2")?
+        .query_row(params![bucket, key], |row| row.get(0))
+        .optional()?;
+    if current.map(|r| r as u64) != expected {
+        return Ok(StateWrite::Conflict);
+    }
+    let revision = current.unwrap_or(0) + 1;
+    tx.prepare_cached(
+        "INSERT INTO state (bucket, key, value, revision, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (bucket, key) DO UPDATE SET value = ?3, revision = ?4, updated_at = ?5",
+    )?
+    .execute(params![bucket, key, value, revision, now])?;
+    Ok(StateWrite::Written(revision as u64))
 }
 
 /// Inserts a message unless its de-duplication key is already on the topic.
@@ -400,6 +470,9 @@ impl Pending {
             Self::Unit(reply, result) => {
                 let _ = reply.send(commit_error.map_or(result, |e| Err(failed(e))));
             }
+            Self::State(reply, result) => {
+                let _ = reply.send(commit_error.map_or(result, |e| Err(failed(e))));
+            }
         }
     }
 }
@@ -413,6 +486,7 @@ fn fail_all(batch: Vec<Op>, reason: &str) {
             Op::Ack { reply, .. } | Op::RetryLater { reply, .. } | Op::Prune { reply } | Op::Ping { reply } => {
                 drop(reply.send(Err(error())))
             }
+            Op::StatePut { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 }

@@ -304,6 +304,7 @@ fn status_event(id: &str, sid: Option<String>, status: &str, error: Option<&Prov
         error_code: error.and_then(|e| e.code),
         error_message: error.map(|e| e.message.clone()),
         error_class: error.map(|e| messages::error_class_name(e.class).to_owned()),
+        previous_status: None,
         account_sid: None,
         occurred_at: messages::now_rfc3339(),
         attributes: Attributes::default(),

@@ -12,7 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::platform::connector::{bus, config, log, metrics as counters, secrets, types};
+use super::bindings::platform::connector::{bus, config, log, metrics as counters, secrets, state as memory, types};
 use super::grants::Grants;
 use crate::bus::PublishRefused;
 use crate::telemetry::metrics;
@@ -207,5 +207,44 @@ impl counters::Host for InstanceState {
             tracing::debug!(connector = %self.grants.connector, "event name refused for counting: malformed or one too many");
         }
         Ok(())
+    }
+}
+
+/// Keys a connector may use: what JetStream's key-value store accepts, so a
+/// connector behaves the same on both backends.
+fn valid_state_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 256
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=/.".contains(&b))
+}
+
+impl memory::Host for InstanceState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<memory::Entry>, memory::StateError>> {
+        if !valid_state_key(&key) {
+            return Ok(Err(memory::StateError::Unavailable(format!("invalid state key {key:?}"))));
+        }
+        let found = self.grants.bus.state_get(&self.grants.connector, &key).await;
+        Ok(found
+            .map(|entry| entry.map(|e| memory::Entry { value: e.value, revision: e.revision }))
+            .map_err(|e| memory::StateError::Unavailable(e.to_string())))
+    }
+
+    async fn put(
+        &mut self,
+        key: String,
+        value: String,
+        expected: Option<u64>,
+    ) -> wasmtime::Result<Result<u64, memory::StateError>> {
+        if !valid_state_key(&key) {
+            return Ok(Err(memory::StateError::Unavailable(format!("invalid state key {key:?}"))));
+        }
+        let written = self.grants.bus.state_put(&self.grants.connector, &key, value, expected).await;
+        Ok(match written {
+            Ok(crate::bus::StateWrite::Written(revision)) => Ok(revision),
+            Ok(crate::bus::StateWrite::Conflict) => Err(memory::StateError::Conflict),
+            Err(e) => Err(memory::StateError::Unavailable(e.to_string())),
+        })
     }
 }

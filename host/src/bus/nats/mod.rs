@@ -13,6 +13,7 @@
 //!   died), and one still being handled reports progress so it does not.
 
 mod setup;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,7 +25,7 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-use super::{BoxFuture, Bus, BusError, Delivery, Published, Stored};
+use super::{BoxFuture, Bus, BusError, Delivery, Published, StateEntry, StateWrite, Stored};
 use crate::config::BusConfig;
 
 /// No bus operation waits longer than this.
@@ -50,6 +51,8 @@ pub struct NatsBus {
     /// work-queue topics a host takes from share one stream (the default
     /// `EGRESS`); the key is then unique.
     in_flight: Mutex<HashMap<i64, InFlight>>,
+    /// Connectors' state, in key-value buckets.
+    state: state::StateBuckets,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -72,6 +75,7 @@ impl NatsBus {
         setup::ensure_streams(&jetstream, bus).await?;
         Ok(Self {
             client,
+            state: state::StateBuckets::new(jetstream.clone(), bus.retention, config.replicas),
             jetstream,
             consumers: tokio::sync::Mutex::new(HashMap::new()),
             stream_names: Mutex::new(HashMap::new()),
@@ -270,5 +274,19 @@ impl Bus for NatsBus {
             }
             self.jetstream.query_account().await.map(|_| ()).map_err(unavailable)
         }))
+    }
+
+    fn state_get<'a>(&'a self, bucket: &'a str, key: &'a str) -> BoxFuture<'a, Result<Option<StateEntry>, BusError>> {
+        Box::pin(self.state.get(bucket, key))
+    }
+
+    fn state_put<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        value: String,
+        expected: Option<u64>,
+    ) -> BoxFuture<'a, Result<StateWrite, BusError>> {
+        Box::pin(self.state.put(bucket, key, value, expected))
     }
 }
