@@ -264,6 +264,64 @@ async fn retries_end_in_the_dead_letter_topic() {
 }
 
 #[tokio::test]
+async fn a_whatsapp_template_scheduled_with_options_is_the_exact_request() {
+    let fake = FakeTwilio::start().await;
+    let service = fast_retry_harness(&fake).start().await;
+    let message = r#"{
+        "id": "tpl-1",
+        "to": "whatsapp:+14155550100",
+        "messaging_service_sid": "MG0123456789abcdef0123456789abcdef",
+        "template": {"id": "HX0123456789abcdef0123456789abcdef", "variables": {"1": "Ada", "2": "12:00"}},
+        "send_at": "2030-01-01T13:00:00+01:00",
+        "validity_seconds": 600,
+        "options": {"ShortenUrls": true, "MaxPrice": 0.05, "PersistentAction": ["mailto:a@example.com", "sms:+14155550100"]}
+    }"#;
+    enqueue(&service, message).await;
+    wait_for_messages(&service, "events.twilio.status", 1).await;
+    let form = &fake.received()[0].form;
+    assert_eq!(
+        form[..],
+        pairs(&[
+            ("To", "whatsapp:+14155550100"),
+            ("MessagingServiceSid", "MG0123456789abcdef0123456789abcdef"),
+            ("ContentSid", "HX0123456789abcdef0123456789abcdef"),
+            ("ContentVariables", r#"{"1":"Ada","2":"12:00"}"#),
+            ("SendAt", "2030-01-01T12:00:00Z"),
+            ("ScheduleType", "fixed"),
+            ("ValidityPeriod", "600"),
+            ("MaxPrice", "0.05"),
+            ("PersistentAction", "mailto:a@example.com"),
+            ("PersistentAction", "sms:+14155550100"),
+            ("ShortenUrls", "true"),
+        ])[..],
+        "{form:?}"
+    );
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn template_schedule_and_option_mistakes_are_refused_at_the_door() {
+    let fake = FakeTwilio::start().await;
+    let service = fast_retry_harness(&fake).start().await;
+    let cases = [
+        (r#""template": {"id": "HX0123456789abcdef0123456789abcdef", "variables": "not an object"}"#, "variables"),
+        (r#""template": {"id": "HXshort"}"#, "Content sid"),
+        (r#""body": "hi", "send_at": "2030-01-01T12:00:00Z""#, "needs a Messaging Service"),
+        (r#""body": "hi", "options": {"Nonsense": 1}"#, "unknown option Nonsense"),
+        (r#""body": "hi", "validity_seconds": 0"#, "validity_seconds"),
+    ];
+    for (fields, expected) in cases {
+        let body = format!(r#"{{"to": "whatsapp:+14155550100", "from": "whatsapp:+15005550006", {fields}}}"#);
+        let (status, answer) =
+            post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.into_bytes()).await;
+        assert_eq!(status, 400, "{fields}: {answer}");
+        assert!(answer.contains(expected), "{fields}: {answer}");
+    }
+    assert!(fake.received().is_empty());
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn malformed_egress_requests_are_refused_at_the_door() {
     let fake = FakeTwilio::start().await;
     let service = fast_retry_harness(&fake).start().await;

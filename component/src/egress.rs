@@ -79,9 +79,10 @@ impl Destination<'_> {
 /// sending anything and without secrets: the one validation of egress.
 pub fn check<'a>(message: &'a EgressMessage, defaults: &SenderDefaults) -> Result<Destination<'a>, String> {
     let body = message.body.as_deref().filter(|b| !b.is_empty());
-    if body.is_none() && message.media_urls.is_empty() {
-        return Err("a message needs a body or media".into());
+    if body.is_none() && message.media_urls.is_empty() && message.template.is_none() {
+        return Err("a message needs a body, media or a template".into());
     }
+    crate::options::form_fields(message)?;
     if body.is_some_and(|b| b.chars().count() > MAX_BODY_CHARS) {
         return Err(format!("body is longer than {MAX_BODY_CHARS} characters"));
     }
@@ -92,6 +93,9 @@ pub fn check<'a>(message: &'a EgressMessage, defaults: &SenderDefaults) -> Resul
         return Err("id must not be empty".into());
     }
     match (&message.conversation, &message.to) {
+        (Some(_), None) if message.template.is_some() || message.send_at.is_some() || !message.options.is_empty() => {
+            Err("templates, scheduling and options are for messages to an address, not conversations".into())
+        }
         (Some(conversation), None) if message.media_urls.is_empty() => Ok(Destination::Conversation(conversation)),
         (Some(_), None) => Err("conversation messages take media by MediaSid, not URL".into()),
         (None, Some(to)) => {
@@ -101,6 +105,9 @@ pub fn check<'a>(message: &'a EgressMessage, defaults: &SenderDefaults) -> Resul
             };
             if from.is_none() && messaging_service.is_none() {
                 return Err("no sender: give from or messaging_service_sid, or set TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER".into());
+            }
+            if let (Some(feature), None) = (crate::options::needs_messaging_service(message), &messaging_service) {
+                return Err(format!("{feature} needs a Messaging Service: give messaging_service_sid"));
             }
             Ok(Destination::Address { to, from, messaging_service })
         }
@@ -133,7 +140,10 @@ pub fn prepare(message: &EgressMessage, settings: &EgressSettings) -> Result<Pre
             let mut form = vec![("To".to_owned(), to.to_owned())];
             form.extend(messaging_service.map(|service| ("MessagingServiceSid".to_owned(), service)));
             form.extend(from.map(|from| ("From".to_owned(), from)));
-            messages_request(message, form, settings, headers)
+            let mut request = messages_request(message, form, settings, headers);
+            // Checked in `check` above: this cannot fail here.
+            request.form.extend(crate::options::form_fields(message).map_err(local_reject)?);
+            request
         }
     })
 }
@@ -417,6 +427,10 @@ mod tests {
             sender_pool: None,
             status_callback: None,
             attributes_json: None,
+            template: None,
+            send_at: None,
+            validity_seconds: None,
+            options: vec![],
         }
     }
 

@@ -23,6 +23,7 @@ pub mod consent;
 pub mod egress;
 pub mod envelope;
 pub mod errors;
+pub mod options;
 pub mod segments;
 pub mod signature;
 pub mod simulate;

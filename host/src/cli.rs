@@ -279,6 +279,10 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
         messaging_service_sid: args.messaging_service_sid,
         status_callback: None,
         attributes: None,
+        template: None,
+        send_at: None,
+        validity_seconds: None,
+        options: Default::default(),
     };
     let id = crate::egress::enqueue(slot, message).await?;
     println!("{id}");

@@ -246,6 +246,44 @@ pub struct EgressMessage {
     /// Any JSON, attached to a conversation message.
     #[serde(default)]
     pub attributes: Option<serde_json::Value>,
+    /// A provider template (WhatsApp: a Content sid) and its variables.
+    #[serde(default)]
+    pub template: Option<Template>,
+    /// Send at this time (RFC 3339) instead of now.
+    #[serde(default)]
+    pub send_at: Option<String>,
+    /// Stop trying to deliver after this many seconds.
+    #[serde(default)]
+    pub validity_seconds: Option<u32>,
+    /// The provider's own options by name (text, number, flag, or a list
+    /// for a repeatable one), checked by the connector.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// A provider template and the values of its placeholders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// The template's id (Twilio: `HX…`).
+    pub id: String,
+    /// Placeholder → text, as a JSON object.
+    #[serde(default)]
+    pub variables: Option<serde_json::Value>,
+}
+
+/// An option's values as form fields carry them: text as it is, numbers
+/// and flags written out, a list (a repeatable option such as
+/// `PersistentAction`) as one field per item.
+fn option_texts(value: &serde_json::Value) -> Vec<String> {
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    match value {
+        serde_json::Value::Array(values) => values.iter().map(text).collect(),
+        value => vec![text(value)],
+    }
 }
 
 impl EgressMessage {
@@ -261,6 +299,17 @@ impl EgressMessage {
             sender_pool: self.messaging_service_sid.clone(),
             status_callback: self.status_callback.clone(),
             attributes_json: self.attributes.as_ref().map(serde_json::Value::to_string),
+            template: self.template.as_ref().map(|t| bindings::Template {
+                id: t.id.clone(),
+                variables_json: t.variables.as_ref().map(serde_json::Value::to_string),
+            }),
+            send_at: self.send_at.clone(),
+            validity_seconds: self.validity_seconds,
+            options: self
+                .options
+                .iter()
+                .flat_map(|(name, value)| option_texts(value).into_iter().map(move |text| (name.clone(), text)))
+                .collect(),
         }
     }
 }

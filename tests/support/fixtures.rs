@@ -76,6 +76,10 @@ pub fn egress_sms(id: &str) -> EgressMessage {
         sender_pool: None,
         status_callback: None,
         attributes_json: None,
+        template: None,
+        send_at: None,
+        validity_seconds: None,
+        options: vec![],
     }
 }
 
@@ -91,6 +95,10 @@ pub fn egress_to_conversation(id: &str, conversation: &str, body: &str) -> Egres
         sender_pool: None,
         status_callback: None,
         attributes_json: None,
+        template: None,
+        send_at: None,
+        validity_seconds: None,
+        options: vec![],
     }
 }
 

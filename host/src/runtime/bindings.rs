@@ -42,7 +42,7 @@ pub use exports::platform::connector::connector::{Descriptor, EgressPlan};
 pub use platform::connector::bus::{BusError, BusMessage, Receipt};
 pub use platform::connector::types::{
     Accepted, Attribute, Channel, ConsentAction, ConsentEvent, EgressMessage, ErrorClass, IngressEnvelope, Media,
-    ProviderError, RetryHint, SendError, StatusEvent,
+    ProviderError, RetryHint, SendError, StatusEvent, Template,
 };
 pub use token_issuer::{AccessToken, TokenError, TokenRequest};
 pub use webhook_simulator::SimulatedRequest;
