@@ -109,6 +109,10 @@ async fn rest_requests_satisfy_twilios_openapi() {
     // PersistentAction is an array in the OpenAPI: Prism's form-array finding is the one tolerated.
     accepted_but_for_prisms_form_arrays_at(harness::answer(connector.send(&template).await), "PersistentAction");
 
+    // Cancelling a scheduled message.
+    let canceled = harness::answer(connector.cancel("SM0123456789abcdef0123456789abcdef").await);
+    accepted(canceled);
+
     // Into a conversation of the configured service, and of the default service.
     accepted(harness::answer(connector.send(&message(None, Some("CH0123456789abcdef0123456789abcdef"))).await));
     harness.env.remove("TWILIO_CHAT_SERVICE_SID");

@@ -322,6 +322,43 @@ async fn template_schedule_and_option_mistakes_are_refused_at_the_door() {
 }
 
 #[tokio::test]
+async fn a_scheduled_message_is_canceled_through_the_admin_api() {
+    const SID: &str = "SM0123456789abcdef0123456789abcdef";
+    let fake = FakeTwilio::start().await;
+    fake.script([
+        Reply::json(200, &format!(r#"{{"sid":"{SID}","status":"canceled"}}"#)),
+        Reply::error(404, 20404, "The requested resource was not found"),
+        Reply::error(400, 30409, "Message cannot be canceled"),
+    ]);
+    let service = fast_retry_harness(&fake).start().await;
+    let admin = service.admin_addr;
+    let cancel = |sid: &str| {
+        let path = format!("/v1/messages/{sid}/cancel");
+        async move { post(admin, &path, &[], Vec::new()).await }
+    };
+    let (status, answer) = cancel(SID).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!((answer["provider_message_id"].as_str(), answer["status"].as_str()), (Some(SID), Some("canceled")));
+    let request = &fake.received()[0];
+    assert_eq!(
+        (request.method.as_str(), request.path.clone()),
+        ("POST", format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{SID}.json"))
+    );
+    assert_eq!(request.form, pairs(&[("Status", "canceled")]));
+    assert_eq!(request.header("authorization"), Some(basic(API_KEY, API_SECRET).as_str()));
+    // Unknown to Twilio, then no longer scheduled.
+    assert_eq!(cancel(SID).await.0, 404);
+    let (status, answer) = cancel(SID).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("cannot be canceled"), "{answer}");
+    // Not a message sid: refused before Twilio is asked.
+    assert_eq!(cancel("SM..%2F..").await.0, 400);
+    assert_eq!(fake.received().len(), 3);
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn malformed_egress_requests_are_refused_at_the_door() {
     let fake = FakeTwilio::start().await;
     let service = fast_retry_harness(&fake).start().await;

@@ -188,6 +188,7 @@ fn exercise_cli(harness: &Harness) -> Vec<(String, String)> {
         vec!["tail", "--topic", "events.twilio.status", "--from-start", "--idle-timeout", "1"],
         vec!["simulate", "sms"],
         vec!["reload"],
+        vec!["cancel", "--sid", "SM0123456789abcdef0123456789abcdef"],
     ];
     let mut outputs = Vec::new();
     for args in commands {

@@ -128,12 +128,7 @@ fn local_error(message: String, class: ErrorClass) -> ProviderError {
 /// Builds the REST request for `message`, or rejects it before anything is sent.
 pub fn prepare(message: &EgressMessage, settings: &EgressSettings) -> Result<PreparedRequest, SendError> {
     let destination = check(message, &settings.senders).map_err(local_reject)?;
-    let headers = vec![
-        ("authorization".to_owned(), basic_auth(&settings.credentials)),
-        ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
-        ("accept".to_owned(), "application/json".to_owned()),
-        ("user-agent".to_owned(), format!("ingress-egress-twilio/{}", crate::VERSION)),
-    ];
+    let headers = rest_headers(settings);
     Ok(match destination {
         Destination::Conversation(conversation) => conversation_request(message, conversation, settings, headers),
         Destination::Address { to, from, messaging_service } => {
@@ -146,6 +141,25 @@ pub fn prepare(message: &EgressMessage, settings: &EgressSettings) -> Result<Pre
             request
         }
     })
+}
+
+/// `POST /2010-04-01/Accounts/{AC}/Messages/{Sid}.json` with `Status=canceled`:
+/// cancels a scheduled message. The sid is checked first, so it cannot change
+/// the path.
+pub fn prepare_cancel(sid: &str, settings: &EgressSettings) -> Result<PreparedRequest, SendError> {
+    let well_formed = sid.len() == 34
+        && (sid.starts_with("SM") || sid.starts_with("MM"))
+        && sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !well_formed {
+        return Err(local_reject(format!("{sid:?} is not a message sid (SM… or MM…)")));
+    }
+    let url = format!(
+        "{}/2010-04-01/Accounts/{}/Messages/{sid}.json",
+        settings.api_base,
+        path_segment(&settings.account_sid)
+    );
+    let headers = rest_headers(settings);
+    Ok(PreparedRequest { url, headers, form: vec![("Status".to_owned(), "canceled".to_owned())] })
 }
 
 /// `POST /v1/[Services/{IS}/]Conversations/{CH}/Messages`, authored by the service's identity.
@@ -191,6 +205,16 @@ fn messages_request(
     let url =
         format!("{}/2010-04-01/Accounts/{}/Messages.json", settings.api_base, path_segment(&settings.account_sid));
     PreparedRequest { url, headers, form }
+}
+
+/// The headers of every REST call: Basic credentials, a form body, JSON back.
+fn rest_headers(settings: &EgressSettings) -> Vec<(String, String)> {
+    vec![
+        ("authorization".to_owned(), basic_auth(&settings.credentials)),
+        ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
+        ("accept".to_owned(), "application/json".to_owned()),
+        ("user-agent".to_owned(), format!("ingress-egress-twilio/{}", crate::VERSION)),
+    ]
 }
 
 fn basic_auth((user, password): &(String, String)) -> String {

@@ -120,6 +120,12 @@ impl simulator::Guest for Component {
     }
 }
 
+impl exports::platform::connector::message_control::Guest for Component {
+    fn cancel(provider_message_id: String) -> Result<Accepted, SendError> {
+        outbound::cancel(&provider_message_id)
+    }
+}
+
 impl exports::wasi::http::incoming_handler::Guest for Component {
     fn handle(request: wasi::http::types::IncomingRequest, response_out: wasi::http::types::ResponseOutparam) {
         webhook::handle(request, response_out);

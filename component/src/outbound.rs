@@ -33,6 +33,26 @@ pub fn send(message: &EgressMessage) -> Result<Accepted, SendError> {
     outcome
 }
 
+/// Cancels a scheduled message: `POST …/Messages/{Sid}.json` with
+/// `Status=canceled`, as Twilio's API has it.
+pub fn cancel(sid: &str) -> Result<Accepted, SendError> {
+    let settings = crate::settings::egress_settings().map_err(|reason| {
+        SendError::Reject(ProviderError {
+            code: None,
+            message: reason,
+            http_status: None,
+            more_info: None,
+            class: ErrorClass::Configuration,
+        })
+    })?;
+    let request = egress::prepare_cancel(sid, &settings)?;
+    let outcome = execute(&request).map_err(|error| egress::redact_credentials(error, &settings.credentials));
+    if let Err(error) = &outcome {
+        log::log(Level::Warn, &format!("cancel {sid} failed: {}", describe(error)));
+    }
+    outcome
+}
+
 fn describe(error: &SendError) -> String {
     let (kind, e) = match error {
         SendError::Retry(hint) => ("retry", &hint.reason),

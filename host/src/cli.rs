@@ -52,6 +52,22 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Ask a running service to hot-swap its connector(s) from their component files.
     Reload(ReloadArgs),
+    /// Ask a running service to cancel a scheduled message (by the provider's id, e.g. SM…).
+    Cancel(CancelArgs),
+}
+
+/// `cancel`: cancel a scheduled message through a running service.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The provider's message id (Twilio: SM…).
+    #[arg(long)]
+    pub sid: String,
+    /// The connector that sent it (default: the only one enabled).
+    #[arg(long)]
+    pub connector: Option<String>,
+    /// The admin listener (default: ADMIN_ADDR).
+    #[arg(long)]
+    pub admin_url: Option<String>,
 }
 
 /// `reload`: swap connectors in a running service.
@@ -194,7 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return check(&cli.architecture, &env);
     }
     let secrets = match cli.command {
-        Command::Tail(_) | Command::Reload(_) | Command::Send(_) => config::Secrets::NotNeeded,
+        Command::Tail(_) | Command::Reload(_) | Command::Send(_) | Command::Cancel(_) => config::Secrets::NotNeeded,
         _ => config::Secrets::Required,
     };
     let config = config::load_for(&cli.architecture, &env, secrets)?;
@@ -206,6 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => tail(config, args).await,
         Command::Simulate(args) => simulate(config, args).await,
         Command::Reload(args) => reload(config, args).await,
+        Command::Cancel(args) => cancel(config, args).await,
     }
 }
 
@@ -351,27 +368,48 @@ async fn simulate(config: ServiceConfig, args: SimulateArgs) -> anyhow::Result<(
 }
 
 async fn reload(config: ServiceConfig, args: ReloadArgs) -> anyhow::Result<()> {
-    let base = args.admin_url.unwrap_or_else(|| format!("http://{}", loopback(config.server.admin_addr)));
-    let path = match &args.connector {
-        Some(name) => format!(
-            "/admin/reload?connector={}",
-            url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
-        ),
-        None => "/admin/reload".to_owned(),
-    };
+    let path = format!("/admin/reload{}", connector_query(args.connector.as_deref()));
+    let (status, body) = admin_post(&config, args.admin_url, &path).await?;
+    println!("{}", String::from_utf8_lossy(&body).trim());
+    if status >= 300 {
+        anyhow::bail!("reload refused ({status})");
+    }
+    Ok(())
+}
+
+async fn cancel(config: ServiceConfig, args: CancelArgs) -> anyhow::Result<()> {
+    let sid = url::form_urlencoded::byte_serialize(args.sid.as_bytes()).collect::<String>();
+    let path = format!("/v1/messages/{sid}/cancel{}", connector_query(args.connector.as_deref()));
+    let (status, body) = admin_post(&config, args.admin_url, &path).await?;
+    println!("{}", String::from_utf8_lossy(&body).trim());
+    if status >= 300 {
+        anyhow::bail!("not canceled ({status})");
+    }
+    Ok(())
+}
+
+/// `?connector=NAME`, or nothing.
+fn connector_query(connector: Option<&str>) -> String {
+    connector.map_or_else(String::new, |name| {
+        format!("?connector={}", url::form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>())
+    })
+}
+
+/// POSTs to the running service's admin listener (`admin_url`, else
+/// ADMIN_ADDR), with ADMIN_TOKEN when set.
+async fn admin_post(
+    config: &ServiceConfig,
+    admin_url: Option<String>,
+    path: &str,
+) -> anyhow::Result<(u16, bytes::Bytes)> {
+    let base = admin_url.unwrap_or_else(|| format!("http://{}", loopback(config.server.admin_addr)));
     let headers: Vec<(String, String)> = config
         .server
         .admin_token
         .iter()
         .map(|token| ("authorization".to_owned(), format!("Bearer {}", token.reveal())))
         .collect();
-    let (status, body) =
-        crate::client::post(&base, &path, &headers, Vec::new()).await.with_context(|| format!("asking {base}"))?;
-    println!("{}", String::from_utf8_lossy(&body).trim());
-    if status >= 300 {
-        anyhow::bail!("reload refused ({status})");
-    }
-    Ok(())
+    crate::client::post(&base, path, &headers, Vec::new()).await.with_context(|| format!("asking {base}"))
 }
 
 /// An address to connect to: a listener on 0.0.0.0 is reached on 127.0.0.1.

@@ -2,7 +2,7 @@
 //! the guests.
 //!
 //! The base world is what every connector must export. Each optional export
-//! (`tokens`, `simulator`) has a world of its own, so the host can look for it
+//! (`tokens`, `simulator`, `message-control`) has a world of its own, so the host can look for it
 //! in a component without requiring it.
 
 wasmtime::component::bindgen!({
@@ -30,6 +30,17 @@ wasmtime::component::bindgen!({
 pub mod token_issuer {
     wasmtime::component::bindgen!({ path: "../wit", world: "token-issuer", exports: { default: async } });
     pub use exports::platform::connector::tokens::{AccessToken, TokenError, TokenRequest};
+}
+
+/// The optional `message-control` export.
+pub mod message_controller {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "message-controller",
+        exports: { default: async },
+        // The same records as the base world's, not copies of them.
+        with: { "platform:connector/types": super::platform::connector::types },
+    });
 }
 
 /// The optional `simulator` export.

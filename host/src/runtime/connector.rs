@@ -10,6 +10,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use super::bindings::message_controller::MessageControllerIndices;
 use super::bindings::token_issuer::TokenIssuerIndices;
 use super::bindings::webhook_simulator::WebhookSimulatorIndices;
 use super::bindings::{
@@ -81,6 +82,7 @@ impl<E: std::fmt::Debug> CallFailure<E> {
 struct OptionalExports {
     tokens: Option<TokenIssuerIndices>,
     simulator: Option<WebhookSimulatorIndices>,
+    control: Option<MessageControllerIndices>,
 }
 
 /// A compiled, linked and described connector, ready for calls.
@@ -121,6 +123,7 @@ impl Connector {
         let optional = OptionalExports {
             tokens: TokenIssuerIndices::new(&pre).ok(),
             simulator: WebhookSimulatorIndices::new(&pre).ok(),
+            control: MessageControllerIndices::new(&pre).ok(),
         };
         let limits = &runtime.limits;
         let mut connector = Self {
@@ -268,6 +271,19 @@ impl Connector {
             .with_instance("issue-token", async |warm| {
                 let tokens = indices.load(&mut warm.store, &warm.instance)?;
                 tokens.platform_connector_tokens().call_issue_token(&mut warm.store, request).await
+            })
+            .await;
+        CallFailure::flatten(result)
+    }
+
+    /// Cancels a scheduled message by the provider's id, when the component
+    /// exports `message-control`.
+    pub async fn cancel(&self, provider_message_id: &str) -> Result<Accepted, CallFailure<SendError>> {
+        let indices = self.optional.control.as_ref().ok_or(CallFailure::NotExported("message-control"))?;
+        let result = self
+            .with_instance("cancel", async |warm| {
+                let control = indices.load(&mut warm.store, &warm.instance)?;
+                control.platform_connector_message_control().call_cancel(&mut warm.store, provider_message_id).await
             })
             .await;
         CallFailure::flatten(result)

@@ -126,6 +126,12 @@ pub async fn handle(state: &Arc<AppState>, request: Request<Incoming>) -> Respon
             _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         };
     }
+    if let Some(id) = super::cancel::target(&path) {
+        return match *request.method() {
+            Method::POST => super::cancel::cancel(state, &request, id).await,
+            _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        };
+    }
     match (request.method().clone(), path.as_str()) {
         (Method::GET, "/metrics") => metrics_text(),
         (Method::GET, "/admin/connectors") => connectors(state),
@@ -215,7 +221,7 @@ async fn reload(state: &AppState, request: &Request<Incoming>) -> Response<Body>
 }
 
 /// The connector named by `?connector=`, else the only one loaded.
-fn pick<'a>(state: &'a AppState, request: &Request<Incoming>) -> Result<&'a ConnectorSlot, Response<Body>> {
+pub(super) fn pick<'a>(state: &'a AppState, request: &Request<Incoming>) -> Result<&'a ConnectorSlot, Response<Body>> {
     state
         .connectors
         .pick(super::query_param(request, "connector").as_deref())

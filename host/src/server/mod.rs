@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod admission;
+pub mod cancel;
 mod events;
 mod public;
 
