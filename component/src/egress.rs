@@ -388,7 +388,7 @@ pub fn product_base(product: &str, edge: Option<&str>, region: Option<&str>) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -440,7 +440,8 @@ mod tests {
         }
     }
 
-    fn sms(to: &str, body: &str) -> EgressMessage {
+    /// A plain SMS to `to`, for the connector's unit tests.
+    pub(crate) fn sms(to: &str, body: &str) -> EgressMessage {
         EgressMessage {
             id: "eg 1".into(),
             to: Some(to.into()),

@@ -120,21 +120,10 @@ mod tests {
     use crate::platform::connector::types::Template;
 
     fn message() -> EgressMessage {
-        EgressMessage {
-            id: "m".into(),
-            to: Some("whatsapp:+14155550100".into()),
-            conversation: None,
-            body: None,
-            media_urls: vec![],
-            from: None,
-            sender_pool: Some("MG00000000000000000000000000000001".into()),
-            status_callback: None,
-            attributes_json: None,
-            template: None,
-            send_at: None,
-            validity_seconds: None,
-            options: vec![],
-        }
+        let mut message = crate::egress::tests::sms("whatsapp:+14155550100", "");
+        message.body = None;
+        message.sender_pool = Some("MG00000000000000000000000000000001".into());
+        message
     }
 
     #[test]

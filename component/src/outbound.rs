@@ -16,26 +16,21 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Sends one egress message and says what came of it.
 pub fn send(message: &EgressMessage) -> Result<Accepted, SendError> {
-    let settings = crate::settings::egress_settings().map_err(|reason| {
-        SendError::Reject(ProviderError {
-            code: None,
-            message: reason,
-            http_status: None,
-            more_info: None,
-            class: ErrorClass::Configuration,
-        })
-    })?;
-    let request = egress::prepare(message, &settings)?;
-    let outcome = execute(&request).map_err(|error| egress::redact_credentials(error, &settings.credentials));
-    if let Err(error) = &outcome {
-        log::log(Level::Warn, &format!("send {} failed: {}", message.id, describe(error)));
-    }
-    outcome
+    call(&format!("send {}", message.id), |settings| egress::prepare(message, settings))
 }
 
 /// Cancels a scheduled message: `POST …/Messages/{Sid}.json` with
 /// `Status=canceled`, as Twilio's API has it.
 pub fn cancel(sid: &str) -> Result<Accepted, SendError> {
+    call(&format!("cancel {sid}"), |settings| egress::prepare_cancel(sid, settings))
+}
+
+/// One REST call: the settings, the request `prepare` builds from them, its
+/// outcome with the credentials redacted, and a log line when it failed.
+fn call(
+    what: &str,
+    prepare: impl FnOnce(&egress::EgressSettings) -> Result<PreparedRequest, SendError>,
+) -> Result<Accepted, SendError> {
     let settings = crate::settings::egress_settings().map_err(|reason| {
         SendError::Reject(ProviderError {
             code: None,
@@ -45,10 +40,10 @@ pub fn cancel(sid: &str) -> Result<Accepted, SendError> {
             class: ErrorClass::Configuration,
         })
     })?;
-    let request = egress::prepare_cancel(sid, &settings)?;
+    let request = prepare(&settings)?;
     let outcome = execute(&request).map_err(|error| egress::redact_credentials(error, &settings.credentials));
     if let Err(error) = &outcome {
-        log::log(Level::Warn, &format!("cancel {sid} failed: {}", describe(error)));
+        log::log(Level::Warn, &format!("{what} failed: {}", describe(error)));
     }
     outcome
 }
