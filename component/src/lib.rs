@@ -30,6 +30,7 @@ pub mod simulate;
 mod status_memory;
 pub mod status_order;
 pub mod token;
+mod whatsapp_window;
 
 mod body;
 mod clock;

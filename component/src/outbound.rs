@@ -16,6 +16,9 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Sends one egress message and says what came of it.
 pub fn send(message: &EgressMessage) -> Result<Accepted, SendError> {
+    if let Some(refusal) = crate::whatsapp_window::refusal(message) {
+        return Err(refusal);
+    }
     call(&format!("send {}", message.id), |settings| egress::prepare(message, settings))
 }
 

@@ -158,6 +158,9 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
             Err(error) => return refused(stream, key, error),
         }
     }
+    if matches!(route, Route::Messaging) {
+        crate::whatsapp_window::record_inbound(params);
+    }
     // Status and Conversations webhooks ignore the body: the same empty TwiML serves all three.
     Reply::twiml()
 }

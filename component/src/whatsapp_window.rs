@@ -1,0 +1,117 @@
+//! WhatsApp's 24-hour customer-service window: a free-form message (not a
+//! template) may go to a user only within 24 hours of their last message to
+//! the business. Twilio refuses one outside it with 63016, after the call.
+//! With `TWILIO_WHATSAPP_WINDOW_CHECK=true` the connector remembers when each
+//! user last wrote to each sender (the host's state store) and refuses such a
+//! send itself, before calling Twilio, saying to send a template.
+
+use crate::envelope::Params;
+use crate::platform::connector::log::{self, Level};
+use crate::platform::connector::state;
+use crate::platform::connector::types::{EgressMessage, ErrorClass, ProviderError, RetryHint, SendError};
+use crate::{clock, settings};
+
+/// The window's length.
+const WINDOW_SECONDS: u64 = 24 * 3600;
+
+fn enforced() -> bool {
+    settings::setting("TWILIO_WHATSAPP_WINDOW_CHECK").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The state key for `user` writing to `sender` (a WhatsApp number or a
+/// Messaging Service), or `None` for addresses that are not plain ones.
+fn key(sender: &str, user: &str) -> Option<String> {
+    Some(format!("wa.{}.{}", plain(sender)?, plain(user)?))
+}
+
+/// An address without its channel prefix and `+`, when that leaves only
+/// letters and digits (what a state key may hold).
+fn plain(address: &str) -> Option<&str> {
+    let bare = address.trim_start_matches("whatsapp:").trim_start_matches('+');
+    (!bare.is_empty() && bare.len() <= 40 && bare.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(bare)
+}
+
+/// Whether a user who last wrote at `last` (Unix seconds) may get a free-form
+/// message at `now`.
+pub fn is_open(last: Option<u64>, now: u64) -> bool {
+    last.is_some_and(|last| now.saturating_sub(last) < WINDOW_SECONDS)
+}
+
+/// Remembers an inbound WhatsApp message's time for the number it was sent
+/// to and, when it came through one, its Messaging Service. A store that
+/// cannot be written costs only the check, not the webhook: logged.
+pub fn record_inbound(params: Params<'_>) {
+    if !enforced() {
+        return;
+    }
+    let Some(user) = params.get("From").filter(|from| from.starts_with("whatsapp:")) else { return };
+    let now = clock::unix_seconds().to_string();
+    for sender in [params.get("To"), params.get("MessagingServiceSid")].into_iter().flatten() {
+        let Some(key) = key(sender, user) else { continue };
+        let revision = state::get(&key).ok().flatten().map(|entry| entry.revision);
+        if let Err(error) = state::put(&key, &now, revision) {
+            log::log(Level::Warn, &format!("cannot record the WhatsApp window of {key}: {error:?}"));
+        }
+    }
+}
+
+/// Why `message` must not be sent now, when it is a free-form WhatsApp
+/// message to a user outside the window of its sender.
+pub fn refusal(message: &EgressMessage) -> Option<SendError> {
+    let to = message.to.as_deref().filter(|to| to.starts_with("whatsapp:"))?;
+    if message.template.is_some() || !enforced() {
+        return None;
+    }
+    let defaults = settings::sender_defaults();
+    let sender = message
+        .from
+        .clone()
+        .or(message.sender_pool.clone())
+        .or(defaults.from_number)
+        .or(defaults.messaging_service_sid)?;
+    let key = key(&sender, to)?;
+    let error =
+        |message: String, class| ProviderError { code: None, message, http_status: None, more_info: None, class };
+    let last = match state::get(&key) {
+        Ok(entry) => entry.and_then(|entry| entry.value.parse().ok()),
+        Err(e) => {
+            let reason = error(format!("the WhatsApp window cannot be checked now: {e:?}"), ErrorClass::Retryable);
+            return Some(SendError::Retry(RetryHint { after_ms: None, reason }));
+        }
+    };
+    if is_open(last, clock::unix_seconds()) {
+        return None;
+    }
+    let reason = format!(
+        "outside WhatsApp's 24-hour window: {to} has not written to {sender} in the last 24 hours; send a template"
+    );
+    Some(SendError::Reject(error(reason, ErrorClass::WindowClosed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_24_hours_from_the_users_last_message() {
+        let now = 1_800_000_000;
+        assert!(is_open(Some(now - 60), now));
+        assert!(is_open(Some(now - WINDOW_SECONDS + 1), now));
+        assert!(!is_open(Some(now - WINDOW_SECONDS), now));
+        assert!(!is_open(None, now), "never wrote: closed");
+        assert!(is_open(Some(now + 5), now), "a clock a little ahead is not an error");
+    }
+
+    #[test]
+    fn keys_are_plain_and_scoped_to_the_sender() {
+        assert_eq!(
+            key("whatsapp:+15005550006", "whatsapp:+14155550100").as_deref(),
+            Some("wa.15005550006.14155550100")
+        );
+        assert_eq!(
+            key("MG00000000000000000000000000000001", "whatsapp:+1").as_deref(),
+            Some("wa.MG00000000000000000000000000000001.1")
+        );
+        assert_eq!(key("whatsapp:+1 555", "whatsapp:+2"), None);
+    }
+}
