@@ -103,6 +103,19 @@ pub fn egress_to_conversation(id: &str, conversation: &str, body: &str) -> Egres
 }
 
 /// A loopback address with a port free right now.
+///
+/// Never the same port twice in one test binary: the port is free when
+/// handed out, but a child process binds it later, and two tests running at
+/// once could otherwise be handed the same one (the second child then fails
+/// to bind, and the test talks to the first test's service).
 pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let mut handed_out = HANDED_OUT.lock().expect("lock");
+        if !handed_out.contains(&addr.port()) {
+            handed_out.push(addr.port());
+            return addr;
+        }
+    }
 }
