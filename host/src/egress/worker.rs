@@ -238,9 +238,7 @@ impl EgressWorker {
             message: serde_json::from_slice(&delivery.payload)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.payload).into_owned())),
         };
-        let payload = serde_json::to_vec(&record).unwrap_or_default();
-        if let Err(e) = self.bus.publish(topic, Some(id), payload.into()).await {
-            tracing::error!(error = %e, "cannot dead-letter; the message will come back");
+        if !self.publish_record(topic, id, &record, "dead letter").await {
             return;
         }
         metrics::dead_letter(connector);
@@ -254,14 +252,7 @@ impl EgressWorker {
     async fn publish_status(&self, event: &StatusEvent) -> bool {
         let Some(topic) = &self.status_topic else { return true };
         let key = format!("{}:{}", event.id.as_deref().unwrap_or_default(), event.status);
-        let payload = serde_json::to_vec(event).unwrap_or_default();
-        match self.bus.publish(topic, Some(&key), payload.into()).await {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot publish the status event; the message will come back");
-                false
-            }
-        }
+        self.publish_record(topic, &key, event, "status event").await
     }
 
     /// The provider refused a send because `user` opted out of `sender`: the
@@ -279,11 +270,19 @@ impl EgressWorker {
             account_sid: None,
             occurred_at: messages::now_rfc3339(),
         };
-        let payload = serde_json::to_vec(&event).unwrap_or_default();
-        match self.bus.publish(topic, Some(&format!("{id}:consent")), payload.into()).await {
+        self.publish_record(topic, &format!("{id}:consent"), &event, "consent event").await
+    }
+
+    /// Publishes one record the worker writes about a message (its `what`,
+    /// for the log); false when the bus did not take it, and the message
+    /// then comes back after its visibility timeout.
+    async fn publish_record(&self, topic: &str, key: &str, record: &impl serde::Serialize, what: &str) -> bool {
+        // These records have no map with non-string keys: serialising cannot fail.
+        let payload = serde_json::to_vec(record).unwrap_or_default();
+        match self.bus.publish(topic, Some(key), payload.into()).await {
             Ok(_) => true,
             Err(e) => {
-                tracing::error!(error = %e, "cannot publish the consent event; the message will come back");
+                tracing::error!(error = %e, "cannot publish the {what}; the message will come back");
                 false
             }
         }
