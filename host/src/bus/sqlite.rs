@@ -261,12 +261,11 @@ impl Bus for SqliteBus {
     /// Whether a publish would be durable now: the disk has room and the
     /// writer commits a write (it is alive, the file is writable).
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>> {
-        let room = super::disk::room(&self.path);
-        let write = self.submit(|reply| Op::Ping { reply });
-        Box::pin(async move {
-            room.map_err(BusError::Unavailable)?;
-            write.await
-        })
+        // No room: say so without queueing a write the disk may not take.
+        if let Err(reason) = super::disk::room(&self.path) {
+            return Box::pin(std::future::ready(Err(BusError::Unavailable(reason))));
+        }
+        self.submit(|reply| Op::Ping { reply })
     }
 }
 
