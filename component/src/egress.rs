@@ -57,7 +57,13 @@ impl PreparedRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination<'a> {
     /// Programmable Messaging: to an address, from a number and/or a Messaging Service.
-    Address { to: &'a str, from: Option<String>, messaging_service: Option<String> },
+    Address {
+        to: &'a str,
+        from: Option<String>,
+        messaging_service: Option<String>,
+        /// The template, schedule, validity and option fields, checked.
+        fields: Vec<(String, String)>,
+    },
     /// A message posted into a Conversation.
     Conversation(&'a str),
 }
@@ -82,7 +88,7 @@ pub fn check<'a>(message: &'a EgressMessage, defaults: &SenderDefaults) -> Resul
     if body.is_none() && message.media_urls.is_empty() && message.template.is_none() {
         return Err("a message needs a body, media or a template".into());
     }
-    crate::options::form_fields(message)?;
+    let fields = crate::options::form_fields(message)?;
     if body.is_some_and(|b| b.chars().count() > MAX_BODY_CHARS) {
         return Err(format!("body is longer than {MAX_BODY_CHARS} characters"));
     }
@@ -109,7 +115,7 @@ pub fn check<'a>(message: &'a EgressMessage, defaults: &SenderDefaults) -> Resul
             if let (Some(feature), None) = (crate::options::needs_messaging_service(message), &messaging_service) {
                 return Err(format!("{feature} needs a Messaging Service: give messaging_service_sid"));
             }
-            Ok(Destination::Address { to, from, messaging_service })
+            Ok(Destination::Address { to, from, messaging_service, fields })
         }
         (Some(_), Some(_)) => Err("give either to or conversation_sid, not both".into()),
         (None, None) => Err("a message needs to or conversation_sid".into()),
@@ -131,13 +137,12 @@ pub fn prepare(message: &EgressMessage, settings: &EgressSettings) -> Result<Pre
     let headers = rest_headers(settings);
     Ok(match destination {
         Destination::Conversation(conversation) => conversation_request(message, conversation, settings, headers),
-        Destination::Address { to, from, messaging_service } => {
+        Destination::Address { to, from, messaging_service, fields } => {
             let mut form = vec![("To".to_owned(), to.to_owned())];
             form.extend(messaging_service.map(|service| ("MessagingServiceSid".to_owned(), service)));
             form.extend(from.map(|from| ("From".to_owned(), from)));
             let mut request = messages_request(message, form, settings, headers);
-            // Checked in `check` above: this cannot fail here.
-            request.form.extend(crate::options::form_fields(message).map_err(local_reject)?);
+            request.form.extend(fields);
             request
         }
     })

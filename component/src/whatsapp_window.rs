@@ -5,6 +5,7 @@
 //! user last wrote to each sender (the host's state store) and refuses such a
 //! send itself, before calling Twilio, saying to send a template.
 
+use crate::egress::{self, Destination};
 use crate::envelope::Params;
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::state;
@@ -62,13 +63,13 @@ pub fn refusal(message: &EgressMessage) -> Option<SendError> {
     if message.template.is_some() || !enforced() {
         return None;
     }
-    let defaults = settings::sender_defaults();
-    let sender = message
-        .from
-        .clone()
-        .or(message.sender_pool.clone())
-        .or(defaults.from_number)
-        .or(defaults.messaging_service_sid)?;
+    // The sender egress picks (its own number first, then its pool): the
+    // window is the one this user opened with it.
+    let Ok(Destination::Address { from, messaging_service, .. }) = egress::check(message, &settings::sender_defaults())
+    else {
+        return None;
+    };
+    let sender = from.or(messaging_service)?;
     let key = key(&sender, to)?;
     let error =
         |message: String, class| ProviderError { code: None, message, http_status: None, more_info: None, class };
