@@ -40,10 +40,15 @@ fn forms() -> Vec<(String, String)> {
 }
 
 fn assert_clean(place: &str, text: &[u8]) {
+    assert_free_of(place, text, &forms());
+}
+
+/// Panics, naming the line, when `text` holds any of `secrets` (form, value).
+fn assert_free_of(place: &str, text: &[u8], secrets: &[(String, String)]) {
     let text = String::from_utf8_lossy(text);
-    for (form, value) in forms() {
+    for (form, value) in secrets {
         // The line it is on says where it came from (the value itself is a test sentinel).
-        let line = text.lines().find(|line| line.contains(&value));
+        let line = text.lines().find(|line| line.contains(value.as_str()));
         assert!(line.is_none(), "the {form} appears in {place}: {}", line.unwrap_or_default());
     }
 }
@@ -223,10 +228,11 @@ async fn the_nats_token_reaches_neither_logs_nor_output() {
     let mut outputs = vec![harness.command(&tail, None).output().unwrap()];
     outputs.push(harness.command(&tail, None).env("NATS_TOKEN", "sentinel-nats-token-wrong").output().unwrap());
     let logs = serve.stop();
-    let clean = |place: &str, text: &[u8]| {
-        let text = String::from_utf8_lossy(text);
-        assert!(!text.contains(NATS_TOKEN) && !text.contains("sentinel-nats-token-wrong"), "the NATS token in {place}");
-    };
+    let tokens = [
+        ("NATS token".to_owned(), NATS_TOKEN.to_owned()),
+        ("wrong NATS token".to_owned(), "sentinel-nats-token-wrong".to_owned()),
+    ];
+    let clean = |place: &str, text: &[u8]| assert_free_of(place, text, &tokens);
     clean("the service's logs", &logs);
     assert!(outputs[0].status.success() && !outputs[1].status.success());
     for output in &outputs {

@@ -100,9 +100,7 @@ impl Reply {
     }
 
     pub fn hang(duration: Duration) -> Self {
-        let mut reply = Self::created("SMhang");
-        reply.delay = duration;
-        reply
+        Self::created("SMhang").after(duration)
     }
 }
 

@@ -42,7 +42,7 @@ impl Admission {
     /// A place for a new connection, or `None` when `max` are open: the
     /// caller closes it at once, which costs the peer one round trip and the
     /// service nothing, where queueing it would hold a descriptor and memory.
-    pub fn admit(&mut self) -> Option<Admitted> {
+    pub fn admit(&self) -> Option<Admitted> {
         match self.slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 metrics::connections_open(self.max - self.slots.available_permits());

@@ -145,7 +145,7 @@ async fn accept(listener: &Option<TcpListener>) -> std::io::Result<(tokio::net::
 /// accepting and waits (up to the shutdown grace) for requests in flight.
 async fn serve(state: Arc<AppState>, listeners: [Option<TcpListener>; 3], stop: CancellationToken) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut admission = Admission::new(state.config.limits.max_connections);
+    let admission = Admission::new(state.config.limits.max_connections);
     let mut accept_errors = AcceptErrors::default();
     let [public, admin, metrics] = &listeners;
     loop {
