@@ -96,25 +96,25 @@ async fn rest_requests_satisfy_twilios_openapi() {
     let connector = harness.load_twilio().await;
     let mut sms = message(Some("+14155550100"), None);
     sms.from = Some("+15005550006".into());
-    let sent = accepted(harness::answer(connector.send(&sms).await));
+    let sent = accepted(harness::answer(connector.send(&sms, 1).await));
     assert!(sent.provider_message_id.starts_with("SM"), "{sent:?}");
     let mut mms = sms.clone();
     mms.from = None;
     mms.sender_pool = Some("MG0123456789abcdef0123456789abcdef".into());
     mms.media_urls = vec!["https://example.com/a.png".into(), "https://example.com/b.jpg".into()];
-    accepted_but_for_prisms_form_arrays(harness::answer(connector.send(&mms).await));
+    accepted_but_for_prisms_form_arrays(harness::answer(connector.send(&mms, 1).await));
 
     // WhatsApp with a template, scheduled, with every typed option.
     let template = whatsapp_template();
     // PersistentAction is an array in the OpenAPI: Prism's form-array finding is the one tolerated.
-    accepted_but_for_prisms_form_arrays_at(harness::answer(connector.send(&template).await), "PersistentAction");
+    accepted_but_for_prisms_form_arrays_at(harness::answer(connector.send(&template, 1).await), "PersistentAction");
 
     // Cancelling a scheduled message.
     let canceled = harness::answer(connector.cancel("SM0123456789abcdef0123456789abcdef").await);
     accepted(canceled);
 
     // Into a conversation of the configured service, and of the default service.
-    accepted(harness::answer(connector.send(&message(None, Some("CH0123456789abcdef0123456789abcdef"))).await));
+    accepted(harness::answer(connector.send(&message(None, Some("CH0123456789abcdef0123456789abcdef")), 1).await));
     harness.env.remove("TWILIO_CHAT_SERVICE_SID");
     harness.edit_architecture(|text| {
         text.replace("required: true, description: \"Conversations service", "description: \"Conversations service")
@@ -122,7 +122,7 @@ async fn rest_requests_satisfy_twilios_openapi() {
     let without_service = harness.load_twilio().await;
     let mut with_attributes = message(None, Some("CH0123456789abcdef0123456789abcdef"));
     with_attributes.attributes_json = Some(r#"{"ticket":42}"#.into());
-    accepted(harness::answer(without_service.send(&with_attributes).await));
+    accepted(harness::answer(without_service.send(&with_attributes, 1).await));
 }
 
 #[tokio::test]
@@ -138,4 +138,58 @@ async fn prism_does_refuse_a_request_that_breaks_the_contract() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("To"), "{body}");
+}
+
+/// The lookup that settles an ambiguous send (tests/reconcile.rs runs it
+/// through the component against the fake): the query Twilio's list takes.
+#[tokio::test]
+async fn the_messages_list_lookup_satisfies_twilios_openapi() {
+    use twilio_connector::reconcile::{self, Expectation, Page};
+
+    let api = Prism::start(spec("twilio_api_v2010.json"));
+    let settings = twilio_connector::egress::EgressSettings {
+        account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+        credentials: ("AC0123456789abcdef0123456789abcdef".into(), "x".into()),
+        api_base: api.base_url(),
+        conversations_base: String::new(),
+        chat_service_sid: None,
+        senders: Default::default(),
+        identity: None,
+        default_status_callback: None,
+    };
+    let expect = Expectation {
+        to: "+14155550100".into(),
+        from: Some("+15005550006".into()),
+        messaging_service: None,
+        body: Some("hi".into()),
+        media: 0,
+        earliest: 1_795_000_000,
+        latest: 1_795_000_100,
+    };
+    let addr = format!("127.0.0.1:{}", api.port).parse().unwrap();
+    for sent_since in [Some(expect.earliest), None] {
+        let request = reconcile::lookup(&expect, sent_since, &settings);
+        let path = request.url.strip_prefix(&api.base_url()).unwrap();
+        let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (status, body) = harness::get_with(addr, path, &headers).await;
+        match status {
+            200 => {
+                let page: Page = serde_json::from_str(&body).expect("the list's answer reads as a page");
+                assert!(page.messages.iter().all(|m| m.sid.starts_with("SM")), "{body}");
+            }
+            // Prism's own answer from Twilio's spec has relative page URIs its
+            // `format: uri` refuses: a finding about the response, not the request.
+            500 => {
+                let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let findings = problem["validation"].as_array().cloned().unwrap_or_default();
+                let about_response = findings.iter().all(|f| f["location"][0] == "response");
+                assert!(!findings.is_empty() && about_response, "Prism: the lookup breaks Twilio's contract: {body}");
+            }
+            _ => panic!("Prism: the lookup breaks Twilio's contract: {status} {body}"),
+        }
+    }
+    // The control: Prism checks the query (a `PageSize` below its minimum).
+    let bad = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json?PageSize=0";
+    let (status, body) = harness::get_with(addr, bad, &[("authorization", "Basic QUM6eA==")]).await;
+    assert_eq!(status, 422, "{body}");
 }

@@ -12,7 +12,7 @@ use harness::fixtures::{egress_sms, egress_to_conversation};
 use harness::{
     ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, enqueue, post, wait_for_messages,
 };
-use ingress_egress::runtime::bindings::{EgressMessage, SendError};
+use ingress_egress::runtime::bindings::{EgressMessage, ErrorClass, SendError};
 
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
@@ -28,7 +28,7 @@ async fn an_sms_is_the_exact_request_twilio_expects() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&fake.base_url()).env.set("TWILIO_WEBHOOK_BASE_URL", "https://hooks.example.com");
     let connector = harness.load_twilio().await;
-    let accepted = connector.send(&egress_sms("msg-1")).await.unwrap();
+    let accepted = connector.send(&egress_sms("msg-1"), 1).await.unwrap();
     assert_eq!(accepted.status, "queued");
     assert_eq!(accepted.segments, Some(1));
     assert!(accepted.provider_message_id.starts_with("SM"));
@@ -58,7 +58,7 @@ async fn without_an_api_key_rest_uses_the_auth_token() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&fake.base_url()).env.remove("TWILIO_API_KEY").remove("TWILIO_API_SECRET");
     let connector = harness.load_twilio().await;
-    connector.send(&egress_sms("msg-2")).await.unwrap();
+    connector.send(&egress_sms("msg-2"), 1).await.unwrap();
     assert_eq!(fake.received()[0].header("authorization"), Some(basic(ACCOUNT_SID, AUTH_TOKEN).as_str()));
 }
 
@@ -73,7 +73,7 @@ async fn a_conversation_message_is_the_exact_request() {
         attributes_json: Some(r#"{"priority":"high"}"#.into()),
         ..egress_to_conversation("c-1", "CH00000000000000000000000000000001", "hello conversation")
     };
-    let accepted = connector.send(&message).await.unwrap();
+    let accepted = connector.send(&message, 1).await.unwrap();
     assert_eq!(accepted.provider_message_id, "IM00000000000000000000000000000009");
     let request = &fake.received()[0];
     assert_eq!(
@@ -102,26 +102,30 @@ async fn twilio_answers_map_to_what_the_caller_should_do() {
     harness.edit_architecture(|text| text.replace("call_timeout_ms: 20000", "call_timeout_ms: 3000"));
     let connector = harness.load_twilio().await;
 
-    match harness::answer(connector.send(&egress_sms("a")).await) {
+    match harness::answer(connector.send(&egress_sms("a"), 1).await) {
         Err(SendError::Reject(e)) => assert_eq!((e.code, e.http_status), (Some(21211), Some(400))),
         other => panic!("21211: {other:?}"),
     }
-    match harness::answer(connector.send(&egress_sms("b")).await) {
+    match harness::answer(connector.send(&egress_sms("b"), 1).await) {
         Err(SendError::OptedOut(e)) => assert_eq!(e.code, Some(21610)),
         other => panic!("21610: {other:?}"),
     }
-    match harness::answer(connector.send(&egress_sms("c")).await) {
+    match harness::answer(connector.send(&egress_sms("c"), 1).await) {
         Err(SendError::Retry(hint)) => assert_eq!((hint.after_ms, hint.reason.code), (Some(3000), Some(20429))),
         other => panic!("429: {other:?}"),
     }
-    match harness::answer(connector.send(&egress_sms("d")).await) {
+    match harness::answer(connector.send(&egress_sms("d"), 1).await) {
         Err(SendError::Retry(hint)) => assert_eq!(hint.reason.http_status, Some(500)),
         other => panic!("500: {other:?}"),
     }
-    // A hang after the request went out: the message may exist, so not retryable.
+    // A hang after the request went out: the message may exist, so it is not
+    // sent again until Twilio's list is asked (tests/reconcile.rs): come back later.
     let started = std::time::Instant::now();
-    match harness::answer(connector.send(&egress_sms("e")).await) {
-        Err(SendError::Ambiguous(_)) => {}
+    match harness::answer(connector.send(&egress_sms("e"), 1).await) {
+        Err(SendError::Retry(hint)) => {
+            assert_eq!(hint.reason.class, ErrorClass::Unknown);
+            assert!(hint.reason.message.contains("looking for it in Twilio's list"), "{}", hint.reason.message);
+        }
         other => panic!("hang: {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(3), "bounded by the call timeout");
@@ -154,7 +158,7 @@ async fn the_error_class_not_the_http_status_decides() {
     harness.with_twilio_at(&fake.base_url());
     let connector = harness.load_twilio().await;
     for (i, (reply, action, class)) in cases.into_iter().enumerate() {
-        let (got, error) = match harness::answer(connector.send(&egress_sms(&format!("class-{i}"))).await) {
+        let (got, error) = match harness::answer(connector.send(&egress_sms(&format!("class-{i}")), 1).await) {
             Err(SendError::Retry(hint)) => ("retry", hint.reason),
             Err(SendError::Reject(error)) => ("reject", error),
             other => panic!("{}: {other:?}", reply.body),
@@ -171,7 +175,7 @@ async fn nothing_listening_is_retryable() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&base);
     let connector = harness.load_twilio().await;
-    assert!(matches!(harness::answer(connector.send(&egress_sms("f")).await), Err(SendError::Retry(_))));
+    assert!(matches!(harness::answer(connector.send(&egress_sms("f"), 1).await), Err(SendError::Retry(_))));
 }
 
 /// A service whose egress retries quickly, against `fake`.

@@ -102,25 +102,26 @@ fn httpdate(at: SystemTime) -> String {
 }
 
 /// Twilio answered 201 but the body broke: the message exists at Twilio, so
-/// it must not be sent again. It is dead-lettered with outcome `unknown`.
+/// it must not be sent again. The connector finds it in Twilio's list and
+/// reports it sent, with its sid (tests/reconcile.rs has the rest).
 async fn a_broken_answer_is_never_resent(ending: Ending, bound: Duration) {
     let fake = FakeTwilio::start().await;
     fake.script([Reply::created("SMbroken").ending(ending)]);
     let mut harness = fast_retry_harness(&fake.base_url());
     harness.set_setting("call_timeout_ms", "3000");
+    harness.env.set("TWILIO_RECONCILE_SECONDS", "1");
     let service = harness.start().await;
     let started = Instant::now();
     enqueue(&service, &sms("broken")).await;
-    let dead = settled(&service, "deadletter.twilio", 1, bound).await;
-    assert_eq!(dead.len(), 1, "not dead-lettered within {bound:?}");
+    let events = settled(&service, "events.twilio.status", 1, bound).await;
+    assert_eq!(events.len(), 1, "not settled within {bound:?}");
     assert!(started.elapsed() < bound);
-    assert_eq!(dead[0]["status"], "unknown", "{dead:?}");
-    assert!(dead[0]["reason"].as_str().unwrap().contains("may have been sent"), "{dead:?}");
-    let events = settled(&service, "events.twilio.status", 1, Duration::from_secs(2)).await;
-    assert_eq!(events[0]["status"], "unknown", "{events:?}");
+    assert_eq!(events[0]["provider_message_id"], "SMbroken", "{events:?}");
+    assert_eq!(events[0]["reconciliation"], "found", "{events:?}");
     // Given time to (wrongly) retry, it does not.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(fake.received().len(), 1, "sent twice");
+    assert_eq!(fake.posts().len(), 1, "sent twice");
+    assert!(messages(&service, "deadletter.twilio").await.is_empty());
     service.stop().await.unwrap();
 }
 

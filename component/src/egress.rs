@@ -41,9 +41,19 @@ pub struct EgressSettings {
 /// An HTTP request to make, fully formed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedRequest {
+    pub verb: Verb,
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub form: Vec<(String, String)>,
+}
+
+/// The HTTP methods the connector uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// A lookup; its parameters are in the URL.
+    Get,
+    /// A create or an update, with a form body.
+    Post,
 }
 
 impl PreparedRequest {
@@ -164,7 +174,7 @@ pub fn prepare_cancel(sid: &str, settings: &EgressSettings) -> Result<PreparedRe
         path_segment(&settings.account_sid)
     );
     let headers = rest_headers(settings);
-    Ok(PreparedRequest { url, headers, form: vec![("Status".to_owned(), "canceled".to_owned())] })
+    Ok(PreparedRequest { verb: Verb::Post, url, headers, form: vec![("Status".to_owned(), "canceled".to_owned())] })
 }
 
 /// `POST /v1/[Services/{IS}/]Conversations/{CH}/Messages`, authored by the service's identity.
@@ -188,7 +198,7 @@ fn conversation_request(
     form.extend(message.body.clone().filter(|b| !b.is_empty()).map(|body| ("Body".to_owned(), body)));
     form.extend(message.attributes_json.clone().map(|attributes| ("Attributes".to_owned(), attributes)));
     headers.push(("x-twilio-webhook-enabled".to_owned(), "true".to_owned()));
-    PreparedRequest { url, headers, form }
+    PreparedRequest { verb: Verb::Post, url, headers, form }
 }
 
 /// `POST /2010-04-01/Accounts/{AC}/Messages.json` with the sender already in `form`.
@@ -209,11 +219,11 @@ fn messages_request(
     form.extend(callback.map(|callback| ("StatusCallback".to_owned(), callback)));
     let url =
         format!("{}/2010-04-01/Accounts/{}/Messages.json", settings.api_base, path_segment(&settings.account_sid));
-    PreparedRequest { url, headers, form }
+    PreparedRequest { verb: Verb::Post, url, headers, form }
 }
 
 /// The headers of every REST call: Basic credentials, a form body, JSON back.
-fn rest_headers(settings: &EgressSettings) -> Vec<(String, String)> {
+pub(crate) fn rest_headers(settings: &EgressSettings) -> Vec<(String, String)> {
     vec![
         ("authorization".to_owned(), basic_auth(&settings.credentials)),
         ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
@@ -227,7 +237,7 @@ fn basic_auth((user, password): &(String, String)) -> String {
 }
 
 /// Percent-encodes one path segment, so an id cannot change the path.
-fn path_segment(raw: &str) -> String {
+pub(crate) fn path_segment(raw: &str) -> String {
     form_urlencoded::byte_serialize(raw.as_bytes()).collect::<String>().replace('+', "%20")
 }
 
@@ -240,6 +250,15 @@ struct CreatedMessage {
     /// A string in the Messages API (`"1"`).
     #[serde(default)]
     num_segments: Option<serde_json::Value>,
+}
+
+/// A count as Twilio's JSON has it: a string (`"2"`) in the Messages API, a number elsewhere.
+pub(crate) fn twilio_count(value: Option<&serde_json::Value>) -> Option<u64> {
+    match value? {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
 }
 
 /// Twilio's JSON error body.
@@ -267,15 +286,12 @@ pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) ->
                 class: ErrorClass::Unknown,
             })
         })?;
-        let segments = created.num_segments.and_then(|v| match v {
-            serde_json::Value::String(s) => s.parse().ok(),
-            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-            _ => None,
-        });
+        let segments = twilio_count(created.num_segments.as_ref()).and_then(|n| u32::try_from(n).ok());
         return Ok(Accepted {
             provider_message_id: created.sid,
             status: created.status.unwrap_or_else(|| "sent".to_owned()),
             segments,
+            reconciliation: None,
         });
     }
     let parsed: Option<TwilioError> = serde_json::from_slice(body).ok();
@@ -432,7 +448,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn settings() -> EgressSettings {
+    pub(crate) fn settings() -> EgressSettings {
         EgressSettings {
             account_sid: "AC00000000000000000000000000000001".into(),
             credentials: ("SK00000000000000000000000000000002".into(), "secret".into()),

@@ -24,6 +24,7 @@ pub mod egress;
 pub mod envelope;
 pub mod errors;
 pub mod options;
+pub mod reconcile;
 pub mod segments;
 pub mod signature;
 pub mod simulate;
@@ -35,6 +36,7 @@ mod whatsapp_window;
 mod body;
 mod clock;
 mod outbound;
+mod reconciler;
 mod settings;
 mod webhook;
 
@@ -64,8 +66,8 @@ impl Guest for Component {
         Ok(EgressPlan { rate_key: destination.rate_key() })
     }
 
-    fn send(message: EgressMessage) -> Result<Accepted, SendError> {
-        outbound::send(&message)
+    fn send(message: EgressMessage, attempt: u32) -> Result<Accepted, SendError> {
+        outbound::send(&message, attempt)
     }
 }
 

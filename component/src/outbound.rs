@@ -1,7 +1,7 @@
 //! Sending through `wasi:http/outgoing-handler`: the only way out of the sandbox.
 
 use crate::body::{self, ReadError, WriteError};
-use crate::egress::{self, PreparedRequest, TransportFailure};
+use crate::egress::{self, PreparedRequest, TransportFailure, Verb};
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::types::{Accepted, EgressMessage, ErrorClass, ProviderError, SendError};
 use crate::wasi::http::outgoing_handler;
@@ -14,27 +14,27 @@ const BETWEEN_BYTES_TIMEOUT_NS: u64 = 10_000_000_000;
 /// Twilio's answers are a few KiB; more is not a Twilio answer.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
-/// Sends one egress message and says what came of it.
-pub fn send(message: &EgressMessage) -> Result<Accepted, SendError> {
+/// Sends one egress message and says what came of it; `attempt` > 1 may
+/// first settle what an earlier, ambiguous attempt did.
+pub fn send(message: &EgressMessage, attempt: u32) -> Result<Accepted, SendError> {
     if let Some(refusal) = crate::whatsapp_window::refusal(message) {
         return Err(refusal);
     }
-    call(&format!("send {}", message.id), |settings| egress::prepare(message, settings))
+    let settings = egress_settings()?;
+    crate::reconciler::send(message, attempt, &settings)
 }
 
 /// Cancels a scheduled message: `POST …/Messages/{Sid}.json` with
 /// `Status=canceled`, as Twilio's API has it.
 pub fn cancel(sid: &str) -> Result<Accepted, SendError> {
-    call(&format!("cancel {sid}"), |settings| egress::prepare_cancel(sid, settings))
+    let settings = egress_settings()?;
+    let request = egress::prepare_cancel(sid, &settings)?;
+    post(&format!("cancel {sid}"), &request, &settings)
 }
 
-/// One REST call: the settings, the request `prepare` builds from them, its
-/// outcome with the credentials redacted, and a log line when it failed.
-fn call(
-    what: &str,
-    prepare: impl FnOnce(&egress::EgressSettings) -> Result<PreparedRequest, SendError>,
-) -> Result<Accepted, SendError> {
-    let settings = crate::settings::egress_settings().map_err(|reason| {
+/// The settings every REST call needs; their absence is the operator's to fix.
+fn egress_settings() -> Result<egress::EgressSettings, SendError> {
+    crate::settings::egress_settings().map_err(|reason| {
         SendError::Reject(ProviderError {
             code: None,
             message: reason,
@@ -42,13 +42,28 @@ fn call(
             more_info: None,
             class: ErrorClass::Configuration,
         })
-    })?;
-    let request = prepare(&settings)?;
-    let outcome = execute(&request).map_err(|error| egress::redact_credentials(error, &settings.credentials));
+    })
+}
+
+/// Makes one create or update call (`what`, for the log) and says what came
+/// of it, with the credentials redacted from any answer it quotes.
+pub fn post(what: &str, request: &PreparedRequest, settings: &egress::EgressSettings) -> Result<Accepted, SendError> {
+    let outcome = exchange(request)
+        .and_then(|answer| egress::classify_response(answer.status, answer.retry_after.as_deref(), &answer.body))
+        .map_err(|error| egress::redact_credentials(error, &settings.credentials));
     if let Err(error) = &outcome {
         log::log(Level::Warn, &format!("{what} failed: {}", describe(error)));
     }
     outcome
+}
+
+/// Makes one lookup: the body of a 200 answer, or why there is none.
+pub fn get(request: &PreparedRequest) -> Result<Vec<u8>, String> {
+    match exchange(request) {
+        Ok(answer) if answer.status == 200 => Ok(answer.body),
+        Ok(answer) => Err(format!("Twilio answered {}", answer.status)),
+        Err(error) => Err(describe(&error)),
+    }
 }
 
 fn describe(error: &SendError) -> String {
@@ -64,7 +79,14 @@ fn describe(error: &SendError) -> String {
     }
 }
 
-fn execute(prepared: &PreparedRequest) -> Result<Accepted, SendError> {
+/// An HTTP answer, read whole.
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    body: Vec<u8>,
+}
+
+fn exchange(prepared: &PreparedRequest) -> Result<Answer, SendError> {
     let url = url::Url::parse(&prepared.url)
         .map_err(|e| egress::classify_transport(TransportFailure::Denied, format!("invalid URL: {e}")))?;
     let entries: Vec<(String, Vec<u8>)> =
@@ -82,7 +104,11 @@ fn execute(prepared: &PreparedRequest) -> Result<Accepted, SendError> {
         None => url.host_str().unwrap_or_default().to_owned(),
     };
     let path = &url[url::Position::BeforePath..];
-    let set = request.set_method(&Method::Post).is_ok()
+    let method = match prepared.verb {
+        Verb::Get => Method::Get,
+        Verb::Post => Method::Post,
+    };
+    let set = request.set_method(&method).is_ok()
         && request.set_scheme(Some(&scheme)).is_ok()
         && request.set_authority(Some(&authority)).is_ok()
         && request.set_path_with_query(Some(path)).is_ok();
@@ -97,7 +123,11 @@ fn execute(prepared: &PreparedRequest) -> Result<Accepted, SendError> {
 
     let body = request.body().map_err(|()| before_sending("request body already taken"))?;
     let pending = outgoing_handler::handle(request, Some(options)).map_err(transport_error)?;
-    write_body(body, prepared.body().as_bytes())?;
+    let form = match prepared.verb {
+        Verb::Get => String::new(),
+        Verb::Post => prepared.body(),
+    };
+    write_body(body, form.as_bytes())?;
 
     pending.subscribe().block();
     let response = match pending.get() {
@@ -108,7 +138,7 @@ fn execute(prepared: &PreparedRequest) -> Result<Accepted, SendError> {
     let status = response.status();
     let retry_after = response.headers().get("retry-after").into_iter().next().and_then(|v| String::from_utf8(v).ok());
     let body = read_response_body(response)?;
-    egress::classify_response(status, retry_after.as_deref(), &body)
+    Ok(Answer { status, retry_after, body })
 }
 
 fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), SendError> {

@@ -91,3 +91,10 @@ pub fn egress_settings() -> Result<crate::egress::EgressSettings, String> {
         default_status_callback: webhook_base_url().map(|base| format!("{base}/twilio/status")),
     })
 }
+
+/// How long to look for an ambiguous send in Twilio's list before sending it
+/// once more (`TWILIO_RECONCILE_SECONDS`, default 20); 0 never resends: an
+/// ambiguous send is dead-lettered with its outcome unknown.
+pub fn reconcile_seconds() -> u64 {
+    setting("TWILIO_RECONCILE_SECONDS").and_then(|v| v.parse().ok()).unwrap_or(20)
+}

@@ -188,6 +188,10 @@ pub struct StatusEvent {
     pub error_class: Option<String>,
     /// The status before this one, when known (a status only moves forward).
     pub previous_status: Option<String>,
+    /// How an ambiguous send was settled before this status (`found`: the
+    /// provider had it; `resent`: it had none, so it was sent once more).
+    #[serde(default)]
+    pub reconciliation: Option<String>,
     /// The provider account.
     pub account_sid: Option<String>,
     /// When the status was observed (RFC 3339).
@@ -207,6 +211,7 @@ impl From<bindings::StatusEvent> for StatusEvent {
             error_message: s.error_message,
             error_class: s.error_class.map(|class| error_class_name(class).to_owned()),
             previous_status: s.previous_status,
+            reconciliation: None,
             account_sid: s.account,
             occurred_at: s.occurred_at,
             attributes: s.attributes.into(),
@@ -376,6 +381,14 @@ impl From<bindings::ConsentEvent> for ConsentEvent {
             account_sid: c.account,
             occurred_at: c.occurred_at,
         }
+    }
+}
+
+/// How an ambiguous send was settled, as the bus spells it (the WIT enum's names).
+pub fn reconciliation_name(how: bindings::Reconciliation) -> &'static str {
+    match how {
+        bindings::Reconciliation::Found => "found",
+        bindings::Reconciliation::Resent => "resent",
     }
 }
 

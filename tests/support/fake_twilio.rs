@@ -1,5 +1,8 @@
 //! A local stand-in for Twilio's REST API: records every request exactly and
-//! answers with scripted replies (201 by default).
+//! answers with scripted replies (201 by default). Messages it answered as
+//! created (even when the answer then broke) are kept, and `GET …/Messages.json`
+//! lists them with Twilio's filters, as the reconciliation of an ambiguous
+//! send asks.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -110,6 +113,10 @@ struct Shared {
     received_at: Vec<std::time::Instant>,
     script: VecDeque<Reply>,
     counter: u64,
+    /// Messages answered as created, as Twilio's list shows them.
+    created: Vec<serde_json::Value>,
+    /// Lookups answered with this status instead of the list, while set.
+    lookups_fail: Option<u16>,
 }
 
 /// The fake; stops when dropped.
@@ -160,6 +167,21 @@ impl FakeTwilio {
         self.shared.lock().expect("lock").received.clone()
     }
 
+    /// The sends (every POST), leaving out lookups.
+    pub fn posts(&self) -> Vec<Recorded> {
+        self.received().into_iter().filter(|r| r.method == "POST").collect()
+    }
+
+    /// The lookups in the Messages list (every GET).
+    pub fn lookups(&self) -> Vec<Recorded> {
+        self.received().into_iter().filter(|r| r.method == "GET").collect()
+    }
+
+    /// Answers lookups with `status` (None: with the list again).
+    pub fn fail_lookups(&self, status: Option<u16>) {
+        self.shared.lock().expect("lock").lookups_fail = status;
+    }
+
     /// When each request of [`Self::received`] arrived.
     pub fn received_at(&self) -> Vec<std::time::Instant> {
         self.shared.lock().expect("lock").received_at.clone()
@@ -205,14 +227,22 @@ async fn answer(
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let form = form_urlencoded::parse(&body).into_owned().collect();
+    let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let reply = {
         let mut shared = state.lock().expect("lock");
-        shared.received.push(Recorded { method, path, headers, form });
+        shared.received.push(Recorded { method: method.clone(), path: path.clone(), headers, form: form.clone() });
         shared.received_at.push(std::time::Instant::now());
-        shared.counter += 1;
-        let counter = shared.counter;
-        shared.script.pop_front().unwrap_or_else(|| Reply::created(&format!("SM{counter:032x}")))
+        if method == "GET" && path.contains("/Messages.json") {
+            list(&shared, &path)
+        } else {
+            shared.counter += 1;
+            let counter = shared.counter;
+            let reply = shared.script.pop_front().unwrap_or_else(|| Reply::created(&format!("SM{counter:032x}")));
+            if path.ends_with("/Messages.json") {
+                remember_created(&mut shared, &reply, &form);
+            }
+            reply
+        }
     };
     tokio::time::sleep(reply.delay).await;
     let mut response = hyper::Response::builder().status(reply.status);
@@ -227,4 +257,66 @@ async fn answer(
         Ending::ResetAfter(n) | Ending::StallAfter(n) => body.slice(..n.min(body.len())),
     };
     Ok(response.body(ScriptedBody { first: Some(first), ending: reply.ending }).expect("response"))
+}
+
+/// Keeps a message the reply says was created, as Twilio's list would show it.
+fn remember_created(shared: &mut Shared, reply: &Reply, form: &[(String, String)]) {
+    let Ok(created) = serde_json::from_str::<serde_json::Value>(&reply.body) else { return };
+    let Some(sid) = created["sid"].as_str().filter(|_| (200..300).contains(&reply.status)) else { return };
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let now = rfc2822(std::time::SystemTime::now());
+    shared.created.push(serde_json::json!({
+        "sid": sid,
+        "status": created["status"].as_str().unwrap_or("queued"),
+        "to": field("To"),
+        "from": field("From"),
+        "messaging_service_sid": field("MessagingServiceSid"),
+        "body": field("Body").unwrap_or_default(),
+        "num_media": form.iter().filter(|(k, _)| k == "MediaUrl").count().to_string(),
+        "num_segments": "1",
+        "direction": "outbound-api",
+        "date_created": now,
+        "date_sent": if field("SendAt").is_some() { serde_json::Value::Null } else { now.into() },
+    }));
+}
+
+/// `GET …/Messages.json` with Twilio's filters: `To`, `From`, `DateSent>`
+/// (on or after; messages without a `date_sent` never pass it), newest first.
+fn list(shared: &Shared, path: &str) -> Reply {
+    if let Some(status) = shared.lookups_fail {
+        return Reply::error(status, 20500, "Internal Server Error");
+    }
+    let query: Vec<(String, String)> =
+        url::Url::parse(&format!("http://fake{path}")).expect("path").query_pairs().into_owned().collect();
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let sent_after = param("DateSent>").map(|value| {
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+            .expect("DateSent> is RFC 3339")
+    });
+    let messages: Vec<&serde_json::Value> = shared
+        .created
+        .iter()
+        .rev()
+        .filter(|m| param("To").is_none_or(|to| m["to"] == to))
+        .filter(|m| param("From").is_none_or(|from| m["from"] == from))
+        .filter(|m| {
+            sent_after.is_none_or(|after| {
+                m["date_sent"].as_str().is_some_and(|sent| {
+                    let rfc2822 = &time::format_description::well_known::Rfc2822;
+                    time::OffsetDateTime::parse(sent, rfc2822).expect("date") >= after
+                })
+            })
+        })
+        .collect();
+    let page = serde_json::json!({
+        "messages": messages, "next_page_uri": null, "page": 0, "page_size": messages.len(),
+        "start": 0, "end": messages.len(), "uri": path, "first_page_uri": path, "previous_page_uri": null,
+    });
+    Reply::json(200, &page.to_string())
+}
+
+/// A time as Twilio writes it: RFC 2822 with `+0000`.
+fn rfc2822(at: std::time::SystemTime) -> String {
+    let at = time::OffsetDateTime::from(at).replace_nanosecond(0).expect("whole seconds");
+    at.format(&time::format_description::well_known::Rfc2822).expect("RFC 2822")
 }

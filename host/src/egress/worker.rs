@@ -166,7 +166,7 @@ impl EgressWorker {
             // Shutting down before it was sent: give it back for another host (or the next start).
             None => return self.settle(self.bus.retry_later(delivery.seq, Duration::ZERO).await, "release"),
         }
-        match current.send(&message).await {
+        match current.send(&message, delivery.attempt).await {
             Ok(accepted) => self.accepted(delivery, id, accepted).await,
             Err(CallFailure::Refused(SendError::Retry(hint))) => {
                 self.retry(delivery, id, hint.after_ms.map(Duration::from_millis), hint.reason).await
@@ -195,7 +195,8 @@ impl EgressWorker {
     async fn accepted(&self, delivery: &Delivery, id: &str, accepted: bindings::Accepted) {
         tracing::info!(sid = %accepted.provider_message_id, status = %accepted.status, "sent");
         metrics::egress_outcome(&self.slot.config.name, Outcome::Accepted.as_str());
-        let event = status_event(id, Some(accepted.provider_message_id), &accepted.status, None);
+        let mut event = status_event(id, Some(accepted.provider_message_id), &accepted.status, None);
+        event.reconciliation = accepted.reconciliation.map(|how| messages::reconciliation_name(how).to_owned());
         if self.publish_status(&event).await {
             self.settle(self.bus.ack(delivery.seq).await, "ack");
         }
@@ -205,7 +206,12 @@ impl EgressWorker {
         let connector = &self.slot.config.name;
         if delivery.attempt >= self.config.max_attempts {
             let reason = format!("gave up after {} attempts: {}", delivery.attempt, describe(&error));
-            self.fail(delivery, id, Failure::new(Outcome::Failed, reason, Some(error))).await;
+            // Out of attempts while the connector was still settling whether it was sent.
+            let outcome = match error.class {
+                bindings::ErrorClass::Unknown => Outcome::Unknown,
+                _ => Outcome::Failed,
+            };
+            self.fail(delivery, id, Failure::new(outcome, reason, Some(error))).await;
             return;
         }
         let delay = backoff(&self.config, delivery.attempt).max(after.unwrap_or_default());
@@ -304,6 +310,7 @@ fn status_event(id: &str, sid: Option<String>, status: &str, error: Option<&Prov
         error_message: error.map(|e| e.message.clone()),
         error_class: error.map(|e| messages::error_class_name(e.class).to_owned()),
         previous_status: None,
+        reconciliation: None,
         account_sid: None,
         occurred_at: messages::now_rfc3339(),
         attributes: Attributes::default(),

@@ -53,7 +53,7 @@ pub use exports::platform::connector::connector::{Descriptor, EgressPlan};
 pub use platform::connector::bus::{BusError, BusMessage, Receipt};
 pub use platform::connector::types::{
     Accepted, Attribute, Channel, ConsentAction, ConsentEvent, EgressMessage, ErrorClass, IngressEnvelope, Media,
-    ProviderError, RetryHint, SendError, StatusEvent, Template,
+    ProviderError, Reconciliation, RetryHint, SendError, StatusEvent, Template,
 };
 pub use token_issuer::{AccessToken, TokenError, TokenRequest};
 pub use webhook_simulator::SimulatedRequest;

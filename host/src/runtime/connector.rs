@@ -254,11 +254,11 @@ impl Connector {
         CallFailure::flatten(result)
     }
 
-    /// Sends one egress message through the provider.
-    pub async fn send(&self, message: &EgressMessage) -> Result<Accepted, CallFailure<SendError>> {
+    /// Sends one egress message through the provider, its `attempt`-th time (1 first).
+    pub async fn send(&self, message: &EgressMessage, attempt: u32) -> Result<Accepted, CallFailure<SendError>> {
         let result = self
             .with_instance("send", async |warm| {
-                warm.world.platform_connector_connector().call_send(&mut warm.store, message).await
+                warm.world.platform_connector_connector().call_send(&mut warm.store, message, attempt).await
             })
             .await;
         CallFailure::flatten(result)
