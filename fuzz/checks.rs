@@ -58,7 +58,11 @@ pub fn signature(data: &[u8]) {
 }
 
 fn context() -> Context {
-    Context { id: "00000000-0000-4000-8000-000000000000".into(), received_at: "2026-01-01T00:00:00.000Z".into() }
+    Context {
+        id: "00000000-0000-4000-8000-000000000000".into(),
+        received_at: "2026-01-01T00:00:00.000Z".into(),
+        media_content_base: envelope::media_content_base(None, None),
+    }
 }
 
 /// Any form body, as each webhook route reads it: an envelope or an error,

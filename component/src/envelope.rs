@@ -17,6 +17,15 @@ pub struct Context {
     pub id: String,
     /// RFC 3339 time of receipt.
     pub received_at: String,
+    /// Twilio's Media Content Service in the configured region
+    /// (`https://mcs.us1.twilio.com` by default), where Conversations media is.
+    pub media_content_base: String,
+}
+
+/// The Media Content Service's base URL for an edge and region as Twilio's
+/// libraries name them; its region is `us1` unless one is set.
+pub fn media_content_base(edge: Option<&str>, region: Option<&str>) -> String {
+    crate::egress::product_base("mcs", edge, Some(region.unwrap_or("us1")))
 }
 
 /// A webhook that cannot be turned into an envelope.
@@ -99,6 +108,13 @@ fn is_whatsapp(address: &str) -> bool {
     address.get(..9).is_some_and(|prefix| prefix.eq_ignore_ascii_case("whatsapp:"))
 }
 
+impl Media {
+    /// A media item as the webhook names it, its bytes not fetched.
+    pub fn unfetched() -> Self {
+        Self { url: String::new(), content_type: None, sha256: None, size: None, stored_url: None }
+    }
+}
+
 /// Every `MediaUrl{N}` with its `MediaContentType{N}`, in the order of N.
 /// `NumMedia` is not trusted to say how many there are.
 fn message_media(params: Params<'_>) -> Vec<Media> {
@@ -117,6 +133,7 @@ fn message_media(params: Params<'_>) -> Vec<Media> {
         .map(|(index, url)| Media {
             url: url.to_owned(),
             content_type: params.get(&format!("MediaContentType{index}")).map(str::to_owned),
+            ..Media::unfetched()
         })
         .collect()
 }
@@ -172,7 +189,7 @@ pub fn conversation_event(params: Params<'_>, context: &Context) -> Result<Optio
     let author = params.get("Author").or_else(|| params.get("ClientIdentity")).unwrap_or("system");
     let body = params.get("Body").unwrap_or_default();
     let media = match params.get("Media") {
-        Some(json) => conversation_media(json, params.get("ChatServiceSid"))?,
+        Some(json) => conversation_media(json, params.get("ChatServiceSid"), &context.media_content_base)?,
         None => Vec::new(),
     };
     // Attributes is JSON text set by whoever wrote the message; kept raw in
@@ -208,15 +225,16 @@ struct ConversationMedia {
 
 /// `Media` is a JSON list of `{Sid, Filename, ContentType, Size}`. Its content
 /// lives in Twilio's Media Content Service, addressed by the chat service and sid.
-fn conversation_media(json: &str, chat_service_sid: Option<&str>) -> Result<Vec<Media>, EnvelopeError> {
+fn conversation_media(json: &str, chat_service_sid: Option<&str>, base: &str) -> Result<Vec<Media>, EnvelopeError> {
     let items: Vec<ConversationMedia> =
         serde_json::from_str(json).map_err(|e| EnvelopeError::Malformed { field: "Media", reason: e.to_string() })?;
     let service = chat_service_sid.ok_or(EnvelopeError::Missing("ChatServiceSid"))?;
     Ok(items
         .into_iter()
         .map(|item| Media {
-            url: format!("https://mcs.us1.twilio.com/v1/Services/{service}/Media/{}", item.sid),
+            url: format!("{base}/v1/Services/{service}/Media/{}", item.sid),
             content_type: item.content_type,
+            ..Media::unfetched()
         })
         .collect())
 }
@@ -230,7 +248,11 @@ mod tests {
     }
 
     fn context() -> Context {
-        Context { id: "env-1".into(), received_at: "2026-11-24T10:00:00Z".into() }
+        Context {
+            id: "env-1".into(),
+            received_at: "2026-11-24T10:00:00Z".into(),
+            media_content_base: media_content_base(None, None),
+        }
     }
 
     const SMS: &[(&str, &str)] = &[
@@ -361,6 +383,16 @@ mod tests {
             "https://mcs.us1.twilio.com/v1/Services/IS00000000000000000000000000000003/Media/ME00000000000000000000000000000006"
         );
         assert_eq!(envelope.media[0].content_type.as_deref(), Some("image/png"));
+        // In another region, its media is in that region's Media Content Service.
+        let dublin = Context { media_content_base: media_content_base(Some("dublin"), Some("ie1")), ..context() };
+        let envelope = conversation_event(Params(&p), &dublin).unwrap().unwrap();
+        assert!(envelope.media[0].url.starts_with("https://mcs.dublin.ie1.twilio.com/v1/Services/IS"), "{envelope:?}");
+        let au = Context { media_content_base: media_content_base(None, Some("au1")), ..context() };
+        assert!(
+            conversation_event(Params(&p), &au).unwrap().unwrap().media[0]
+                .url
+                .starts_with("https://mcs.au1.twilio.com/")
+        );
     }
 
     #[test]

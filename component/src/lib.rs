@@ -23,6 +23,7 @@ pub mod consent;
 pub mod egress;
 pub mod envelope;
 pub mod errors;
+pub mod media;
 pub mod options;
 pub mod reconcile;
 pub mod segments;
@@ -35,6 +36,7 @@ mod whatsapp_window;
 
 mod body;
 mod clock;
+mod media_fetch;
 mod outbound;
 mod reconciler;
 mod settings;

@@ -66,7 +66,8 @@ pub fn get(request: &PreparedRequest) -> Result<Vec<u8>, String> {
     }
 }
 
-fn describe(error: &SendError) -> String {
+/// A failed call in one line, for the log.
+pub fn describe(error: &SendError) -> String {
     let (kind, e) = match error {
         SendError::Retry(hint) => ("retry", &hint.reason),
         SendError::Reject(e) => ("reject", e),
@@ -80,13 +81,27 @@ fn describe(error: &SendError) -> String {
 }
 
 /// An HTTP answer, read whole.
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    body: Vec<u8>,
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    /// Where a redirect points.
+    pub location: Option<String>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
 }
 
+/// Makes one REST call, reading at most Twilio's answer size.
 fn exchange(prepared: &PreparedRequest) -> Result<Answer, SendError> {
+    exchange_bounded(prepared, MAX_RESPONSE_BYTES, FIRST_BYTE_TIMEOUT_NS)
+}
+
+/// Makes one HTTP call, reading an answer of at most `max_body` bytes that
+/// starts within `first_byte_timeout_ns`.
+pub fn exchange_bounded(
+    prepared: &PreparedRequest,
+    max_body: usize,
+    first_byte_timeout_ns: u64,
+) -> Result<Answer, SendError> {
     let url = url::Url::parse(&prepared.url)
         .map_err(|e| egress::classify_transport(TransportFailure::Denied, format!("invalid URL: {e}")))?;
     let entries: Vec<(String, Vec<u8>)> =
@@ -118,7 +133,7 @@ fn exchange(prepared: &PreparedRequest) -> Result<Answer, SendError> {
     let options = RequestOptions::new();
     // Setting a timeout the host does not support is not fatal: the host bounds every call anyway.
     let _ = options.set_connect_timeout(Some(CONNECT_TIMEOUT_NS));
-    let _ = options.set_first_byte_timeout(Some(FIRST_BYTE_TIMEOUT_NS));
+    let _ = options.set_first_byte_timeout(Some(first_byte_timeout_ns));
     let _ = options.set_between_bytes_timeout(Some(BETWEEN_BYTES_TIMEOUT_NS));
 
     let body = request.body().map_err(|()| before_sending("request body already taken"))?;
@@ -136,9 +151,12 @@ fn exchange(prepared: &PreparedRequest) -> Result<Answer, SendError> {
         Some(Err(())) | None => return Err(ambiguous("the answer was lost")),
     };
     let status = response.status();
-    let retry_after = response.headers().get("retry-after").into_iter().next().and_then(|v| String::from_utf8(v).ok());
-    let body = read_response_body(response)?;
-    Ok(Answer { status, retry_after, body })
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok());
+    let (retry_after, location, content_type) = (header("retry-after"), header("location"), header("content-type"));
+    drop(headers);
+    let body = read_response_body(response, max_body)?;
+    Ok(Answer { status, retry_after, location, content_type, body })
 }
 
 fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), SendError> {
@@ -149,11 +167,14 @@ fn write_body(body: OutgoingBody, bytes: &[u8]) -> Result<(), SendError> {
     OutgoingBody::finish(body, None).map_err(transport_error)
 }
 
-fn read_response_body(response: crate::wasi::http::types::IncomingResponse) -> Result<Vec<u8>, SendError> {
+fn read_response_body(
+    response: crate::wasi::http::types::IncomingResponse,
+    max_body: usize,
+) -> Result<Vec<u8>, SendError> {
     let incoming = response.consume().map_err(|()| ambiguous("response body unavailable"))?;
-    body::read_all(incoming, MAX_RESPONSE_BYTES).map_err(|e| match e {
+    body::read_all(incoming, max_body).map_err(|e| match e {
         ReadError::Unavailable => ambiguous("response body unavailable"),
-        ReadError::TooLarge => ambiguous("Twilio's answer is larger than 1 MiB"),
+        ReadError::TooLarge => ambiguous(&format!("the answer is larger than {max_body} bytes")),
         ReadError::Failed(e) => ambiguous(&format!("reading the answer: {e}")),
     })
 }

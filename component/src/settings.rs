@@ -98,3 +98,26 @@ pub fn egress_settings() -> Result<crate::egress::EgressSettings, String> {
 pub fn reconcile_seconds() -> u64 {
     setting("TWILIO_RECONCILE_SECONDS").and_then(|v| v.parse().ok()).unwrap_or(20)
 }
+
+/// Where Conversations media is: the Media Content Service of the configured
+/// edge and region (`TWILIO_EDGE`, `TWILIO_REGION`).
+pub fn media_content_base() -> String {
+    crate::envelope::media_content_base(setting("TWILIO_EDGE").as_deref(), setting("TWILIO_REGION").as_deref())
+}
+
+/// Whether inbound MMS and WhatsApp media is fetched and stored (`TWILIO_MEDIA_FETCH`, default false).
+pub fn media_fetch() -> bool {
+    setting("TWILIO_MEDIA_FETCH").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The largest media item fetched (`TWILIO_MEDIA_MAX_BYTES`, default 5 MiB, Twilio's MMS limit).
+pub fn media_max_bytes() -> usize {
+    setting("TWILIO_MEDIA_MAX_BYTES").and_then(|v| v.parse().ok()).unwrap_or(5 * 1024 * 1024)
+}
+
+/// The content-type prefixes kept (`TWILIO_MEDIA_TYPES`, comma-separated).
+pub fn media_types() -> Vec<String> {
+    setting("TWILIO_MEDIA_TYPES").map_or_else(crate::media::default_types, |list| {
+        list.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect()
+    })
+}

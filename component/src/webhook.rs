@@ -169,11 +169,16 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
 /// event when it carries one; nothing for Conversations events other than
 /// `onMessageAdded`.
 fn messages_for(route: Route, params: Params<'_>, url: &str) -> Result<Vec<(&'static str, String, BusMessage)>, Reply> {
-    let context = || Context { id: clock::uuid_v4(), received_at: clock::now_rfc3339() };
+    let context = || Context {
+        id: clock::uuid_v4(),
+        received_at: clock::now_rfc3339(),
+        media_content_base: settings::media_content_base(),
+    };
     let malformed = |error: envelope::EnvelopeError| Reply::error(400, error.to_string());
     let (mut outgoing, consent) = match route {
         Route::Messaging => {
-            let envelope = envelope::inbound_message(params, &context()).map_err(malformed)?;
+            let mut envelope = envelope::inbound_message(params, &context()).map_err(malformed)?;
+            crate::media_fetch::fetch_all(&mut envelope.media);
             let main = ("messaging", envelope.provider_message_id.clone(), BusMessage::Envelope(envelope));
             (vec![main], consent::from_inbound(params, clock::now_rfc3339()))
         }

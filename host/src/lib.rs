@@ -35,6 +35,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod blobs;
 pub mod bus;
 pub mod cli;
 pub mod client;

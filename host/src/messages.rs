@@ -114,6 +114,21 @@ pub struct MediaItem {
     pub url: String,
     /// Its MIME type, when the provider said.
     pub content_type: Option<String>,
+    /// When the connector fetched and stored it: the hex SHA-256 of its bytes…
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// …their size in bytes…
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// …and where the platform reads them.
+    #[serde(default)]
+    pub stored_url: Option<String>,
+}
+
+impl From<bindings::Media> for MediaItem {
+    fn from(m: bindings::Media) -> Self {
+        Self { url: m.url, content_type: m.content_type, sha256: m.sha256, size: m.size, stored_url: m.stored_url }
+    }
 }
 
 /// An inbound message: the platform's `IngressEnvelope`.
@@ -161,7 +176,7 @@ impl From<bindings::IngressEnvelope> for IngressEnvelope {
             from: e.from,
             to: e.to,
             body: e.body,
-            media: e.media.into_iter().map(|m| MediaItem { url: m.url, content_type: m.content_type }).collect(),
+            media: e.media.into_iter().map(MediaItem::from).collect(),
             segments: e.segments,
             received_at: e.received_at,
             attributes: e.attributes.into(),

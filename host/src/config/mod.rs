@@ -259,6 +259,22 @@ pub struct ConnectorConfig {
     pub outbound_hosts: Vec<String>,
     /// How its egress worker drives it.
     pub egress: EgressConfig,
+    /// Its blob store, when it is granted one.
+    pub blobs: Option<BlobsConfig>,
+}
+
+/// A granted blob store: content-addressed files in `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobsConfig {
+    /// `DATA_DIR/media`.
+    pub dir: PathBuf,
+    /// The largest blob it takes.
+    pub max_bytes: u64,
+}
+
+impl BlobsConfig {
+    /// Twilio's own limit on an MMS: 5 MB.
+    pub const DEFAULT_MAX_BYTES: u64 = 5 * 1024 * 1024;
 }
 
 /// The whole service, resolved: one section per capability.
@@ -409,7 +425,10 @@ fn resolve(
     let connectors: Vec<ConnectorConfig> = service
         .connectors
         .into_iter()
-        .map(|(name, def)| resolve_connector(name, def, &relative, env, secret_source, problems))
+        .map(|(name, mut def)| {
+            let blobs = def.blobs.take().map(|blobs| resolve_blobs(&name, &blobs, &data_dir, problems));
+            ConnectorConfig { blobs, ..resolve_connector(name, def, &relative, env, secret_source, problems) }
+        })
         .collect();
     check_topics_have_streams(&bus, &connectors, problems);
     let spool = resolve_spool(&service.spool, &data_dir, problems);
@@ -481,7 +500,15 @@ fn resolve_connector(
         topics: def.topics,
         outbound_hosts,
         egress: resolve_egress(&def.egress),
+        blobs: None,
     }
+}
+
+/// A connector's blob store: `DATA_DIR/media`, shared (its files are named by
+/// their content, so connectors cannot overwrite each other's).
+fn resolve_blobs(name: &str, def: &schema::BlobsDef, data_dir: &Path, problems: &mut Problems) -> BlobsConfig {
+    let max_bytes = problems.positive(format!("connectors.{name}.blobs.max_bytes"), def.max_bytes);
+    BlobsConfig { dir: data_dir.join("media"), max_bytes: max_bytes.unwrap_or(BlobsConfig::DEFAULT_MAX_BYTES) }
 }
 
 fn resolve_spool(def: &schema::SpoolDef, data_dir: &Path, problems: &mut Problems) -> SpoolConfig {

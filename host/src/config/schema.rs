@@ -140,6 +140,18 @@ pub struct ConnectorDef {
     pub outbound: OutboundDef,
     #[serde(default)]
     pub egress: EgressDef,
+    /// The blob store it may keep fetched bytes in; absent, none is granted.
+    #[serde(default)]
+    pub blobs: Option<BlobsDef>,
+}
+
+/// A connector's blob store (`blobs:`): content-addressed files under `DATA_DIR/media`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsDef {
+    /// The largest blob it takes, in bytes.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 /// A declared secret or variable.

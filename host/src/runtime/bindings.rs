@@ -11,6 +11,8 @@ wasmtime::component::bindgen!({
     imports: {
         // `reveal` returns a secret: never traced, not even at TRACE level.
         "platform:connector/secrets.reveal": async | trappable,
+        // `store` carries whole media files: not traced either.
+        "platform:connector/blobs.store": async | trappable,
         default: async | trappable | tracing,
     },
     exports: { default: async },

@@ -24,6 +24,8 @@ pub struct Grants {
     pub bus: Arc<dyn Bus>,
     /// The event names it has counted (`metrics.count`), shared by its instances.
     pub events: Arc<EventNames>,
+    /// Its blob store, when granted (`blobs:`).
+    pub blobs: Option<crate::blobs::BlobStore>,
 }
 
 /// The distinct event names one connector may count: a bounded set, so a
@@ -62,6 +64,7 @@ impl Grants {
             outbound: OutboundAllowList::new(config.outbound_hosts.clone()),
             bus,
             events: Arc::default(),
+            blobs: config.blobs.as_ref().map(crate::blobs::BlobStore::new),
         }
     }
 }

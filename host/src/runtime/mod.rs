@@ -131,14 +131,15 @@ fn pooled_engine(limits: &Limits) -> anyhow::Result<Engine> {
 
 /// The platform's own interfaces (the WASI ones are linked by their crates).
 fn link_host_interfaces(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    use bindings::platform::connector::{bus, config, log, metrics, secrets, state, types};
+    use bindings::platform::connector::{blobs, bus, config, log, metrics, secrets, state, types};
     types::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     secrets::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     config::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     bus::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     log::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     metrics::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
-    state::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)
+    state::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
+    blobs::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)
 }
 
 /// Advances the engine's epoch from a plain thread, so a guest stuck in a

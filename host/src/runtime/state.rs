@@ -12,7 +12,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::platform::connector::{bus, config, log, metrics as counters, secrets, state as memory, types};
+use super::bindings::platform::connector::{
+    blobs, bus, config, log, metrics as counters, secrets, state as memory, types,
+};
 use super::grants::Grants;
 use crate::bus::PublishRefused;
 use crate::telemetry::metrics;
@@ -245,6 +247,29 @@ impl memory::Host for InstanceState {
             Ok(crate::bus::StateWrite::Written(revision)) => Ok(revision),
             Ok(crate::bus::StateWrite::Conflict) => Err(memory::StateError::Conflict),
             Err(e) => Err(memory::StateError::Unavailable(e.to_string())),
+        })
+    }
+}
+
+impl blobs::Host for InstanceState {
+    async fn store(
+        &mut self,
+        content_type: String,
+        bytes: Vec<u8>,
+    ) -> wasmtime::Result<Result<blobs::Stored, blobs::BlobError>> {
+        let Some(store) = &self.grants.blobs else { return Ok(Err(blobs::BlobError::NotGranted)) };
+        let stored = store.store(bytes).await;
+        let connector = &self.grants.connector;
+        Ok(match stored {
+            Ok(blob) => {
+                tracing::debug!(connector, sha256 = %blob.sha256, size = blob.size, %content_type, "blob stored");
+                Ok(blobs::Stored { sha256: blob.sha256, size: blob.size, url: blob.url })
+            }
+            Err(crate::blobs::BlobError::TooLarge(most)) => Err(blobs::BlobError::TooLarge(most)),
+            Err(error @ crate::blobs::BlobError::Unavailable(_)) => {
+                tracing::warn!(connector, %error, "blob not stored");
+                Err(blobs::BlobError::Unavailable(error.to_string()))
+            }
         })
     }
 }
