@@ -8,23 +8,10 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use harness::fake_twilio::{Ending, FakeTwilio, Reply};
-use harness::{enqueue, fast_retry_harness, messages, wait_for_messages};
-use ingress_egress::service::RunningService;
+use harness::{enqueue, fast_retry_harness, messages, wait_for_messages, wait_for_messages_within};
 
 fn sms(id: &str) -> String {
     format!(r#"{{"id": "{id}", "to": "+14155550100", "from": "+15005550006", "body": "fault {id}"}}"#)
-}
-
-/// Waits until `topic` holds `count` messages or `bound` passes.
-async fn settled(service: &RunningService, topic: &str, count: usize, bound: Duration) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + bound;
-    loop {
-        let found = messages(service, topic).await;
-        if found.len() >= count || Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +20,7 @@ async fn a_slow_twilio_within_the_call_bound_is_sent_once() {
     fake.script([Reply::created("SMslow").after(Duration::from_millis(1500))]);
     let service = fast_retry_harness(&fake.base_url()).start().await;
     enqueue(&service, &sms("slow")).await;
-    let events = settled(&service, "events.twilio.status", 1, Duration::from_secs(10)).await;
+    let events = wait_for_messages_within(&service, "events.twilio.status", 1, Duration::from_secs(10)).await;
     assert_eq!((events.len(), events[0]["provider_message_id"].as_str()), (1, Some("SMslow")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.received().len(), 1);
@@ -48,7 +35,7 @@ async fn a_5xx_storm_is_retried_with_backoff_and_sends_once_when_it_passes() {
     );
     let service = fast_retry_harness(&fake.base_url()).start().await;
     enqueue(&service, &sms("storm")).await;
-    let events = settled(&service, "events.twilio.status", 1, Duration::from_secs(20)).await;
+    let events = wait_for_messages_within(&service, "events.twilio.status", 1, Duration::from_secs(20)).await;
     assert_eq!((events.len(), events[0]["status"].as_str()), (1, Some("queued")), "{events:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let times = fake.received_at();
@@ -113,7 +100,7 @@ async fn a_broken_answer_is_never_resent(ending: Ending, bound: Duration) {
     let service = harness.start().await;
     let started = Instant::now();
     enqueue(&service, &sms("broken")).await;
-    let events = settled(&service, "events.twilio.status", 1, bound).await;
+    let events = wait_for_messages_within(&service, "events.twilio.status", 1, bound).await;
     assert_eq!(events.len(), 1, "not settled within {bound:?}");
     assert!(started.elapsed() < bound);
     assert_eq!(events[0]["provider_message_id"], "SMbroken", "{events:?}");

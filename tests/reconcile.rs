@@ -7,12 +7,11 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::fake_twilio::{Ending, FakeTwilio, Reply};
-use harness::{enqueue, fast_retry_harness, messages};
+use harness::{enqueue, fast_retry_harness, messages, wait_for_messages_within};
 use ingress_egress::service::RunningService;
-use serde_json::Value;
 
 /// How long the tests look before a resend (`TWILIO_RECONCILE_SECONDS`).
 const BOUND_SECONDS: u64 = 2;
@@ -43,25 +42,13 @@ fn failed_and_broken() -> Reply {
     Reply::error(500, 20500, "Internal Server Error").ending(Ending::ResetAfter(5))
 }
 
-/// Waits until `topic` holds `count` messages (or `bound` passes).
-async fn wait_for(service: &RunningService, topic: &str, count: usize, bound: Duration) -> Vec<Value> {
-    let deadline = Instant::now() + bound;
-    loop {
-        let found = messages(service, topic).await;
-        if found.len() >= count || Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ambiguous_send_twilio_has_is_found_and_not_resent() {
     let fake = FakeTwilio::start().await;
     fake.script([created_but_broken("SM0123456789abcdef0123456789abcdef")]);
     let service = start(&fake).await;
     enqueue(&service, &sms("found-1", "found me")).await;
-    let events = wait_for(&service, "events.twilio.status", 1, Duration::from_secs(10)).await;
+    let events = wait_for_messages_within(&service, "events.twilio.status", 1, Duration::from_secs(10)).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["status"], "queued");
     assert_eq!(events[0]["provider_message_id"], "SM0123456789abcdef0123456789abcdef");
@@ -85,7 +72,7 @@ async fn an_ambiguous_send_twilio_never_got_is_resent_once_after_the_bound() {
     fake.script([failed_and_broken()]);
     let service = start(&fake).await;
     enqueue(&service, &sms("lost-1", "lost in transit")).await;
-    let events = wait_for(&service, "events.twilio.status", 1, Duration::from_secs(15)).await;
+    let events = wait_for_messages_within(&service, "events.twilio.status", 1, Duration::from_secs(15)).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!((events[0]["status"].as_str(), events[0]["reconciliation"].as_str()), (Some("queued"), Some("resent")));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -107,7 +94,7 @@ async fn a_resend_that_is_ambiguous_too_is_not_sent_a_third_time() {
     fake.script([failed_and_broken(), failed_and_broken()]);
     let service = start(&fake).await;
     enqueue(&service, &sms("twice-1", "unlucky")).await;
-    let dead = wait_for(&service, "deadletter.twilio", 1, Duration::from_secs(15)).await;
+    let dead = wait_for_messages_within(&service, "deadletter.twilio", 1, Duration::from_secs(15)).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["status"], "unknown");
     assert!(dead[0]["reason"].as_str().unwrap().contains("the one resend"), "{dead:?}");
@@ -124,7 +111,7 @@ async fn without_an_answer_from_twilios_list_it_is_never_resent() {
     let service = start(&fake).await;
     enqueue(&service, &sms("blind-1", "no list")).await;
     // Looked for three bounds, then given up as unknown.
-    let dead = wait_for(&service, "deadletter.twilio", 1, Duration::from_secs(20)).await;
+    let dead = wait_for_messages_within(&service, "deadletter.twilio", 1, Duration::from_secs(20)).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!((dead[0]["status"].as_str(), dead[0]["error_class"].as_str()), (Some("unknown"), Some("unknown")));
     assert!(dead[0]["reason"].as_str().unwrap().contains("not sent again"), "{dead:?}");
@@ -143,7 +130,7 @@ async fn two_ambiguous_sends_alike_are_settled_with_two_different_messages() {
     let service = start(&fake).await;
     enqueue(&service, &sms("alike-1", "same words")).await;
     enqueue(&service, &sms("alike-2", "same words")).await;
-    let events = wait_for(&service, "events.twilio.status", 2, Duration::from_secs(15)).await;
+    let events = wait_for_messages_within(&service, "events.twilio.status", 2, Duration::from_secs(15)).await;
     assert_eq!(events.len(), 2, "{events:?}");
     let mut sids: Vec<&str> = events.iter().map(|e| e["provider_message_id"].as_str().unwrap()).collect();
     sids.sort_unstable();
@@ -164,7 +151,7 @@ async fn a_scheduled_message_not_sent_yet_is_found_without_a_date_sent() {
         r#"{{"id": "later-1", "to": "+14155550100", "messaging_service_sid": "MG0123456789abcdef0123456789abcdef", "body": "later", "send_at": "{send_at}"}}"#
     );
     enqueue(&service, &message).await;
-    let events = wait_for(&service, "events.twilio.status", 1, Duration::from_secs(10)).await;
+    let events = wait_for_messages_within(&service, "events.twilio.status", 1, Duration::from_secs(10)).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(
         (events[0]["status"].as_str(), events[0]["reconciliation"].as_str()),
@@ -182,7 +169,7 @@ async fn with_reconciliation_off_an_ambiguous_send_is_dead_lettered_as_unknown()
     fake.script([created_but_broken("SM0123456789abcdef0123456789abcdef")]);
     let service = start_with_bound(&fake, 0).await;
     enqueue(&service, &sms("off-1", "no lookups")).await;
-    let dead = wait_for(&service, "deadletter.twilio", 1, Duration::from_secs(10)).await;
+    let dead = wait_for_messages_within(&service, "deadletter.twilio", 1, Duration::from_secs(10)).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["status"], "unknown");
     assert!(dead[0]["reason"].as_str().unwrap().contains("may have been sent"), "{dead:?}");

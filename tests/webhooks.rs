@@ -144,8 +144,9 @@ async fn an_mms_envelope_lists_its_media() {
     assert_eq!(
         envelope["media"],
         json!([
-            {"url": "https://api.twilio.com/media/0", "content_type": "image/jpeg"},
-            {"url": "https://api.twilio.com/media/1", "content_type": "video/mp4"},
+            // Not fetched (TWILIO_MEDIA_FETCH is off): no hash, size or stored copy.
+            {"url": "https://api.twilio.com/media/0", "content_type": "image/jpeg", "sha256": null, "size": null, "stored_url": null},
+            {"url": "https://api.twilio.com/media/1", "content_type": "video/mp4", "sha256": null, "size": null, "stored_url": null},
         ])
     );
 

@@ -37,7 +37,8 @@ pub fn send(message: &EgressMessage, attempt: u32, settings: &EgressSettings) ->
         match state::get(&key) {
             Ok(Some(entry)) => {
                 if let Ok(pending) = serde_json::from_str::<Pending>(&entry.value) {
-                    return settle(message, settings, &Record { key, revision: entry.revision, pending, bound });
+                    let sending = Sending { message, settings, request: &request };
+                    return settle(&sending, &Record { key, revision: entry.revision, pending, bound });
                 }
             }
             Ok(None) => {}
@@ -51,6 +52,13 @@ pub fn send(message: &EgressMessage, attempt: u32, settings: &EgressSettings) ->
         Err(SendError::Ambiguous(error)) => begin(&key, started_ms, error, bound),
         outcome => outcome,
     }
+}
+
+/// The message being sent, and its request.
+struct Sending<'a> {
+    message: &'a EgressMessage,
+    settings: &'a EgressSettings,
+    request: &'a egress::PreparedRequest,
 }
 
 /// A message's record in the state store.
@@ -80,7 +88,8 @@ fn begin(key: &str, started_ms: u64, error: ProviderError, bound: u64) -> Result
 
 /// A later attempt at an ambiguous message: look it up, then settle, wait,
 /// resend once, or give up.
-fn settle(message: &EgressMessage, settings: &EgressSettings, record: &Record) -> Result<Accepted, SendError> {
+fn settle(sending: &Sending<'_>, record: &Record) -> Result<Accepted, SendError> {
+    let Sending { message, settings, .. } = *sending;
     let Record { pending, bound, .. } = record;
     if let (Stage::Settled, Some(settled)) = (pending.stage, &pending.settled) {
         return Ok(accepted(settled));
@@ -114,7 +123,7 @@ fn settle(message: &EgressMessage, settings: &EgressSettings, record: &Record) -
             };
             Err(wait(reconcile::lookup_interval_ms(*bound), reason))
         }
-        (Decision::Resend, _) => resend(message, settings, record),
+        (Decision::Resend, _) => resend(sending, record),
         (Decision::GiveUp, _) => Err(SendError::Ambiguous(unknown(format!(
             "outcome unknown: Twilio's list did not answer within {}s, so it was not sent again",
             bound.saturating_mul(3)
@@ -123,13 +132,13 @@ fn settle(message: &EgressMessage, settings: &EgressSettings, record: &Record) -
 }
 
 /// Twilio said it has no such message after the bound: send it once more.
-fn resend(message: &EgressMessage, settings: &EgressSettings, record: &Record) -> Result<Accepted, SendError> {
+fn resend(sending: &Sending<'_>, record: &Record) -> Result<Accepted, SendError> {
     if record.pending.stage != Stage::Resending && !store(record, Stage::Resending, None) {
         // Another host moved the record on: let it (or the next attempt) decide.
         return Err(wait(reconcile::lookup_interval_ms(record.bound), "another attempt is settling this message"));
     }
-    let request = egress::prepare(message, settings)?;
-    match outbound::post(&format!("resend {}", message.id), &request, settings) {
+    let what = format!("resend {}", sending.message.id);
+    match outbound::post(&what, sending.request, sending.settings) {
         Ok(taken) => {
             let settled = Settled {
                 sid: taken.provider_message_id,
@@ -137,6 +146,8 @@ fn resend(message: &EgressMessage, settings: &EgressSettings, record: &Record) -
                 segments: taken.segments,
                 how: How::Resent,
             };
+            // Best effort: unrecorded, a replay of this message (its acknowledgement
+            // lost) is still `resending`, so it looks first and finds this send.
             let revision = state::get(&record.key).ok().flatten().map(|entry| entry.revision);
             let _ = state::put(
                 &record.key,

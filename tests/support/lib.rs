@@ -245,7 +245,17 @@ pub async fn messages(service: &RunningService, topic: &str) -> Vec<serde_json::
 
 /// Waits (bounded) until `topic` holds at least `count` messages; returns them.
 pub async fn wait_for_messages(service: &RunningService, topic: &str, count: usize) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    wait_for_messages_within(service, topic, count, std::time::Duration::from_secs(20)).await
+}
+
+/// Waits until `topic` holds at least `count` messages or `bound` passes; returns them.
+pub async fn wait_for_messages_within(
+    service: &RunningService,
+    topic: &str,
+    count: usize,
+    bound: std::time::Duration,
+) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + bound;
     loop {
         let found = messages(service, topic).await;
         if found.len() >= count || tokio::time::Instant::now() > deadline {
