@@ -232,7 +232,8 @@ pub(crate) fn rest_headers(settings: &EgressSettings) -> Vec<(String, String)> {
     ]
 }
 
-fn basic_auth((user, password): &(String, String)) -> String {
+/// The `Authorization` value of HTTP Basic with `(user, password)`.
+pub(crate) fn basic_auth((user, password): &(String, String)) -> String {
     format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
 }
 

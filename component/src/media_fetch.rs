@@ -3,8 +3,6 @@
 //! [`crate::media`]). A failure leaves the item as the webhook named it (its
 //! URL is still there) and is counted; it never refuses the webhook.
 
-use base64::Engine as _;
-
 use crate::egress::{PreparedRequest, Verb};
 use crate::media::{self, Policy};
 use crate::outbound;
@@ -28,9 +26,7 @@ pub fn fetch_all(items: &mut [Media]) {
         max_bytes: crate::settings::media_max_bytes(),
         types: crate::settings::media_types(),
     };
-    let (user, password) = &settings.credentials;
-    let authorization =
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+    let authorization = crate::egress::basic_auth(&settings.credentials);
     let deadline = std::time::Instant::now() + media::BUDGET;
     for item in items {
         if std::time::Instant::now() >= deadline {
