@@ -56,6 +56,17 @@ pub const VERSION: &str = match option_env!("CONNECTOR_VERSION") {
     None => env!("CARGO_PKG_VERSION"),
 };
 
+/// How a failure of the host's state store reads in a log line or a reason:
+/// one wording for every module that keeps state (wit-bindgen's own `Display`
+/// is its `Debug`).
+pub(crate) fn state_error_text(error: platform::connector::state::StateError) -> String {
+    use platform::connector::state::StateError;
+    match error {
+        StateError::Unavailable(reason) => format!("the state store is unavailable: {reason}"),
+        StateError::Conflict => "the state store reported a conflict".to_owned(),
+    }
+}
+
 struct Component;
 
 impl Guest for Component {

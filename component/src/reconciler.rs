@@ -43,7 +43,10 @@ pub fn send(message: &EgressMessage, attempt: u32, settings: &EgressSettings) ->
             }
             Ok(None) => {}
             Err(error) => {
-                return Err(wait(1000, &format!("cannot read where the message stands: {}", describe(error))));
+                return Err(wait(
+                    1000,
+                    &format!("cannot read where the message stands: {}", crate::state_error_text(error)),
+                ));
             }
         }
     }
@@ -200,8 +203,10 @@ fn claim(sid: &str, id: &str) -> Result<bool, String> {
     let key = state_key("reconciled", sid);
     match state::put(&key, id, None) {
         Ok(_) => Ok(true),
-        Err(StateError::Conflict) => Ok(state::get(&key).map_err(describe)?.is_some_and(|entry| entry.value == id)),
-        Err(error) => Err(describe(error)),
+        Err(StateError::Conflict) => {
+            Ok(state::get(&key).map_err(crate::state_error_text)?.is_some_and(|entry| entry.value == id))
+        }
+        Err(error) => Err(crate::state_error_text(error)),
     }
 }
 
@@ -263,11 +268,4 @@ fn state_key(prefix: &str, name: &str) -> String {
 fn to_json(pending: &Pending) -> String {
     // A plain record of strings and numbers: serialising cannot fail.
     serde_json::to_string(pending).unwrap_or_default()
-}
-
-fn describe(error: StateError) -> String {
-    match error {
-        StateError::Unavailable(reason) => format!("the state store is unavailable: {reason}"),
-        StateError::Conflict => "the state store reported a conflict".to_owned(),
-    }
 }

@@ -37,7 +37,7 @@ pub fn record(sid: &str, status: &str, at: &str) -> Result<Recorded, String> {
     }
     let key = format!("status.{sid}");
     for _ in 0..ATTEMPTS {
-        let current = state::get(&key).map_err(describe)?;
+        let current = state::get(&key).map_err(crate::state_error_text)?;
         let (previous, before_previous) = current.as_ref().map(|e| parse(&e.value)).unzip();
         match previous.as_deref() {
             Some(previous) if !status_order::moves_forward(previous, status) => return Ok(Recorded::Backward),
@@ -49,15 +49,8 @@ pub fn record(sid: &str, status: &str, at: &str) -> Result<Recorded, String> {
         match state::put(&key, &value, current.map(|e| e.revision)) {
             Ok(_) => return Ok(Recorded::Forward(previous)),
             Err(StateError::Conflict) => continue,
-            Err(error) => return Err(describe(error)),
+            Err(error) => return Err(crate::state_error_text(error)),
         }
     }
     Err(format!("the status of {sid} kept changing while it was recorded"))
-}
-
-fn describe(error: StateError) -> String {
-    match error {
-        StateError::Unavailable(reason) => format!("the state store is unavailable: {reason}"),
-        StateError::Conflict => "the state store reported a conflict".to_owned(),
-    }
 }
