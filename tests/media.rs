@@ -7,11 +7,16 @@
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
 use harness::fake_twilio::{FakeTwilio, Reply};
+use harness::s3::S3Server;
 use harness::{ACCOUNT_SID, Harness, Signature, post_webhook, wait_for_messages};
 use ingress_egress::service::RunningService;
 use sha2::Digest as _;
 
 const PICTURE: &str = "\u{89}PNG pretend picture bytes";
+
+/// Held by the tests that count `media-not-stored`: the metrics are the
+/// process's, and tests run side by side.
+static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn media_path(n: u32) -> String {
     format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM00000000000000000000000000000001/Media/ME{n:032}")
@@ -102,7 +107,11 @@ async fn media_that_is_too_large_of_a_refused_type_or_missing_is_not_stored_and_
     twilio.script([png(&"x".repeat(2048))]);
     elsewhere.script([page]);
     twilio.script((0..3).map(|_| Reply::error(404, 20404, "The requested resource was not found")));
+    let _counting = COUNTING.lock().await;
     let service = harness(&twilio, true).start().await;
+    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    let not_stored = r#"connector_events_total{connector="twilio",event="media-not-stored"}"#;
+    let before = harness::metric(&metrics, not_stored);
     let urls = [
         format!("{}{}", twilio.base_url(), media_path(1)),
         format!("{}/a-page", elsewhere.base_url()),
@@ -117,8 +126,7 @@ async fn media_that_is_too_large_of_a_refused_type_or_missing_is_not_stored_and_
     assert_eq!(elsewhere.received()[0].header("authorization"), None, "credentials sent to a foreign host");
     assert_eq!(twilio.received().len(), 4, "the 404 is asked again twice, then given up");
     let metrics = harness::get(service.admin_addr, "/metrics").await.1;
-    let not_stored = r#"connector_events_total{connector="twilio",event="media-not-stored"}"#;
-    assert_eq!(harness::metric(&metrics, not_stored), 3.0, "{metrics}");
+    assert_eq!(harness::metric(&metrics, not_stored) - before, 3.0, "{metrics}");
     service.stop().await.unwrap();
 }
 
@@ -135,4 +143,64 @@ async fn media_is_not_fetched_unless_asked() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const BUCKET_SECRET: &str = "harness-bucket-secret-key-0123456789";
+
+/// The harness with its blob store in `bucket` at `endpoint`, with keys.
+fn in_bucket(harness: &mut Harness, endpoint: &str) {
+    let on_disk = "          max_bytes: 5242880\n";
+    let bucket = format!(
+        "{on_disk}          s3: {{ bucket: media, endpoint: \"{endpoint}\", region: eu-west-1, prefix: /twilio/ }}\n"
+    );
+    harness.edit_architecture(|text| text.replacen(on_disk, &bucket, 1));
+    harness.env.set("AWS_ACCESS_KEY_ID", "AKIAHARNESS000000001");
+    harness.env.set("AWS_SECRET_ACCESS_KEY", BUCKET_SECRET);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_goes_to_an_s3_compatible_bucket_with_its_content_type() {
+    let s3 = S3Server::start();
+    s3.create_bucket("media").await;
+    let twilio = FakeTwilio::start().await;
+    twilio.script([png(PICTURE)]);
+    let mut harness = harness(&twilio, true);
+    in_bucket(&mut harness, &s3.endpoint());
+    let service = harness.start().await;
+    assert_eq!(post_mms(&service, &[format!("{}{}", twilio.base_url(), media_path(1))]).await, 200);
+
+    let envelope = &wait_for_messages(&service, "ingress.twilio.messaging", 1).await[0];
+    let sha256 = hex(&sha2::Sha256::digest(PICTURE.as_bytes()));
+    let key = format!("twilio/{}/{sha256}", &sha256[..2]);
+    assert_eq!(envelope["media"][0]["stored_url"], format!("s3://media/{key}").as_str());
+    assert_eq!(envelope["media"][0]["sha256"], sha256.as_str());
+    let object = s3.object("media", &key);
+    assert_eq!(object.bytes, PICTURE.as_bytes());
+    assert_eq!(object.content_type.as_deref(), Some("image/png"));
+    assert!(!service.state.config.data_dir.join("media").exists(), "nothing written to disk");
+    service.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_is_away_leaves_the_media_as_named_and_the_webhook_answered_in_time() {
+    let twilio = FakeTwilio::start().await;
+    twilio.script([png(PICTURE)]);
+    let mut harness = harness(&twilio, true);
+    // Nothing listens there: every store is refused.
+    in_bucket(&mut harness, &format!("http://{}", harness::free_addr()));
+    let _counting = COUNTING.lock().await;
+    let service = harness.start().await;
+    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    let not_stored = r#"connector_events_total{connector="twilio",event="media-not-stored"}"#;
+    let before = harness::metric(&metrics, not_stored);
+
+    let started = std::time::Instant::now();
+    assert_eq!(post_mms(&service, &[format!("{}{}", twilio.base_url(), media_path(1))]).await, 200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "answered in {:?}", started.elapsed());
+    let envelope = &wait_for_messages(&service, "ingress.twilio.messaging", 1).await[0];
+    assert!(envelope["media"][0]["stored_url"].is_null(), "{envelope}");
+    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    assert_eq!(harness::metric(&metrics, not_stored) - before, 1.0, "{metrics}");
+    assert!(!metrics.contains(BUCKET_SECRET));
+    service.stop().await.unwrap();
 }

@@ -150,7 +150,9 @@ impl Connectors {
         let mut slots = Vec::new();
         for connector in config.enabled_connectors() {
             let bytes = read_component(&connector.component)?;
-            let grants = Arc::new(Grants::new(connector, bus.clone()));
+            let grants =
+                Grants::new(connector, bus.clone()).with_context(|| format!("connector {}", connector.name))?;
+            let grants = Arc::new(grants);
             let loaded = runtime
                 .load(bytes, grants.clone())
                 .await

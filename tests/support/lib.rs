@@ -7,6 +7,7 @@ pub mod fixtures;
 pub mod nats;
 pub mod outage;
 pub mod prism;
+pub mod s3;
 pub mod schemas;
 
 pub use fixtures::{borrowed, free_addr, minimal_sms};
@@ -122,7 +123,7 @@ impl Harness {
         let runtime = ingress_egress::runtime::Runtime::new(&config.limits, None).expect("runtime");
         let bus = ingress_egress::bus::open(&config.bus).await.expect("bus");
         let twilio = config.connectors.iter().find(|c| c.name == "twilio").expect("twilio connector");
-        let grants = std::sync::Arc::new(ingress_egress::runtime::Grants::new(twilio, bus));
+        let grants = std::sync::Arc::new(ingress_egress::runtime::Grants::new(twilio, bus).expect("grants"));
         let bytes = ingress_egress::bundled::get("twilio").expect("bundled twilio component");
         runtime.load(bytes.to_vec(), grants).await.expect("the component loads")
     }

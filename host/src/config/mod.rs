@@ -4,6 +4,7 @@
 //! [`load`] reports every problem at once, each by the name of the setting and
 //! never by its value, so `ingress-egress check` can list them all.
 
+mod blobs;
 mod format;
 mod schema;
 mod secret;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use blobs::{BlobPlace, BlobsConfig, BucketConfig, BucketCredentials};
 pub use format::{Format, parse_bool};
 pub use secret::Secret;
 pub use sections::{
@@ -263,20 +265,6 @@ pub struct ConnectorConfig {
     pub blobs: Option<BlobsConfig>,
 }
 
-/// A granted blob store: content-addressed files in `dir`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobsConfig {
-    /// `DATA_DIR/media`.
-    pub dir: PathBuf,
-    /// The largest blob it takes.
-    pub max_bytes: u64,
-}
-
-impl BlobsConfig {
-    /// Twilio's own limit on an MMS: 5 MB.
-    pub const DEFAULT_MAX_BYTES: u64 = 5 * 1024 * 1024;
-}
-
 /// The whole service, resolved: one section per capability.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -426,7 +414,7 @@ fn resolve(
         .connectors
         .into_iter()
         .map(|(name, mut def)| {
-            let blobs = def.blobs.take().map(|blobs| resolve_blobs(&name, &blobs, &data_dir, problems));
+            let blobs = def.blobs.take().map(|blobs| blobs::resolve(&name, blobs, &data_dir, secret_source, problems));
             ConnectorConfig { blobs, ..resolve_connector(name, def, &relative, env, secret_source, problems) }
         })
         .collect();
@@ -502,13 +490,6 @@ fn resolve_connector(
         egress: resolve_egress(&def.egress),
         blobs: None,
     }
-}
-
-/// A connector's blob store: `DATA_DIR/media`, shared (its files are named by
-/// their content, so connectors cannot overwrite each other's).
-fn resolve_blobs(name: &str, def: &schema::BlobsDef, data_dir: &Path, problems: &mut Problems) -> BlobsConfig {
-    let max_bytes = problems.positive(format!("connectors.{name}.blobs.max_bytes"), def.max_bytes);
-    BlobsConfig { dir: data_dir.join("media"), max_bytes: max_bytes.unwrap_or(BlobsConfig::DEFAULT_MAX_BYTES) }
 }
 
 fn resolve_spool(def: &schema::SpoolDef, data_dir: &Path, problems: &mut Problems) -> SpoolConfig {

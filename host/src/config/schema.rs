@@ -145,13 +145,33 @@ pub struct ConnectorDef {
     pub blobs: Option<BlobsDef>,
 }
 
-/// A connector's blob store (`blobs:`): content-addressed files under `DATA_DIR/media`.
+/// A connector's blob store (`blobs:`): content-addressed files under
+/// `DATA_DIR/media`, or objects in a bucket.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlobsDef {
     /// The largest blob it takes, in bytes.
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// An S3-compatible bucket instead of `DATA_DIR/media`.
+    #[serde(default)]
+    pub s3: Option<S3Def>,
+}
+
+/// An S3-compatible bucket (`blobs.s3`); its keys are secrets
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Def {
+    pub bucket: String,
+    /// `https://…` of an S3-compatible service; absent, AWS S3.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Keys start with it.
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 /// A declared secret or variable.

@@ -245,3 +245,43 @@ fn retention_and_the_duplicate_window_are_bounded() {
     );
     assert_eq!(names(problems(&text, &full_env())), ["bus_retention_hours", "nats.duplicate_window_minutes"]);
 }
+
+#[test]
+fn blobs_go_to_data_dir_media_unless_a_bucket_is_named_with_both_keys_or_neither() {
+    let outbound = "          hosts_from_variables: [ACME_API_BASE_URL]\n";
+    let on_disk = ARCHITECTURE.replace(outbound, &format!("{outbound}        blobs: {{}}\n"));
+    let blobs = load(&on_disk, &full_env()).connectors[0].blobs.clone().unwrap();
+    assert_eq!(blobs.place, BlobPlace::Dir(PathBuf::from("/srv/data/media")));
+    assert_eq!(blobs.max_bytes, BlobsConfig::DEFAULT_MAX_BYTES);
+
+    let in_bucket = on_disk
+        .replace("blobs: {}", "blobs: { s3: { bucket: media, endpoint: \"http://127.0.0.1:9000\", prefix: /acme/ } }");
+    let mut env = full_env();
+    let BlobPlace::Bucket(bucket) = load(&in_bucket, &env).connectors[0].blobs.clone().unwrap().place else {
+        panic!("a bucket")
+    };
+    assert_eq!(
+        (bucket.bucket.as_str(), bucket.region.as_str(), bucket.prefix.as_str()),
+        ("media", "us-east-1", "acme")
+    );
+    assert_eq!(bucket.credentials, None, "no keys: the environment's role");
+
+    env.set("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE");
+    let found = problems(&in_bucket, &env);
+    assert_eq!(names(found.clone()), ["AWS_SECRET_ACCESS_KEY"]);
+    assert!(found.iter().all(|p| !p.message.contains("AKIAEXAMPLE")), "{found:?}");
+    env.set("AWS_SECRET_ACCESS_KEY", "bucket-secret-value");
+    let BlobPlace::Bucket(bucket) = load(&in_bucket, &env).connectors[0].blobs.clone().unwrap().place else {
+        panic!("a bucket")
+    };
+    let keys = bucket.credentials.unwrap();
+    assert_eq!(keys.secret_access_key.reveal(), "bucket-secret-value");
+    assert!(!format!("{keys:?}").contains("bucket-secret-value"), "keys print redacted");
+
+    let broken =
+        in_bucket.replace("bucket: media, endpoint: \"http://127.0.0.1:9000\"", "bucket: \"\", endpoint: ftp://x");
+    assert_eq!(
+        names(problems(&broken, &env)),
+        ["connectors.acme.blobs.s3.bucket", "connectors.acme.blobs.s3.endpoint"]
+    );
+}

@@ -54,9 +54,10 @@ impl EventNames {
 }
 
 impl Grants {
-    /// The grants `config` declares.
-    pub fn new(config: &ConnectorConfig, bus: Arc<dyn Bus>) -> Self {
-        Self {
+    /// The grants `config` declares; fails when its blob store cannot be opened.
+    pub fn new(config: &ConnectorConfig, bus: Arc<dyn Bus>) -> Result<Self, crate::blobs::OpenError> {
+        let blobs = config.blobs.as_ref().map(crate::blobs::BlobStore::open).transpose()?;
+        Ok(Self {
             connector: config.name.clone(),
             secrets: config.secrets.clone(),
             variables: config.variables.clone(),
@@ -64,8 +65,8 @@ impl Grants {
             outbound: OutboundAllowList::new(config.outbound_hosts.clone()),
             bus,
             events: Arc::default(),
-            blobs: config.blobs.as_ref().map(crate::blobs::BlobStore::new),
-        }
+            blobs,
+        })
     }
 }
 

@@ -258,7 +258,7 @@ impl blobs::Host for InstanceState {
         bytes: Vec<u8>,
     ) -> wasmtime::Result<Result<blobs::Stored, blobs::BlobError>> {
         let Some(store) = &self.grants.blobs else { return Ok(Err(blobs::BlobError::NotGranted)) };
-        let stored = store.store(bytes).await;
+        let stored = store.store(&content_type, bytes).await;
         let connector = &self.grants.connector;
         Ok(match stored {
             Ok(blob) => {
