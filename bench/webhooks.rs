@@ -8,21 +8,16 @@
 //!
 //! `cargo bench -p bench --bench webhooks`
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
+use bench::native::{Baseline, Sink};
 use bench::{Prepared, Report, run};
 use bytes::Bytes;
-use harness::fixtures::{EMPTY_TWIML, borrowed, inbound_sms_with};
+use harness::fixtures::{borrowed, inbound_sms_with};
 use harness::{AUTH_TOKEN, Harness};
-use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full};
-use ingress_egress::bus::Bus;
 use ingress_egress::bus::sqlite::SqliteBus;
-use subtle::ConstantTimeEq;
 
 const CONNECTIONS: usize = 64;
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -47,63 +42,10 @@ fn requests(base: &str, count: usize, tag: &str) -> Vec<Prepared> {
         .collect()
 }
 
-/// The baseline: the same work natively, no sandbox.
-async fn native_handler(
-    bus: Arc<SqliteBus>,
-    addr: SocketAddr,
-    request: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    let signature = request.headers().get("x-twilio-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let mut params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
-    let respond = |status: u16, body: &'static str| {
-        Ok(hyper::Response::builder().status(status).body(Full::new(Bytes::from(body))).expect("response"))
-    };
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(AUTH_TOKEN.as_bytes()).expect("key");
-    mac.update(format!("http://{addr}/twilio/messaging").as_bytes());
-    let mut sorted = params.clone();
-    sorted.sort();
-    for (k, v) in &sorted {
-        mac.update(k.as_bytes());
-        mac.update(v.as_bytes());
-    }
-    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    let Some(signature) = signature else { return respond(400, "missing signature") };
-    if !bool::from(expected.as_bytes().ct_eq(signature.as_bytes())) {
-        return respond(403, "forged");
-    }
-    let sid = params.iter().find(|(k, _)| k == "MessageSid").map(|(_, v)| v.clone()).unwrap_or_default();
-    let attributes: serde_json::Map<String, serde_json::Value> =
-        params.drain(..).map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-    let envelope =
-        serde_json::json!({"provider_message_id": sid, "source": "twilio", "channel": "sms", "attributes": attributes});
-    match bus.publish("ingress.twilio.messaging", Some(&sid), serde_json::to_vec(&envelope).expect("json").into()).await
-    {
-        Ok(_) => Ok(hyper::Response::builder()
-            .header("content-type", "text/xml")
-            .body(Full::new(Bytes::from(EMPTY_TWIML)))
-            .expect("response")),
-        Err(_) => respond(503, "bus"),
-    }
-}
-
 async fn start_native(dir: &std::path::Path) -> SocketAddr {
     let bus = Arc::new(SqliteBus::open(&dir.join("native.sqlite3")).expect("bus"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            let bus = bus.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |r| native_handler(bus.clone(), addr, r));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    let baseline = Baseline::new(AUTH_TOKEN, Sink::Bus(bus));
+    bench::native::start(baseline, "127.0.0.1:0".parse().expect("addr")).await
 }
 
 fn line(name: &str, report: &Report) {

@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""The measurements of bench/run (which installs and builds what they need).
+
+Ingress: each server in turn (alternating, fresh data directory each time) on
+the same loopback port, under wrk at fixed concurrency for a fixed time, over
+pre-signed inbound-SMS webhooks whose MessageSids are never replayed within a
+measurement. Server CPU is read from /proc for the server's process alone.
+Writes bench/RESULTS.md and bench/results/latency.png.
+"""
+
+import argparse
+import base64
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
+AUTH_TOKEN = "fedcba9876543210fedcba9876543210"
+# The parameters bench/wrk/webhooks.lua posts, beside the three sid fields.
+PARAMS = {
+    "ToCountry": "US",
+    "NumMedia": "0",
+    "SmsStatus": "received",
+    "Body": "Hello, this is a benchmark message",
+    "To": "+15005550006",
+    "NumSegments": "1",
+    "AccountSid": ACCOUNT_SID,
+    "From": "+14155550100",
+    "ApiVersion": "2010-04-01",
+    "FromCity": "SAN FRANCISCO",
+}
+SERVICE_ENV = {
+    "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+    "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+    "TWILIO_API_KEY": "SK0123456789abcdef0123456789abcdef",
+    "TWILIO_API_SECRET": "bench-api-secret-0123456789abcdef",
+    "TWILIO_CHAT_SERVICE_SID": "IS0123456789abcdef0123456789abcdef",
+    "TWILIO_FROM_NUMBER": "+15005550006",
+}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    """A server under test: how to start it on `port` with its data in `data`."""
+
+    name: str
+    short: str
+    command: callable
+
+    def start(self, port, data):
+        argv = self.command(port, data)
+        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **SERVICE_ENV}
+        env.update({"LISTEN_ADDR": f"127.0.0.1:{port}", "ADMIN_ADDR": f"127.0.0.1:{free_port()}", "DATA_DIR": str(data)})
+        log = open(data / "server.log", "wb")
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(port, process, data / "server.log")
+        return process
+
+
+@dataclass
+class Measurement:
+    server: str
+    short: str
+    connections: int
+    requests: int
+    seconds: float
+    failures: int
+    exhausted: bool
+    cpu_seconds: float
+    rss_idle_mb: float
+    rss_peak_mb: float
+    latency_us: dict = field(default_factory=dict)
+
+    @property
+    def per_second(self):
+        return self.requests / self.seconds
+
+    @property
+    def cpu_us_per_request(self):
+        return self.cpu_seconds * 1e6 / max(self.requests, 1)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, process, log, timeout=120):
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            sys.exit(f"bench: the server exited ({process.returncode}):\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    sys.exit(f"bench: the server did not listen within {timeout} s")
+
+
+def sign(url, params):
+    """X-Twilio-Signature: HMAC-SHA1 over the URL and the sorted parameters."""
+    data = url + "".join(k + params[k] for k in sorted(params))
+    return base64.b64encode(hmac.new(AUTH_TOKEN.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+def write_signatures(path, url, tag, count):
+    """`sid<TAB>signature` lines, every sid new (`SM` + tag + a counter)."""
+    with open(path, "w") as out:
+        for i in range(count):
+            sid = f"SM{tag}{i:030x}"
+            params = dict(PARAMS, SmsMessageSid=sid, SmsSid=sid, MessageSid=sid)
+            out.write(f"{sid}\t{sign(url, params)}\n")
+
+
+def process_cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def process_memory_mb(pid, field_name):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wrk(port, signatures, connections, seconds):
+    threads = min(2, connections)
+    argv = [
+        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
+        "-s", str(ROOT / "bench/wrk/webhooks.lua"), f"http://127.0.0.1:{port}", "--", str(signatures), str(threads),
+    ]
+    output = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    line = next(l for l in output.splitlines() if l.startswith("WRK-JSON "))
+    return json.loads(line[len("WRK-JSON "):])
+
+
+def measure(server, connections, args, files, port):
+    with tempfile.TemporaryDirectory(prefix="bench-") as data:
+        data = Path(data)
+        process = server.start(port, data)
+        try:
+            wrk(port, files["warm"], connections, args.warmup)
+            rss_idle = process_memory_mb(process.pid, "VmRSS")
+            cpu_before = process_cpu_seconds(process.pid)
+            result = wrk(port, files["measure"], connections, args.seconds)
+            cpu = process_cpu_seconds(process.pid) - cpu_before
+            rss_peak = process_memory_mb(process.pid, "VmHWM")
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    failures = result["status_errors"] + result["socket_errors"] + result["timeouts"]
+    return Measurement(
+        server=server.name,
+        short=server.short,
+        connections=connections,
+        requests=result["requests"] - failures,
+        seconds=result["duration_us"] / 1e6,
+        failures=failures,
+        exhausted=result["status_errors"] > 0,
+        cpu_seconds=cpu,
+        rss_idle_mb=rss_idle,
+        rss_peak_mb=rss_peak,
+        latency_us={float(k): v for k, v in result["latency_us"].items()},
+    )
+
+
+def servers(release):
+    native = str(release / "native-baseline")
+    return [
+        Server("ingress-egress (sandboxed, SQLite bus, fsync)", "service",
+               lambda port, data: [str(release / "ingress-egress"), "serve"]),
+        Server("Node 20 + express + twilio.webhook(), file", "node",
+               lambda port, data: ["node", "bench/node/server.js", str(port), str(data / "envelopes.jsonl")]),
+        Server("native Rust, SQLite bus (fsync)", "native-bus",
+               lambda port, data: [native, f"127.0.0.1:{port}", "bus", str(data)]),
+        Server("native Rust, file (no fsync)", "native-file",
+               lambda port, data: [native, f"127.0.0.1:{port}", "file", str(data)]),
+        Server("native Rust, memory", "native-memory",
+               lambda port, data: [native, f"127.0.0.1:{port}", "memory", str(data)]),
+    ]
+
+
+def median_by(measurements, key):
+    """One measurement per key: the round with the median requests per second."""
+    grouped = {}
+    for m in measurements:
+        grouped.setdefault(key(m), []).append(m)
+    return {k: sorted(ms, key=lambda m: m.per_second)[len(ms) // 2] for k, ms in grouped.items()}
+
+
+def ingress_table(results, connections):
+    """Markdown rows for one concurrency, with ratios against the baselines."""
+    by_short = {m.short: m for m in results if m.connections == connections}
+    node, native_file, native_bus = (by_short.get(k) for k in ("node", "native-file", "native-bus"))
+    ratio = lambda m, base: f"{m.per_second / base.per_second:.2f}×" if base else "–"
+    rows = [
+        f"| {m.server} | {m.per_second:,.0f} | {m.latency_us[50.0] / 1e3:.2f} | {m.latency_us[99.0] / 1e3:.2f} "
+        f"| {m.cpu_us_per_request:.0f} | {m.rss_idle_mb:.0f} / {m.rss_peak_mb:.0f} "
+        f"| {ratio(m, node)} | {ratio(m, native_file)} | {ratio(m, native_bus)} |"
+        + (" ran out of unique requests" if m.exhausted else "")
+        + (f" {m.failures} failed" if m.failures and not m.exhausted else "")
+        for m in by_short.values()
+    ]
+    header = (
+        f"\n**{connections} connections**\n\n"
+        "| server | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB idle / peak | vs Node | vs native file | vs native bus |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    return header + "\n".join(rows) + "\n"
+
+
+def targets(results):
+    """Each of the issue's ingress targets, met or missed, with the figure."""
+    at = lambda short, c: next((m for m in results if m.short == short and m.connections == c), None)
+    lines = []
+    for c in sorted({m.connections for m in results}):
+        service, node, native_file = at("service", c), at("node", c), at("native-file", c)
+        if not (service and node and native_file):
+            continue
+        checks = [
+            (f"{c} conns: at least 5× Node", service.per_second / node.per_second >= 5,
+             f"{service.per_second / node.per_second:.2f}×"),
+            (f"{c} conns: at least 0.5× native file (no fsync)", service.per_second / native_file.per_second >= 0.5,
+             f"{service.per_second / native_file.per_second:.2f}×"),
+            (f"{c} conns: at most 60 µs server CPU per webhook", service.cpu_us_per_request <= 60,
+             f"{service.cpu_us_per_request:.0f} µs"),
+            (f"{c} conns: RSS under 100 MB under load", service.rss_peak_mb < 100, f"{service.rss_peak_mb:.0f} MB"),
+        ]
+        if c == 32:
+            checks.append(("32 conns: p99 under 10 ms", service.latency_us[99.0] < 10_000,
+                           f"{service.latency_us[99.0] / 1e3:.2f} ms"))
+        lines += [f"- {'met' if ok else '**missed**'}: {what} ({figure})" for what, ok, figure in checks]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    """Latency by percentile, one line per server, one panel per concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    concurrencies = sorted({m.connections for m in results})
+    figure, axes = plt.subplots(1, len(concurrencies), figsize=(6 * len(concurrencies), 4.5), squeeze=False)
+    for ax, c in zip(axes[0], concurrencies):
+        for m in (m for m in results if m.connections == c):
+            points = sorted(m.latency_us.items())
+            ax.plot([100 - p for p, _ in points], [v / 1e3 for _, v in points], marker="o", label=m.short)
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_yscale("log")
+        ax.set_xlabel("100 − percentile (p50 left … p99.99 right)")
+        ax.set_ylabel("latency, ms")
+        ax.set_title(f"signed webhooks, {c} connections")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def command_output(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return [
+        f"- machine: {cpu}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Linux {platform.release()}",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"commit {command_output(['git', '-C', str(ROOT), 'rev-parse', '--short', 'HEAD'])}",
+        f"- versions: {command_output(['rustc', '--version'])}; node {command_output(['node', '--version'])}; "
+        f"{' '.join(command_output(['wrk', '--version']).split()[:2])}",
+    ]
+
+
+def write_results(args, results, costs):
+    concurrencies = sorted({m.connections for m in results})
+    text = [
+        "# Benchmark results",
+        "",
+        "Written by `bench/run` (the whole file is replaced on each run). Reproduce with:",
+        "",
+        "```",
+        " ".join(["bench/run", *args.passed]),
+        "```",
+        "",
+        *machine(),
+        "",
+        "## Ingress: signed inbound-SMS webhooks",
+        "",
+        f"wrk, {args.seconds} s per server and concurrency after {args.warmup} s of warm-up, "
+        f"{args.rounds} round(s) alternating the servers (the median round shown); every request a new "
+        "`MessageSid`; each server fresh, on the same loopback port, sharing the 2 cores with wrk. "
+        "CPU is the server process's user + system time over the measurement, divided by its requests.",
+        *(ingress_table(results, c) for c in concurrencies),
+        "![latency by percentile](results/latency.png)",
+        "",
+        "## Targets",
+        "",
+        targets(results),
+    ]
+    if costs:
+        text += ["## Costs", "", *costs, ""]
+    (ROOT / "bench/RESULTS.md").write_text("\n".join(text))
+
+
+def costs(release):
+    """Figures that need no load: the component's size."""
+    component = release.parent / "wasm/wasm32-wasip2/release/twilio_connector.wasm"
+    lines = []
+    if component.exists():
+        lines.append(f"- component size: {component.stat().st_size / 1024:.0f} KiB ({component.name})")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10, help="measured seconds per server and concurrency")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each measurement")
+    parser.add_argument("--connections", default="32,64", help="concurrency levels, comma-separated")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds over all servers (median shown)")
+    parser.add_argument("--servers", default="", help="only these (service,node,native-bus,native-file,native-memory)")
+    parser.add_argument("--max-rate", type=int, default=70_000, help="requests/s the signature files are sized for")
+    parser.add_argument("--release-dir", type=Path, required=True, help="where the release binaries are")
+    args = parser.parse_args()
+    args.passed = [a for a in sys.argv[1:] if not a.startswith("--release-dir") and a != str(args.release_dir)]
+    chosen = [s for s in servers(args.release_dir) if not args.servers or s.short in args.servers.split(",")]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/twilio/messaging"
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-signatures-") as scratch:
+        files = {"warm": Path(scratch) / "warm.tsv", "measure": Path(scratch) / "measure.tsv"}
+        print(f"bench: signing {args.max_rate * (args.seconds + args.warmup):,} unique webhooks for {url}")
+        write_signatures(files["warm"], url, "77", args.max_rate * args.warmup)
+        write_signatures(files["measure"], url, "55", args.max_rate * args.seconds)
+        for round_number in range(args.rounds):
+            for connections in (int(c) for c in args.connections.split(",")):
+                for server in chosen:
+                    m = measure(server, connections, args, files, port)
+                    print(f"bench: round {round_number + 1}, {connections} conns, {server.short}: "
+                          f"{m.per_second:,.0f} req/s, p99 {m.latency_us[99.0] / 1e3:.2f} ms, "
+                          f"{m.cpu_us_per_request:.0f} µs CPU/req, {m.failures} failed", flush=True)
+                    results.append(m)
+    shown = list(median_by(results, lambda m: (m.short, m.connections)).values())
+    plot(shown, ROOT / "bench/results/latency.png")
+    write_results(args, shown, costs(args.release_dir))
+    print((ROOT / "bench/RESULTS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+//! The native baselines: the service's ingress work done in-process by plain
+//! Rust, without the sandbox. Verify `X-Twilio-Signature`, parse the form,
+//! drop a repeated `MessageSid`, build the platform's `IngressEnvelope` (the
+//! host's own serde type) and keep it in a [`Sink`] before answering 200.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use ingress_egress::bus::Bus;
+use ingress_egress::messages::{Attributes, Channel, IngressEnvelope};
+use subtle::ConstantTimeEq;
+
+/// The service's answer to a message webhook.
+const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
+
+/// Where a baseline keeps each envelope before its 200.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// The service's own bus: durable as the service is.
+    Bus(Arc<dyn Bus>),
+    /// A file, appended by one writer thread in batches, never synced.
+    File(FileWriter),
+    /// The newest envelopes in memory, nothing durable.
+    Memory(Arc<Mutex<std::collections::VecDeque<Vec<u8>>>>),
+}
+
+/// A handle on a file writer thread, which writes what waits in one batch.
+#[derive(Debug, Clone)]
+pub struct FileWriter(std::sync::mpsc::Sender<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>);
+
+impl FileWriter {
+    /// Starts the writer thread on `path`.
+    pub fn start(path: &std::path::Path) -> std::io::Result<Self> {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let (sender, receiver) = std::sync::mpsc::channel::<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>();
+        std::thread::spawn(move || {
+            while let Ok(first) = receiver.recv() {
+                let batch: Vec<_> = std::iter::once(first).chain(receiver.try_iter()).collect();
+                let mut buffer = Vec::with_capacity(batch.iter().map(|(line, _)| line.len() + 1).sum());
+                for (line, _) in &batch {
+                    buffer.extend_from_slice(line);
+                    buffer.push(b'\n');
+                }
+                if file.write_all(&buffer).is_err() {
+                    return; // The answers' senders drop: every waiting request fails.
+                }
+                for (_, done) in batch {
+                    let _ = done.send(());
+                }
+            }
+        });
+        Ok(Self(sender))
+    }
+
+    async fn append(&self, line: Vec<u8>) -> bool {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.0.send((line, done)).is_ok() && written.await.is_ok()
+    }
+}
+
+/// One baseline server's state.
+#[derive(Debug)]
+pub struct Baseline {
+    auth_token: String,
+    sink: Sink,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Baseline {
+    pub fn new(auth_token: &str, sink: Sink) -> Arc<Self> {
+        Arc::new(Self { auth_token: auth_token.to_owned(), sink, seen: Mutex::default() })
+    }
+
+    /// Serves `POST /twilio/messaging` on `listener` until the process ends.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let baseline = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| baseline.clone().handle(request));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+        let url = match request.headers().get("host").and_then(|h| h.to_str().ok()) {
+            Some(host) if request.uri().path() == "/twilio/messaging" => format!("http://{host}/twilio/messaging"),
+            _ => return Ok(answer(404, "not found")),
+        };
+        let signature = request.headers().get("x-twilio-signature").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+        let Some(signature) = signature else { return Ok(answer(400, "missing signature")) };
+        if !self.signed(&url, &params, &signature) {
+            return Ok(answer(403, "forged"));
+        }
+        let Some(sid) = params.iter().find(|(k, _)| k == "MessageSid").map(|(_, v)| v.clone()) else {
+            return Ok(answer(400, "no MessageSid"));
+        };
+        if !self.seen.lock().expect("seen").insert(sid.clone()) {
+            return Ok(twiml()); // A repeat: already kept.
+        }
+        let envelope = serde_json::to_vec(&envelope(&sid, params)).expect("JSON");
+        Ok(if self.keep(&sid, envelope).await { twiml() } else { answer(503, "not kept") })
+    }
+
+    /// Twilio's signature: HMAC-SHA1 over the URL and the sorted parameters.
+    fn signed(&self, url: &str, params: &[(String, String)], signature: &str) -> bool {
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(self.auth_token.as_bytes()).expect("key");
+        mac.update(url.as_bytes());
+        let mut sorted: Vec<&(String, String)> = params.iter().collect();
+        sorted.sort();
+        for (k, v) in sorted {
+            mac.update(k.as_bytes());
+            mac.update(v.as_bytes());
+        }
+        let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        expected.as_bytes().ct_eq(signature.as_bytes()).into()
+    }
+
+    async fn keep(&self, sid: &str, envelope: Vec<u8>) -> bool {
+        match &self.sink {
+            Sink::Bus(bus) => bus.publish("ingress.twilio.messaging", Some(sid), envelope.into()).await.is_ok(),
+            Sink::File(writer) => writer.append(envelope).await,
+            Sink::Memory(queue) => {
+                let mut queue = queue.lock().expect("queue");
+                if queue.len() >= 100_000 {
+                    queue.pop_front();
+                }
+                queue.push_back(envelope);
+                true
+            }
+        }
+    }
+}
+
+/// The envelope the service publishes for an inbound SMS.
+fn envelope(sid: &str, params: Vec<(String, String)>) -> IngressEnvelope {
+    let field = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    IngressEnvelope {
+        id: uuid::Uuid::new_v4().to_string(),
+        source: "twilio".into(),
+        channel: Channel::Sms,
+        provider_message_id: sid.to_owned(),
+        account_sid: field("AccountSid").unwrap_or_default(),
+        conversation_sid: None,
+        from: field("From").unwrap_or_default(),
+        to: field("To"),
+        body: field("Body").unwrap_or_default(),
+        media: Vec::new(),
+        segments: field("NumSegments").and_then(|n| n.parse().ok()).unwrap_or(1),
+        received_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339"),
+        attributes: Attributes(params),
+        metadata: None,
+    }
+}
+
+fn twiml() -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder()
+        .header("content-type", "text/xml")
+        .body(Full::new(Bytes::from(EMPTY_TWIML)))
+        .expect("response")
+}
+
+fn answer(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder().status(status).body(Full::new(Bytes::from(body))).expect("response")
+}
+
+/// Binds `addr` and serves `baseline` there in the background; the address.
+pub async fn start(baseline: Arc<Baseline>, addr: SocketAddr) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    let bound = listener.local_addr().expect("addr");
+    tokio::spawn(baseline.serve(listener));
+    bound
+}
