@@ -184,6 +184,48 @@ def measure(server, connections, args, files, port):
     )
 
 
+def perf_report(data, sort):
+    """`perf report`'s top lines for one sort key, without call graphs."""
+    argv = ["perf", "report", "-i", str(data), "--no-children", "--sort", sort, "-g", "none", "--percent-limit", "0.5"]
+    output = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
+    return [line.rstrip() for line in output.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def profile(server, args, files, port):
+    """The service under 32 connections with `perf record` attached (a pass of
+    its own: profiling slows it), as the top entries by thread, by object and
+    by symbol. Guest code shows as `[JIT]` (wasmtime's perf map)."""
+    if shutil.which("perf") is None:
+        return ["(perf is not installed: `apt-get install linux-perf`, then `bench/run --profile`)"]
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as data:
+        data = Path(data)
+        os.environ["WASMTIME_PERFMAP"] = "1"
+        try:
+            process = server.start(port, data)
+        finally:
+            del os.environ["WASMTIME_PERFMAP"]
+        try:
+            wrk(port, files["warm"], 32, args.warmup)
+            load = subprocess.Popen(
+                ["wrk", "-t2", "-c32", f"-d{args.seconds}s", "-s", str(ROOT / "bench/wrk/webhooks.lua"),
+                 f"http://127.0.0.1:{port}", "--", str(files["measure"]), "2"],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+            recorded = data / "perf.data"
+            subprocess.run(["perf", "record", "-F", "999", "-g", "-p", str(process.pid), "-o", str(recorded), "--",
+                            "sleep", str(max(args.seconds - 2, 1))], capture_output=True, timeout=args.seconds + 60)
+            load.wait(timeout=args.seconds + 60)
+            sections = [("thread", "comm"), ("object", "dso"), ("symbol", "sym")]
+            lines = []
+            for title, key in sections:
+                lines += [f"By {title}:", "", "```", *perf_report(recorded, key)[:25], "```", ""]
+            return lines
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+
+
 def servers(release):
     native = str(release / "native-baseline")
     return [
@@ -269,7 +311,7 @@ def plot(results, path):
         ax.set_xscale("log")
         ax.invert_xaxis()
         ax.set_yscale("log")
-        ax.set_xlabel("100 − percentile (p50 left … p99.99 right)")
+        ax.set_xlabel("100 − percentile (p1 left … p99.99 right)")
         ax.set_ylabel("latency, ms")
         ax.set_title(f"signed webhooks, {c} connections")
         ax.grid(True, which="both", alpha=0.3)
@@ -299,7 +341,7 @@ def machine():
     ]
 
 
-def write_results(args, results, costs):
+def write_results(args, results, costs, profiled):
     concurrencies = sorted({m.connections for m in results})
     text = [
         "# Benchmark results",
@@ -327,15 +369,30 @@ def write_results(args, results, costs):
     ]
     if costs:
         text += ["## Costs", "", *costs, ""]
+    if profiled:
+        text += [
+            "## Profile of the service (`bench/run --profile`)",
+            "",
+            "`perf record -g` on the service under wrk at 32 connections, in a pass of its own. "
+            "What limits it is in [docs/performance.md](../docs/performance.md).",
+            "",
+            *profiled,
+        ]
     (ROOT / "bench/RESULTS.md").write_text("\n".join(text))
 
 
 def costs(release):
-    """Figures that need no load: the component's size."""
+    """Figures that need no load: the component's size, then swap latency and
+    compile cost as `cargo bench --bench swap` measures them (in process,
+    each against its baseline)."""
     component = release.parent / "wasm/wasm32-wasip2/release/twilio_connector.wasm"
     lines = []
     if component.exists():
         lines.append(f"- component size: {component.stat().st_size / 1024:.0f} KiB ({component.name})")
+    lines.append("- RSS of the service: the table's idle / peak column (idle after warm-up, peak over the run)")
+    swap = subprocess.run(["cargo", "bench", "--locked", "-p", "bench", "--bench", "swap"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1800)
+    lines += ["", "`cargo bench -p bench --bench swap`:", "", "```", *swap.stdout.strip().splitlines(), "```"]
     return lines
 
 
@@ -347,6 +404,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=1, help="rounds over all servers (median shown)")
     parser.add_argument("--servers", default="", help="only these (service,node,native-bus,native-file,native-memory)")
     parser.add_argument("--max-rate", type=int, default=70_000, help="requests/s the signature files are sized for")
+    parser.add_argument("--profile", action="store_true", help="add the service's perf profile to RESULTS.md")
     parser.add_argument("--release-dir", type=Path, required=True, help="where the release binaries are")
     args = parser.parse_args()
     args.passed = [a for a in sys.argv[1:] if not a.startswith("--release-dir") and a != str(args.release_dir)]
@@ -367,9 +425,13 @@ def main():
                           f"{m.per_second:,.0f} req/s, p99 {m.latency_us[99.0] / 1e3:.2f} ms, "
                           f"{m.cpu_us_per_request:.0f} µs CPU/req, {m.failures} failed", flush=True)
                     results.append(m)
+        service = next((s for s in chosen if s.short == "service"), None)
+        profiled = profile(service, args, files, port) if args.profile and service else []
     shown = list(median_by(results, lambda m: (m.short, m.connections)).values())
     plot(shown, ROOT / "bench/results/latency.png")
-    write_results(args, shown, costs(args.release_dir))
+    raw = [dict(vars(m), latency_us={str(k): v for k, v in m.latency_us.items()}) for m in shown]
+    (ROOT / "bench/results/ingress.json").write_text(json.dumps(raw, indent=1) + "\n")
+    write_results(args, shown, costs(args.release_dir), profiled)
     print((ROOT / "bench/RESULTS.md").read_text())
 
 
