@@ -119,3 +119,14 @@ pub fn free_addr() -> SocketAddr {
         }
     }
 }
+
+/// A server `scripts/setup --test` installs in a virtual environment under
+/// `tests/` (`venv_binary` is relative to it), or the path in `override_var`.
+pub fn installed_server(override_var: &str, venv_binary: &str) -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os(override_var) {
+        return std::path::PathBuf::from(path);
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(venv_binary);
+    assert!(path.exists(), "{venv_binary} is not installed: run scripts/setup --test");
+    path
+}

@@ -23,12 +23,7 @@ pub struct NatsServer {
 
 /// The server `scripts/setup --test` installs, or `NATS_SERVER`.
 fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("NATS_SERVER") {
-        return PathBuf::from(path);
-    }
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/nats/.venv/bin/nats-server"));
-    assert!(path.exists(), "nats-server is not installed: run scripts/setup --test");
-    path
+    crate::fixtures::installed_server("NATS_SERVER", "nats/.venv/bin/nats-server")
 }
 
 impl NatsServer {

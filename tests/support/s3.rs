@@ -29,12 +29,7 @@ pub struct Object {
 
 /// The server `scripts/setup --test` installs, or `MOTO_SERVER`.
 fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(path);
-    }
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/s3/.venv/bin/moto_server"));
-    assert!(path.exists(), "moto_server is not installed: run scripts/setup --test");
-    path
+    crate::fixtures::installed_server("MOTO_SERVER", "s3/.venv/bin/moto_server")
 }
 
 impl S3Server {
