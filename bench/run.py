@@ -63,9 +63,9 @@ class Server:
     short: str
     command: callable
 
-    def start(self, port, data):
+    def start(self, port, data, extra_env=None):
         argv = self.command(port, data)
-        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **SERVICE_ENV}
+        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **SERVICE_ENV, **(extra_env or {})}
         env.update({"LISTEN_ADDR": f"127.0.0.1:{port}", "ADMIN_ADDR": f"127.0.0.1:{free_port()}", "DATA_DIR": str(data)})
         log = open(data / "server.log", "wb")
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -143,15 +143,27 @@ def process_memory_mb(pid, field_name):
     return 0.0
 
 
-def wrk(port, signatures, connections, seconds):
-    threads = min(2, connections)
+def start_wrk(port, signatures, connections, seconds, threads=2):
+    """wrk against 127.0.0.1:`port`, running; [`wrk_result`] waits for it."""
+    threads = min(threads, connections)
     argv = [
         "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s",
         "-s", str(ROOT / "bench/wrk/webhooks.lua"), f"http://127.0.0.1:{port}", "--", str(signatures), str(threads),
     ]
-    output = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True), seconds
+
+
+def wrk_result(started):
+    process, seconds = started
+    output, _ = process.communicate(timeout=seconds + 60)
+    if process.returncode != 0:
+        sys.exit(f"bench: wrk failed ({process.returncode})")
     line = next(l for l in output.splitlines() if l.startswith("WRK-JSON "))
     return json.loads(line[len("WRK-JSON "):])
+
+
+def wrk(port, signatures, connections, seconds):
+    return wrk_result(start_wrk(port, signatures, connections, seconds))
 
 
 def measure(server, connections, args, files, port):
@@ -224,6 +236,79 @@ def profile(server, args, files, port):
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait()
+
+
+PUBLIC_URL = "https://hooks.example.com"
+
+
+def nats_server(data):
+    """A `nats-server -js` (the one `scripts/setup --test` installs) on a free port."""
+    binary = ROOT / "tests/nats/.venv/bin/nats-server"
+    port = free_port()
+    process = subprocess.Popen([str(binary), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, process, data / "nats.log")
+    return process, port
+
+
+def measure_nats(service, hosts, args, files):
+    """The service on NATS JetStream, `hosts` hosts sharing one server and the
+    load (32 connections in all, one wrk each, disjoint sids). Signatures are
+    over TWILIO_WEBHOOK_BASE_URL, so any host takes any request. CPU counts
+    the hosts and the NATS server."""
+    with tempfile.TemporaryDirectory(prefix="bench-nats-") as data:
+        data = Path(data)
+        (data / "nats").mkdir()
+        nats, nats_port = nats_server(data / "nats")
+        env = {"BUS_URL": f"nats://127.0.0.1:{nats_port}", "TWILIO_WEBHOOK_BASE_URL": PUBLIC_URL}
+        ports, processes = [free_port() for _ in range(hosts)], []
+        try:
+            for n, port in enumerate(ports):
+                (data / f"host{n}").mkdir()
+                processes.append(service.start(port, data / f"host{n}", env))
+            for n, port in enumerate(ports):
+                wrk(port, files[f"nats-warm{n}"], 32 // hosts, args.warmup)
+            everything = [*processes, nats]
+            cpu_before = sum(process_cpu_seconds(p.pid) for p in everything)
+            runs = [start_wrk(port, files[f"nats{n}"], 32 // hosts, args.seconds, threads=2 // hosts or 1)
+                    for n, port in enumerate(ports)]
+            results = [wrk_result(run) for run in runs]
+            cpu = sum(process_cpu_seconds(p.pid) for p in everything) - cpu_before
+            rss_peak = max(process_memory_mb(p.pid, "VmHWM") for p in processes)
+        finally:
+            for process in [*processes, nats]:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+    failures = sum(r["status_errors"] + r["socket_errors"] + r["timeouts"] for r in results)
+    requests = sum(r["requests"] for r in results) - failures
+    return Measurement(
+        server=f"ingress-egress on NATS JetStream, {hosts} host{'s' if hosts > 1 else ''}",
+        short=f"nats-{hosts}",
+        connections=32,
+        requests=requests,
+        seconds=max(r["duration_us"] for r in results) / 1e6,
+        failures=failures,
+        exhausted=any(r["status_errors"] for r in results),
+        cpu_seconds=cpu,
+        rss_idle_mb=0.0,
+        rss_peak_mb=rss_peak,
+        # The slower host's percentiles: a client sees the worse of the two.
+        latency_us={p: max(float(r["latency_us"][k]) for r in results)
+                    for k, p in ((k, float(k)) for k in results[0]["latency_us"])},
+    )
+
+
+def nats_table(results):
+    rows = [
+        f"| {m.server} | {m.per_second:,.0f} | {m.latency_us[50.0] / 1e3:.2f} | {m.latency_us[99.0] / 1e3:.2f} "
+        f"| {m.cpu_us_per_request:.0f} | {m.rss_peak_mb:.0f} |"
+        + (" ran out of unique requests" if m.exhausted else "")
+        for m in results
+    ]
+    return (
+        "| setup | req/s | p50 ms | p99 ms | CPU µs/req (hosts + nats-server) | peak RSS MB per host |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n"
+    )
 
 
 def servers(release):
@@ -341,7 +426,7 @@ def machine():
     ]
 
 
-def write_results(args, results, costs, profiled):
+def write_results(args, results, on_nats, costs, profiled):
     concurrencies = sorted({m.connections for m in results})
     text = [
         "# Benchmark results",
@@ -363,6 +448,11 @@ def write_results(args, results, costs, profiled):
         *(ingress_table(results, c) for c in concurrencies),
         "![latency by percentile](results/latency.png)",
         "",
+        *(["## Ingress on NATS JetStream, one host and two", "",
+            "The same webhooks at 32 connections in all, through the service with `BUS_URL=nats://…` "
+            "(a real `nats-server -js` on the same machine). With two hosts, each gets half the connections "
+            "from its own wrk, with its own sids; all of it shares the same 2 cores, so the figure shows what "
+            "sharing costs, not scaling.", "", nats_table(on_nats)] if on_nats else []),
         "## Targets",
         "",
         targets(results),
@@ -404,6 +494,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=1, help="rounds over all servers (median shown)")
     parser.add_argument("--servers", default="", help="only these (service,node,native-bus,native-file,native-memory)")
     parser.add_argument("--max-rate", type=int, default=70_000, help="requests/s the signature files are sized for")
+    parser.add_argument("--no-nats", dest="nats", action="store_false", help="skip the NATS JetStream runs")
     parser.add_argument("--profile", action="store_true", help="add the service's perf profile to RESULTS.md")
     parser.add_argument("--release-dir", type=Path, required=True, help="where the release binaries are")
     args = parser.parse_args()
@@ -426,12 +517,26 @@ def main():
                           f"{m.cpu_us_per_request:.0f} µs CPU/req, {m.failures} failed", flush=True)
                     results.append(m)
         service = next((s for s in chosen if s.short == "service"), None)
+        on_nats = []
+        if args.nats and service:
+            nats_url = f"{PUBLIC_URL}/twilio/messaging"
+            nats_rate = args.max_rate // 3
+            for n in range(2):
+                write_signatures(files.setdefault(f"nats-warm{n}", Path(scratch) / f"nats-warm{n}.tsv"),
+                                 nats_url, f"9{n}", nats_rate * args.warmup)
+                write_signatures(files.setdefault(f"nats{n}", Path(scratch) / f"nats{n}.tsv"),
+                                 nats_url, f"8{n}", nats_rate * args.seconds)
+            for hosts in (1, 2):
+                m = measure_nats(service, hosts, args, files)
+                print(f"bench: NATS, {hosts} host(s): {m.per_second:,.0f} req/s, p99 {m.latency_us[99.0] / 1e3:.2f} ms, "
+                      f"{m.cpu_us_per_request:.0f} µs CPU/req, {m.failures} failed", flush=True)
+                on_nats.append(m)
         profiled = profile(service, args, files, port) if args.profile and service else []
     shown = list(median_by(results, lambda m: (m.short, m.connections)).values())
     plot(shown, ROOT / "bench/results/latency.png")
     raw = [dict(vars(m), latency_us={str(k): v for k, v in m.latency_us.items()}) for m in shown]
     (ROOT / "bench/results/ingress.json").write_text(json.dumps(raw, indent=1) + "\n")
-    write_results(args, shown, costs(args.release_dir), profiled)
+    write_results(args, shown, on_nats, costs(args.release_dir), profiled)
     print((ROOT / "bench/RESULTS.md").read_text())
 
 
