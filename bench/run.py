@@ -5,7 +5,10 @@ Ingress: each server in turn (alternating, fresh data directory each time) on
 the same loopback port, under wrk at fixed concurrency for a fixed time, over
 pre-signed inbound-SMS webhooks whose MessageSids are never replayed within a
 measurement. Server CPU is read from /proc for the server's process alone.
-Writes bench/RESULTS.md and bench/results/latency.png.
+Then the service on NATS JetStream with one host and two, egress against the
+official twilio Node client (both to a local fake Twilio), and costs.
+Writes bench/RESULTS.md, bench/results/latency.png and ingress.json.
+How and why: docs/performance.md.
 """
 
 import argparse
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +57,8 @@ SERVICE_ENV = {
     "TWILIO_FROM_NUMBER": "+15005550006",
 }
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Peak RSS of each first start of the service (compiling its component).
+COLD_START_RSS = []
 
 
 @dataclass
@@ -62,12 +68,28 @@ class Server:
     name: str
     short: str
     command: callable
+    # Compiles its component at its first start: started once beforehand so
+    # the measured start finds the compile cache in its data directory, as a
+    # restart does. The first start's peak memory is recorded in COLD_START_RSS.
+    compiles: bool = False
 
     def start(self, port, data, extra_env=None):
+        if self.compiles and not (data / "compile-cache").exists():
+            first = self._spawn(port, data, extra_env)
+            COLD_START_RSS.append(process_memory_mb(first.pid, "VmHWM"))
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            for leftover in data.iterdir():
+                if leftover.name != "compile-cache":
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        return self._spawn(port, data, extra_env)
+
+    def _spawn(self, port, data, extra_env):
         argv = self.command(port, data)
         env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **SERVICE_ENV, **(extra_env or {})}
-        env.update({"LISTEN_ADDR": f"127.0.0.1:{port}", "ADMIN_ADDR": f"127.0.0.1:{free_port()}", "DATA_DIR": str(data)})
-        log = open(data / "server.log", "wb")
+        env.setdefault("ADMIN_ADDR", f"127.0.0.1:{free_port()}")
+        env.update({"LISTEN_ADDR": f"127.0.0.1:{port}", "DATA_DIR": str(data)})
+        log = open(data / "server.log", "ab")
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_for_port(port, process, data / "server.log")
         return process
@@ -166,6 +188,17 @@ def wrk(port, signatures, connections, seconds):
     return wrk_result(start_wrk(port, signatures, connections, seconds))
 
 
+def wrk_sampling_rss(port, signatures, connections, seconds, pids):
+    """[`wrk`], sampling the servers' resident memory every 200 ms meanwhile;
+    the result and the highest sample (MB, the largest process)."""
+    running = start_wrk(port, signatures, connections, seconds)
+    highest = 0.0
+    while running[0].poll() is None:
+        highest = max([highest, *(process_memory_mb(pid, "VmRSS") for pid in pids)])
+        time.sleep(0.2)
+    return wrk_result(running), highest
+
+
 def measure(server, connections, args, files, port):
     with tempfile.TemporaryDirectory(prefix="bench-") as data:
         data = Path(data)
@@ -174,9 +207,8 @@ def measure(server, connections, args, files, port):
             wrk(port, files["warm"], connections, args.warmup)
             rss_idle = process_memory_mb(process.pid, "VmRSS")
             cpu_before = process_cpu_seconds(process.pid)
-            result = wrk(port, files["measure"], connections, args.seconds)
+            result, rss_peak = wrk_sampling_rss(port, files["measure"], connections, args.seconds, [process.pid])
             cpu = process_cpu_seconds(process.pid) - cpu_before
-            rss_peak = process_memory_mb(process.pid, "VmHWM")
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait()
@@ -272,9 +304,12 @@ def measure_nats(service, hosts, args, files):
             cpu_before = sum(process_cpu_seconds(p.pid) for p in everything)
             runs = [start_wrk(port, files[f"nats{n}"], 32 // hosts, args.seconds, threads=2 // hosts or 1)
                     for n, port in enumerate(ports)]
+            rss_peak = 0.0
+            while any(run[0].poll() is None for run in runs):
+                rss_peak = max([rss_peak, *(process_memory_mb(p.pid, "VmRSS") for p in processes)])
+                time.sleep(0.2)
             results = [wrk_result(run) for run in runs]
             cpu = sum(process_cpu_seconds(p.pid) for p in everything) - cpu_before
-            rss_peak = max(process_memory_mb(p.pid, "VmHWM") for p in processes)
         finally:
             for process in [*processes, nats]:
                 process.send_signal(signal.SIGKILL)
@@ -306,16 +341,84 @@ def nats_table(results):
         for m in results
     ]
     return (
-        "| setup | req/s | p50 ms | p99 ms | CPU µs/req (hosts + nats-server) | peak RSS MB per host |\n"
+        "| setup | req/s | p50 ms | p99 ms | CPU µs/req (hosts + nats-server) | RSS MB under load, per host |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows) + "\n"
     )
+
+
+def fake_twilio_received(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/bench/received", timeout=5) as answer:
+        return json.load(answer)
+
+
+def measure_egress(service, release, args):
+    """Egress, bus to Twilio end to end: wrk fills the egress topic through the
+    admin API for a few seconds (faster than it drains); then what the worker
+    sends while it drains alone, at the configured concurrency, counted where
+    it arrives (a local fake Twilio), is the figure. Then the official twilio
+    Node client sends to the same fake at the same concurrency."""
+    with tempfile.TemporaryDirectory(prefix="bench-egress-") as data:
+        data = Path(data)
+        fake_port, admin_port, port = free_port(), free_port(), free_port()
+        fake = subprocess.Popen([str(release / "fake-twilio"), f"127.0.0.1:{fake_port}"])
+        wait_for_port(fake_port, fake, data / "none")
+        base = f"http://127.0.0.1:{fake_port}"
+        env = {"TWILIO_API_BASE_URL": base, "TWILIO_CONVERSATIONS_BASE_URL": base,
+               "ADMIN_ADDR": f"127.0.0.1:{admin_port}"}
+        process = service.start(port, data, env)
+        try:
+            enqueue = ["wrk", "-t1", "-c16", f"-d{args.egress_fill}s", "-s", str(ROOT / "bench/wrk/enqueue.lua"),
+                       f"http://127.0.0.1:{admin_port}"]
+            filled = subprocess.run(enqueue, capture_output=True, text=True, timeout=args.egress_fill + 60).stdout
+            filled = json.loads(next(l for l in filled.splitlines() if l.startswith("WRK-JSON "))[9:])
+            accepted = filled["requests"] - filled["status_errors"] - filled["socket_errors"]
+            start = fake_twilio_received(fake_port)
+            cpu_before = process_cpu_seconds(process.pid)
+            deadline = time.monotonic() + 300
+            while (end := fake_twilio_received(fake_port))["count"] < accepted and time.monotonic() < deadline:
+                time.sleep(0.1)
+            cpu = process_cpu_seconds(process.pid) - cpu_before
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        drained = end["count"] - start["count"]
+        service_rate = drained / max((end["last_us"] - start["last_us"]) / 1e6, 1e-6)
+        node_env = {**os.environ, **SERVICE_ENV}
+        node = subprocess.run(["node", "bench/node/egress.js", base, str(args.egress_node_messages), "16"], cwd=ROOT,
+                              env=node_env, capture_output=True, text=True, timeout=600)
+        fake.send_signal(signal.SIGKILL)
+        fake.wait()
+    if node.returncode != 0:
+        sys.exit(f"bench: the Node egress client failed: {node.stderr[-1000:]}")
+    node_result = json.loads(node.stdout.strip().splitlines()[-1])
+    node_rate = node_result["created"] / node_result["seconds"]
+    return {
+        "accepted": accepted, "sent": end["count"], "drained": drained, "service_rate": service_rate,
+        "service_cpu_us": cpu * 1e6 / max(drained, 1), "node_rate": node_rate, "node_created": node_result["created"],
+    }
+
+
+def egress_lines(egress):
+    ratio = egress["service_rate"] / egress["node_rate"]
+    return [
+        "| sender | messages/s | note |",
+        "| --- | ---: | --- |",
+        f"| ingress-egress, bus → worker (concurrency 16) → fake Twilio, status events on the bus | "
+        f"{egress['service_rate']:,.0f} | {egress['drained']:,} drained alone after {egress['accepted']:,} were "
+        f"enqueued; {egress['service_cpu_us']:.0f} µs server CPU per message |",
+        f"| Node 20, twilio.messages.create(), 16 at once | {egress['node_rate']:,.0f} | "
+        f"{egress['node_created']:,} messages |",
+        "",
+        f"- {'met' if ratio >= 3 else '**missed**'}: egress at least 3× the Node client ({ratio:.2f}×)",
+        "",
+    ]
 
 
 def servers(release):
     native = str(release / "native-baseline")
     return [
         Server("ingress-egress (sandboxed, SQLite bus, fsync)", "service",
-               lambda port, data: [str(release / "ingress-egress"), "serve"]),
+               lambda port, data: [str(release / "ingress-egress"), "serve"], compiles=True),
         Server("Node 20 + express + twilio.webhook(), file", "node",
                lambda port, data: ["node", "bench/node/server.js", str(port), str(data / "envelopes.jsonl")]),
         Server("native Rust, SQLite bus (fsync)", "native-bus",
@@ -350,7 +453,7 @@ def ingress_table(results, connections):
     ]
     header = (
         f"\n**{connections} connections**\n\n"
-        "| server | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB idle / peak | vs Node | vs native file | vs native bus |\n"
+        "| server | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB idle / under load | vs Node | vs native file | vs native bus |\n"
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
     return header + "\n".join(rows) + "\n"
@@ -426,7 +529,7 @@ def machine():
     ]
 
 
-def write_results(args, results, on_nats, costs, profiled):
+def write_results(args, results, on_nats, egress, costs, profiled):
     concurrencies = sorted({m.connections for m in results})
     text = [
         "# Benchmark results",
@@ -453,6 +556,7 @@ def write_results(args, results, on_nats, costs, profiled):
             "(a real `nats-server -js` on the same machine). With two hosts, each gets half the connections "
             "from its own wrk, with its own sids; all of it shares the same 2 cores, so the figure shows what "
             "sharing costs, not scaling.", "", nats_table(on_nats)] if on_nats else []),
+        *(["## Egress", "", *egress_lines(egress)] if egress else []),
         "## Targets",
         "",
         targets(results),
@@ -479,7 +583,12 @@ def costs(release):
     lines = []
     if component.exists():
         lines.append(f"- component size: {component.stat().st_size / 1024:.0f} KiB ({component.name})")
-    lines.append("- RSS of the service: the table's idle / peak column (idle after warm-up, peak over the run)")
+    lines.append("- RSS: the table's idle column is after warm-up, under load the highest of 200 ms samples "
+                 "over the measurement; each service start there finds its compile cache (as a restart does)")
+    if COLD_START_RSS:
+        lines.append(f"- RSS of a first start, compiling the component (no compile cache): peak "
+                     f"{max(COLD_START_RSS):.0f} MB; it stays near that afterwards (the allocator keeps the "
+                     "compiler's memory), so a deployment whose data directory does not persist should expect it")
     swap = subprocess.run(["cargo", "bench", "--locked", "-p", "bench", "--bench", "swap"], cwd=ROOT,
                           capture_output=True, text=True, timeout=1800)
     lines += ["", "`cargo bench -p bench --bench swap`:", "", "```", *swap.stdout.strip().splitlines(), "```"]
@@ -494,6 +603,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=1, help="rounds over all servers (median shown)")
     parser.add_argument("--servers", default="", help="only these (service,node,native-bus,native-file,native-memory)")
     parser.add_argument("--max-rate", type=int, default=70_000, help="requests/s the signature files are sized for")
+    parser.add_argument("--no-egress", dest="egress", action="store_false", help="skip the egress comparison")
+    parser.add_argument("--egress-fill", type=int, default=4, help="seconds of enqueueing before egress drains")
+    parser.add_argument("--egress-node-messages", type=int, default=5000, help="messages the Node client sends")
     parser.add_argument("--no-nats", dest="nats", action="store_false", help="skip the NATS JetStream runs")
     parser.add_argument("--profile", action="store_true", help="add the service's perf profile to RESULTS.md")
     parser.add_argument("--release-dir", type=Path, required=True, help="where the release binaries are")
@@ -531,12 +643,16 @@ def main():
                 print(f"bench: NATS, {hosts} host(s): {m.per_second:,.0f} req/s, p99 {m.latency_us[99.0] / 1e3:.2f} ms, "
                       f"{m.cpu_us_per_request:.0f} µs CPU/req, {m.failures} failed", flush=True)
                 on_nats.append(m)
+        egress = measure_egress(service, args.release_dir, args) if args.egress and service else None
+        if egress:
+            print(f"bench: egress {egress['service_rate']:,.0f} messages/s, Node client {egress['node_rate']:,.0f}/s",
+                  flush=True)
         profiled = profile(service, args, files, port) if args.profile and service else []
     shown = list(median_by(results, lambda m: (m.short, m.connections)).values())
     plot(shown, ROOT / "bench/results/latency.png")
     raw = [dict(vars(m), latency_us={str(k): v for k, v in m.latency_us.items()}) for m in shown]
     (ROOT / "bench/results/ingress.json").write_text(json.dumps(raw, indent=1) + "\n")
-    write_results(args, shown, on_nats, costs(args.release_dir), profiled)
+    write_results(args, shown, on_nats, egress, costs(args.release_dir), profiled)
     print((ROOT / "bench/RESULTS.md").read_text())
 
 

@@ -1,0 +1,86 @@
+//! A fast stand-in for Twilio's Messages API, for `bench/run`'s egress
+//! comparison: `fake-twilio ADDR`. Every `POST …/Messages.json` is answered
+//! 201 with a created message (a new `SM…` sid), as Twilio answers.
+//! `GET /bench/received` says how many it took and when the first and last
+//! came (microseconds since it started). Runs until killed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+/// What it took, lock-free: counts and first/last arrival.
+#[derive(Debug)]
+struct Received {
+    started: Instant,
+    count: AtomicU64,
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+}
+
+impl Received {
+    fn record(&self) -> u64 {
+        let now = self.started.elapsed().as_micros() as u64;
+        let _ = self.first_us.compare_exchange(u64::MAX, now, Ordering::Relaxed, Ordering::Relaxed);
+        self.last_us.fetch_max(now, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+async fn answer(
+    received: Arc<Received>,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let creates = request.method() == hyper::Method::POST && request.uri().path().ends_with("/Messages.json");
+    let counting = request.uri().path() == "/bench/received";
+    let _ = request.into_body().collect().await;
+    let (status, body) = if creates {
+        let n = received.record();
+        (
+            201,
+            format!(
+                r#"{{"sid":"SM{n:032x}","status":"queued","num_segments":"1","error_code":null,"error_message":null}}"#
+            ),
+        )
+    } else if counting {
+        let first = received.first_us.load(Ordering::Relaxed);
+        let (count, last) = (received.count.load(Ordering::Relaxed), received.last_us.load(Ordering::Relaxed));
+        (200, format!(r#"{{"count":{count},"first_us":{},"last_us":{last}}}"#, if count == 0 { 0 } else { first }))
+    } else {
+        (404, r#"{"code":20404,"message":"The requested resource was not found","status":404}"#.to_owned())
+    };
+    Ok(hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("response"))
+}
+
+fn main() {
+    let addr: std::net::SocketAddr =
+        std::env::args().nth(1).and_then(|a| a.parse().ok()).expect("usage: fake-twilio HOST:PORT");
+    let received = Arc::new(Received {
+        started: Instant::now(),
+        count: AtomicU64::new(0),
+        first_us: AtomicU64::new(u64::MAX),
+        last_us: AtomicU64::new(0),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let received = received.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| answer(received.clone(), request));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
