@@ -168,6 +168,21 @@ async fn the_error_class_not_the_http_status_decides() {
 }
 
 #[tokio::test]
+async fn sends_reuse_a_kept_connection_across_instances() {
+    let fake = FakeTwilio::start().await;
+    let mut harness = Harness::new();
+    harness.with_twilio_at(&fake.base_url());
+    // One call per instance: reuse must come from the host's pool, not an instance.
+    harness.set_setting("instance_reuse", "1");
+    let connector = harness.load_twilio().await;
+    for n in 0..5 {
+        assert!(harness::answer(connector.send(&egress_sms(&format!("kept-{n}")), 1).await).is_ok());
+    }
+    assert_eq!(fake.received().len(), 5);
+    assert_eq!(fake.connections(), 1, "every send after the first reused the connection");
+}
+
+#[tokio::test]
 async fn nothing_listening_is_retryable() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", closed.local_addr().unwrap());
@@ -175,7 +190,11 @@ async fn nothing_listening_is_retryable() {
     let mut harness = Harness::new();
     harness.with_twilio_at(&base);
     let connector = harness.load_twilio().await;
-    assert!(matches!(harness::answer(connector.send(&egress_sms("f"), 1).await), Err(SendError::Retry(_))));
+    // Never sent: a plain retry, not a lost answer to reconcile.
+    match harness::answer(connector.send(&egress_sms("f"), 1).await) {
+        Err(SendError::Retry(hint)) => assert_ne!(hint.reason.class, ErrorClass::Unknown, "{}", hint.reason.message),
+        other => panic!("connection refused: {other:?}"),
+    }
 }
 
 /// A service whose egress retries quickly, against `fake`.

@@ -117,6 +117,8 @@ struct Shared {
     created: Vec<serde_json::Value>,
     /// Lookups answered with this status instead of the list, while set.
     lookups_fail: Option<u16>,
+    /// TCP connections accepted.
+    connections: u64,
 }
 
 /// The fake; stops when dropped.
@@ -142,6 +144,7 @@ impl FakeTwilio {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
+                state.lock().expect("fake state").connections += 1;
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| answer(state.clone(), request));
@@ -156,6 +159,11 @@ impl FakeTwilio {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many TCP connections it has accepted.
+    pub fn connections(&self) -> u64 {
+        self.shared.lock().expect("fake state").connections
     }
 
     /// Queues replies; once they are used up every request gets a fresh 201.

@@ -9,6 +9,7 @@ pub mod bindings;
 mod cache;
 mod connector;
 mod grants;
+mod outbound;
 mod pool;
 mod state;
 

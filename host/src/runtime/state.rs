@@ -96,11 +96,11 @@ impl WasiHttpHooks for OutboundPolicy {
         let allowed = self.grants.outbound.allows(&host);
         let connector = self.grants.connector.clone();
         let cap = self.max_timeout;
-        let bound = |d: Option<Duration>| Some(d.map_or(cap, |d| d.min(cap)));
-        let options = wasmtime_wasi_http::RequestOptions {
-            connect_timeout: bound(options.and_then(|o| o.connect_timeout)),
-            first_byte_timeout: bound(options.and_then(|o| o.first_byte_timeout)),
-            between_bytes_timeout: bound(options.and_then(|o| o.between_bytes_timeout)),
+        let bound = |d: Option<Duration>| d.map_or(cap, |d| d.min(cap));
+        let bounds = super::outbound::Bounds {
+            connect: bound(options.and_then(|o| o.connect_timeout)),
+            first_byte: bound(options.and_then(|o| o.first_byte_timeout)),
+            between_bytes: bound(options.and_then(|o| o.between_bytes_timeout)),
         };
         Box::new(async move {
             if !allowed {
@@ -108,12 +108,10 @@ impl WasiHttpHooks for OutboundPolicy {
                 metrics::outbound_refused(&connector);
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-            ))
+            let response = super::outbound::OutboundClients::shared().send(request, bounds).await?;
+            // The pool drives its connections itself: nothing is left to wait on.
+            let io = async { Ok(()) };
+            Ok((response, Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>))
         })
     }
 }
