@@ -94,7 +94,10 @@ fn new_client(connect_bound: Duration) -> PooledClient {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
+    // The timer lets the pool close idle connections in the background, not
+    // only when the host is asked for again.
     Client::builder(TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(IDLE_TIMEOUT)
         .pool_max_idle_per_host(IDLE_PER_HOST)
         .build(connector)
