@@ -228,8 +228,13 @@ pub(crate) fn rest_headers(settings: &EgressSettings) -> Vec<(String, String)> {
         ("authorization".to_owned(), basic_auth(&settings.credentials)),
         ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
         ("accept".to_owned(), "application/json".to_owned()),
-        ("user-agent".to_owned(), format!("ingress-egress-twilio/{}", crate::VERSION)),
+        user_agent(),
     ]
+}
+
+/// The `User-Agent` header of every request the connector makes.
+pub(crate) fn user_agent() -> (String, String) {
+    ("user-agent".to_owned(), format!("ingress-egress-twilio/{}", crate::VERSION))
 }
 
 /// The `Authorization` value of HTTP Basic with `(user, password)`.

@@ -67,6 +67,14 @@ pub(crate) fn state_error_text(error: platform::connector::state::StateError) ->
     }
 }
 
+/// Writes `value` at `key` over whatever revision is there: for records
+/// where the last writer is right (a time seen, an outcome settled).
+pub(crate) fn state_overwrite(key: &str, value: &str) -> Result<(), String> {
+    use platform::connector::state;
+    let revision = state::get(key).ok().flatten().map(|entry| entry.revision);
+    state::put(key, value, revision).map(drop).map_err(state_error_text)
+}
+
 struct Component;
 
 impl Guest for Component {

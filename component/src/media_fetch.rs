@@ -54,8 +54,7 @@ fn fetch(raw: &str, policy: &Policy, authorization: &str) -> Result<(String, Vec
     let mut not_found = 0;
     let mut redirects = 0;
     loop {
-        let mut headers = vec![("accept".to_owned(), "*/*".to_owned())];
-        headers.push(("user-agent".to_owned(), format!("ingress-egress-twilio/{}", crate::VERSION)));
+        let mut headers = vec![("accept".to_owned(), "*/*".to_owned()), crate::egress::user_agent()];
         if policy.credentials_for(&url) {
             headers.push(("authorization".to_owned(), authorization.to_owned()));
         }

@@ -151,12 +151,9 @@ fn resend(sending: &Sending<'_>, record: &Record) -> Result<Accepted, SendError>
             };
             // Best effort: unrecorded, a replay of this message (its acknowledgement
             // lost) is still `resending`, so it looks first and finds this send.
-            let revision = state::get(&record.key).ok().flatten().map(|entry| entry.revision);
-            let _ = state::put(
-                &record.key,
-                &to_json(&Pending { stage: Stage::Settled, settled: Some(settled.clone()), ..record.pending.clone() }),
-                revision,
-            );
+            let settled_record =
+                Pending { stage: Stage::Settled, settled: Some(settled.clone()), ..record.pending.clone() };
+            let _ = crate::state_overwrite(&record.key, &to_json(&settled_record));
             Ok(accepted(&settled))
         }
         Err(SendError::Ambiguous(mut error)) => {
@@ -260,9 +257,7 @@ fn unknown(message: String) -> ProviderError {
 
 /// A state key for `name` under `prefix`: a hash, so any id makes a valid key.
 fn state_key(prefix: &str, name: &str) -> String {
-    let digest = sha2::Sha256::digest(name.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}.{hex}")
+    format!("{prefix}.{}", crate::signature::hex(&sha2::Sha256::digest(name.as_bytes())))
 }
 
 fn to_json(pending: &Pending) -> String {

@@ -49,9 +49,8 @@ pub fn record_inbound(params: Params<'_>) {
     let now = clock::unix_seconds().to_string();
     for sender in [params.get("To"), params.get("MessagingServiceSid")].into_iter().flatten() {
         let Some(key) = key(sender, user) else { continue };
-        let revision = state::get(&key).ok().flatten().map(|entry| entry.revision);
-        if let Err(error) = state::put(&key, &now, revision) {
-            log::log(Level::Warn, &format!("cannot record the WhatsApp window of {key}: {error:?}"));
+        if let Err(reason) = crate::state_overwrite(&key, &now) {
+            log::log(Level::Warn, &format!("cannot record the WhatsApp window of {key}: {reason}"));
         }
     }
 }
