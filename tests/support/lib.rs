@@ -369,12 +369,17 @@ pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// GETs a path with `headers`; returns status and body text.
 pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    bodiless(addr, hyper::Method::GET, path, headers).await
+}
+
+/// A request without a body (GET, PUT of nothing); returns status and body text.
+pub async fn bodiless(addr: SocketAddr, method: hyper::Method, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(connection);
-    let mut request = hyper::Request::get(path).header("host", addr.to_string());
+    let mut request = hyper::Request::builder().method(method).uri(path).header("host", addr.to_string());
     for (name, value) in headers {
         request = request.header(*name, *value);
     }

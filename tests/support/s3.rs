@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use http_body_util::BodyExt as _;
 
 /// How long the server (a Python process) may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,8 +57,8 @@ impl S3Server {
 
     /// Creates `bucket` (the server takes unsigned requests).
     pub async fn create_bucket(&self, bucket: &str) {
-        let (status, answer) = self.request(hyper::Method::PUT, &format!("/{bucket}")).await;
-        assert_eq!(status, 200, "creating bucket {bucket}: {}", String::from_utf8_lossy(&answer));
+        let (status, answer) = crate::bodiless(self.addr, hyper::Method::PUT, &format!("/{bucket}"), &[]).await;
+        assert_eq!(status, 200, "creating bucket {bucket}: {answer}");
     }
 
     /// The object at `bucket/key`, read with boto3 (AWS's own client, signed:
@@ -81,22 +80,6 @@ impl S3Server {
         let bytes =
             base64::engine::general_purpose::STANDARD.decode(got["bytes"].as_str().expect("bytes")).expect("base64");
         Object { content_type: got["content_type"].as_str().map(str::to_owned), bytes }
-    }
-
-    async fn request(&self, method: hyper::Method, path: &str) -> (u16, Vec<u8>) {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.expect("connect");
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.expect("handshake");
-        tokio::spawn(connection);
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .expect("request");
-        let response = sender.send_request(request).await.expect("response");
-        let status = response.status().as_u16();
-        (status, response.into_body().collect().await.expect("body").to_bytes().to_vec())
     }
 }
 
