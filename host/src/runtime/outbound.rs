@@ -39,15 +39,9 @@ pub struct Bounds {
 }
 
 /// The process's outbound clients, one per connect bound in use.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct OutboundClients {
     by_connect_bound: Mutex<HashMap<Duration, PooledClient>>,
-}
-
-impl std::fmt::Debug for OutboundClients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OutboundClients")
-    }
 }
 
 impl OutboundClients {
