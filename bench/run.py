@@ -89,10 +89,7 @@ class Server:
         env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **SERVICE_ENV, **(extra_env or {})}
         env.setdefault("ADMIN_ADDR", f"127.0.0.1:{free_port()}")
         env.update({"LISTEN_ADDR": f"127.0.0.1:{port}", "DATA_DIR": str(data)})
-        log = open(data / "server.log", "ab")
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(port, process, data / "server.log")
-        return process
+        return spawn_listening(argv, port, data / "server.log", env)
 
 
 @dataclass
@@ -122,6 +119,14 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def spawn_listening(argv, port, log, env=None):
+    """Starts `argv` (output to `log`) and waits until it listens on `port`."""
+    with open(log, "ab") as output:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    wait_for_port(port, process, log)
+    return process
 
 
 def wait_for_port(port, process, log, timeout=120):
@@ -188,15 +193,15 @@ def wrk(port, signatures, connections, seconds):
     return wrk_result(start_wrk(port, signatures, connections, seconds))
 
 
-def wrk_sampling_rss(port, signatures, connections, seconds, pids):
-    """[`wrk`], sampling the servers' resident memory every 200 ms meanwhile;
-    the result and the highest sample (MB, the largest process)."""
-    running = start_wrk(port, signatures, connections, seconds)
+def wait_sampling_rss(runs, pids):
+    """Waits for the started wrk `runs`, sampling the servers' resident memory
+    every 200 ms meanwhile; their results and the highest sample (MB, the
+    largest process)."""
     highest = 0.0
-    while running[0].poll() is None:
+    while any(run[0].poll() is None for run in runs):
         highest = max([highest, *(process_memory_mb(pid, "VmRSS") for pid in pids)])
         time.sleep(0.2)
-    return wrk_result(running), highest
+    return [wrk_result(run) for run in runs], highest
 
 
 def measure(server, connections, args, files, port):
@@ -207,7 +212,8 @@ def measure(server, connections, args, files, port):
             wrk(port, files["warm"], connections, args.warmup)
             rss_idle = process_memory_mb(process.pid, "VmRSS")
             cpu_before = process_cpu_seconds(process.pid)
-            result, rss_peak = wrk_sampling_rss(port, files["measure"], connections, args.seconds, [process.pid])
+            running = start_wrk(port, files["measure"], connections, args.seconds)
+            [result], rss_peak = wait_sampling_rss([running], [process.pid])
             cpu = process_cpu_seconds(process.pid) - cpu_before
         finally:
             process.send_signal(signal.SIGKILL)
@@ -238,28 +244,21 @@ def perf_report(data, sort):
 def profile(server, args, files, port):
     """The service under 32 connections with `perf record` attached (a pass of
     its own: profiling slows it), as the top entries by thread, by object and
-    by symbol. Guest code shows as `[JIT]` (wasmtime's perf map)."""
+    by symbol. Guest code is the compiled component's object (`….cwasm`,
+    functions `wasm[0]::…`), or `[JIT]` with WASMTIME_PERFMAP's names."""
     if shutil.which("perf") is None:
         return ["(perf is not installed: `apt-get install linux-perf`, then `bench/run --profile`)"]
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as data:
         data = Path(data)
-        os.environ["WASMTIME_PERFMAP"] = "1"
-        try:
-            process = server.start(port, data)
-        finally:
-            del os.environ["WASMTIME_PERFMAP"]
+        process = server.start(port, data, {"WASMTIME_PERFMAP": "1"})
         try:
             wrk(port, files["warm"], 32, args.warmup)
-            load = subprocess.Popen(
-                ["wrk", "-t2", "-c32", f"-d{args.seconds}s", "-s", str(ROOT / "bench/wrk/webhooks.lua"),
-                 f"http://127.0.0.1:{port}", "--", str(files["measure"]), "2"],
-                stdout=subprocess.DEVNULL,
-            )
+            load = start_wrk(port, files["measure"], 32, args.seconds)
             time.sleep(1)
             recorded = data / "perf.data"
             subprocess.run(["perf", "record", "-F", "999", "-g", "-p", str(process.pid), "-o", str(recorded), "--",
                             "sleep", str(max(args.seconds - 2, 1))], capture_output=True, timeout=args.seconds + 60)
-            load.wait(timeout=args.seconds + 60)
+            wrk_result(load)
             sections = [("thread", "comm"), ("object", "dso"), ("symbol", "sym")]
             lines = []
             for title, key in sections:
@@ -277,10 +276,8 @@ def nats_server(data):
     """A `nats-server -js` (the one `scripts/setup --test` installs) on a free port."""
     binary = ROOT / "tests/nats/.venv/bin/nats-server"
     port = free_port()
-    process = subprocess.Popen([str(binary), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, process, data / "nats.log")
-    return process, port
+    argv = [str(binary), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data)]
+    return spawn_listening(argv, port, data / "nats.log"), port
 
 
 def measure_nats(service, hosts, args, files):
@@ -304,11 +301,7 @@ def measure_nats(service, hosts, args, files):
             cpu_before = sum(process_cpu_seconds(p.pid) for p in everything)
             runs = [start_wrk(port, files[f"nats{n}"], 32 // hosts, args.seconds, threads=2 // hosts or 1)
                     for n, port in enumerate(ports)]
-            rss_peak = 0.0
-            while any(run[0].poll() is None for run in runs):
-                rss_peak = max([rss_peak, *(process_memory_mb(p.pid, "VmRSS") for p in processes)])
-                time.sleep(0.2)
-            results = [wrk_result(run) for run in runs]
+            results, rss_peak = wait_sampling_rss(runs, [p.pid for p in processes])
             cpu = sum(process_cpu_seconds(p.pid) for p in everything) - cpu_before
         finally:
             for process in [*processes, nats]:
@@ -360,8 +353,8 @@ def measure_egress(service, release, args):
     with tempfile.TemporaryDirectory(prefix="bench-egress-") as data:
         data = Path(data)
         fake_port, admin_port, port = free_port(), free_port(), free_port()
-        fake = subprocess.Popen([str(release / "fake-twilio"), f"127.0.0.1:{fake_port}"])
-        wait_for_port(fake_port, fake, data / "none")
+        fake = spawn_listening([str(release / "fake-twilio"), f"127.0.0.1:{fake_port}"], fake_port,
+                               data / "fake-twilio.log")
         base = f"http://127.0.0.1:{fake_port}"
         env = {"TWILIO_API_BASE_URL": base, "TWILIO_CONVERSATIONS_BASE_URL": base,
                "ADMIN_ADDR": f"127.0.0.1:{admin_port}"}

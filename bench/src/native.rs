@@ -9,9 +9,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use ingress_egress::bus::Bus;
 use ingress_egress::messages::{Attributes, Channel, IngressEnvelope};
@@ -80,17 +78,7 @@ impl Baseline {
 
     /// Serves `POST /twilio/messaging` on `listener` until the process ends.
     pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
-            let baseline = self.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| baseline.clone().handle(request));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+        serve(listener, move |request| self.clone().handle(request)).await;
     }
 
     async fn handle(
@@ -118,17 +106,9 @@ impl Baseline {
         Ok(if self.keep(&sid, envelope).await { twiml() } else { answer(503, "not kept") })
     }
 
-    /// Twilio's signature: HMAC-SHA1 over the URL and the sorted parameters.
+    /// Twilio's signature, computed by the connector's own code (natively).
     fn signed(&self, url: &str, params: &[(String, String)], signature: &str) -> bool {
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(self.auth_token.as_bytes()).expect("key");
-        mac.update(url.as_bytes());
-        let mut sorted: Vec<&(String, String)> = params.iter().collect();
-        sorted.sort();
-        for (k, v) in sorted {
-            mac.update(k.as_bytes());
-            mac.update(v.as_bytes());
-        }
-        let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let expected = twilio_connector::signature::compute(self.auth_token.as_bytes(), url, params);
         expected.as_bytes().ct_eq(signature.as_bytes()).into()
     }
 
@@ -180,6 +160,25 @@ fn twiml() -> hyper::Response<Full<Bytes>> {
 
 fn answer(status: u16, body: &'static str) -> hyper::Response<Full<Bytes>> {
     hyper::Response::builder().status(status).body(Full::new(Bytes::from(body))).expect("response")
+}
+
+/// Serves HTTP/1 on `listener` with `handle` until the process ends: the
+/// one accept loop of the benchmark's servers.
+pub async fn serve<F, Fut>(listener: tokio::net::TcpListener, handle: F)
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<hyper::Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper::service::service_fn(handle))
+                .await;
+        });
+    }
 }
 
 /// Binds `addr` and serves `baseline` there in the background; the address.

@@ -71,16 +71,6 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
-            let received = received.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| answer(received.clone(), request));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+        bench::native::serve(listener, move |request| answer(received.clone(), request)).await;
     });
 }
