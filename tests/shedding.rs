@@ -10,6 +10,10 @@ use harness::{Harness, get, metric, post};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Held by every test here: `connections_open` is one gauge for the whole
+/// process, and each test's service sets it as its connections come and go.
+static ONE_SERVICE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Reads until the peer closes or `bound` passes; the bytes read and whether it closed.
 async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> (usize, bool) {
     let mut buf = vec![0u8; 1 << 16];
@@ -26,6 +30,7 @@ async fn read_until_closed(stream: &mut TcpStream, bound: Duration) -> (usize, b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_are_closed_at_once_and_the_admin_side_still_answers() {
+    let _alone = ONE_SERVICE_AT_A_TIME.lock().await;
     let mut harness = Harness::new();
     harness.set_setting("max_connections", "3");
     let service = harness.start().await;
@@ -58,6 +63,7 @@ async fn connections_past_the_cap_are_closed_at_once_and_the_admin_side_still_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_does_not_read_its_response_is_dropped_after_the_write_timeout() {
+    let _alone = ONE_SERVICE_AT_A_TIME.lock().await;
     let mut harness = Harness::new();
     harness.with_probe("probe", &[]).set_setting("write_timeout_ms", "500");
     let service = harness.start().await;
@@ -79,6 +85,7 @@ async fn a_peer_that_does_not_read_its_response_is_dropped_after_the_write_timeo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_descriptors_the_listener_backs_off_logs_at_a_bounded_rate_and_recovers() {
+    let _alone = ONE_SERVICE_AT_A_TIME.lock().await;
     let mut harness = Harness::new();
     let (public, admin) = (harness::free_addr(), harness::free_addr());
     harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
