@@ -300,6 +300,12 @@ pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) ->
             reconciliation: None,
         });
     }
+    Err(refusal(status, retry_after, body))
+}
+
+/// What a non-2xx answer from Twilio means: retried, refused or opted out,
+/// by the class of its error code.
+pub fn refusal(status: u16, retry_after: Option<&str>, body: &[u8]) -> SendError {
     let parsed: Option<TwilioError> = serde_json::from_slice(body).ok();
     let code = parsed.as_ref().and_then(|e| e.code);
     let error = ProviderError {
@@ -310,14 +316,14 @@ pub fn classify_response(status: u16, retry_after: Option<&str>, body: &[u8]) ->
         class: errors::class_of(code, Some(status)),
     };
     // The class, not the code, decides.
-    Err(match error.class {
+    match error.class {
         ErrorClass::Throttled | ErrorClass::Retryable => {
             let after_ms = retry_after.and_then(|value| parse_retry_after_ms(value, std::time::SystemTime::now()));
             SendError::Retry(RetryHint { after_ms, reason: error })
         }
         ErrorClass::OptedOut => SendError::OptedOut(error),
         _ => SendError::Reject(error),
-    })
+    }
 }
 
 /// An answer that is not Twilio's error JSON (a proxy's page, say): its start, for the operator.

@@ -33,6 +33,7 @@ mod status_memory;
 pub mod status_order;
 pub mod token;
 mod whatsapp_window;
+pub mod wiring;
 
 mod body;
 mod clock;
@@ -41,8 +42,10 @@ mod outbound;
 mod reconciler;
 mod settings;
 mod webhook;
+mod wiring_calls;
 
 use exports::platform::connector::connector::{Descriptor, EgressPlan, Guest};
+use exports::platform::connector::provisioning::WiringReport;
 use exports::platform::connector::simulator::{self, SimulatedRequest};
 use exports::platform::connector::tokens::{self, AccessToken, TokenError, TokenRequest};
 use platform::connector::types::{Accepted, EgressMessage, SendError};
@@ -147,6 +150,16 @@ impl simulator::Guest for Component {
 impl exports::platform::connector::message_control::Guest for Component {
     fn cancel(provider_message_id: String) -> Result<Accepted, SendError> {
         outbound::cancel(&provider_message_id)
+    }
+}
+
+impl exports::platform::connector::provisioning::Guest for Component {
+    fn inspect(public_url: Option<String>) -> Result<WiringReport, String> {
+        wiring_calls::inspect(public_url)
+    }
+
+    fn wire(public_url: String, dry_run: bool) -> Result<WiringReport, String> {
+        wiring_calls::wire(public_url, dry_run)
     }
 }
 

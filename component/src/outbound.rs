@@ -66,6 +66,18 @@ pub fn get(request: &PreparedRequest) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Makes one REST call whose answer is JSON (a lookup or an update of a
+/// resource): the body of a 2xx answer, or what went wrong in one line, with
+/// the credentials redacted.
+pub fn rest(request: &PreparedRequest, credentials: &(String, String)) -> Result<Vec<u8>, String> {
+    exchange(request)
+        .and_then(|answer| match answer.status {
+            200..=299 => Ok(answer.body),
+            status => Err(egress::refusal(status, answer.retry_after.as_deref(), &answer.body)),
+        })
+        .map_err(|error| describe(&egress::redact_credentials(error, credentials)))
+}
+
 /// A failed call in one line, for the log.
 pub fn describe(error: &SendError) -> String {
     let (kind, e) = match error {

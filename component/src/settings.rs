@@ -92,6 +92,14 @@ pub fn egress_settings() -> Result<crate::egress::EgressSettings, String> {
     })
 }
 
+/// Where Messaging Services are managed: `https://messaging.twilio.com` for
+/// the configured edge and region, or `TWILIO_MESSAGING_BASE_URL`.
+pub fn messaging_base() -> String {
+    setting("TWILIO_MESSAGING_BASE_URL").map(|url| url.trim_end_matches('/').to_owned()).unwrap_or_else(|| {
+        crate::egress::product_base("messaging", setting("TWILIO_EDGE").as_deref(), setting("TWILIO_REGION").as_deref())
+    })
+}
+
 /// How long to look for an ambiguous send in Twilio's list before sending it
 /// once more (`TWILIO_RECONCILE_SECONDS`, default 20); 0 never resends: an
 /// ambiguous send is dead-lettered with its outcome unknown.

@@ -119,6 +119,8 @@ struct Shared {
     lookups_fail: Option<u16>,
     /// TCP connections accepted.
     connections: u64,
+    /// The numbers, services and configuration `twilio wire` works on.
+    console: crate::fake_console::Console,
 }
 
 /// The fake; stops when dropped.
@@ -190,6 +192,16 @@ impl FakeTwilio {
         self.shared.lock().expect("lock").lookups_fail = status;
     }
 
+    /// Changes the resources `twilio wire` works on.
+    pub fn edit_console(&self, edit: impl FnOnce(&mut crate::fake_console::Console)) {
+        edit(&mut self.shared.lock().expect("lock").console);
+    }
+
+    /// The resources `twilio wire` works on, as they are now.
+    pub fn console(&self) -> crate::fake_console::Console {
+        self.shared.lock().expect("lock").console.clone()
+    }
+
     /// When each request of [`Self::received`] arrived.
     pub fn received_at(&self) -> Vec<std::time::Instant> {
         self.shared.lock().expect("lock").received_at.clone()
@@ -242,6 +254,8 @@ async fn answer(
         shared.received_at.push(std::time::Instant::now());
         if method == "GET" && path.contains("/Messages.json") {
             list(&shared, &path)
+        } else if let Some(reply) = shared.console.answer(&method, &path, &form) {
+            reply
         } else {
             shared.counter += 1;
             let counter = shared.counter;

@@ -2,6 +2,7 @@
 //! credentials, an independent X-Twilio-Signature, a plain HTTP client, and a
 //! fake Twilio.
 
+pub mod fake_console;
 pub mod fake_twilio;
 pub mod fixtures;
 pub mod nats;
@@ -128,9 +129,12 @@ impl Harness {
         runtime.load(bytes.to_vec(), grants).await.expect("the component loads")
     }
 
-    /// Points both Twilio REST base URLs at `base` (a fake Twilio or Prism).
+    /// Points every Twilio REST base URL at `base` (a fake Twilio or Prism).
     pub fn with_twilio_at(&mut self, base: &str) -> &mut Self {
-        self.env.set("TWILIO_API_BASE_URL", base).set("TWILIO_CONVERSATIONS_BASE_URL", base);
+        self.env
+            .set("TWILIO_API_BASE_URL", base)
+            .set("TWILIO_CONVERSATIONS_BASE_URL", base)
+            .set("TWILIO_MESSAGING_BASE_URL", base);
         self
     }
 
@@ -294,6 +298,8 @@ pub const SERVICE_VARS: &[&str] = &[
     "TWILIO_CHAT_SERVICE_SID",
     "TWILIO_API_BASE_URL",
     "TWILIO_CONVERSATIONS_BASE_URL",
+    "TWILIO_MESSAGING_BASE_URL",
+    "TWILIO_MESSAGING_SERVICE_SID",
     "LISTEN_ADDR",
     "ADMIN_ADDR",
     "DATA_DIR",

@@ -2,7 +2,7 @@
 //! the guests.
 //!
 //! The base world is what every connector must export. Each optional export
-//! (`tokens`, `simulator`, `message-control`) has a world of its own, so the host can look for it
+//! (`tokens`, `simulator`, `message-control`, `provisioning`) has a world of its own, so the host can look for it
 //! in a component without requiring it.
 
 wasmtime::component::bindgen!({
@@ -45,6 +45,12 @@ pub mod message_controller {
     });
 }
 
+/// The optional `provisioning` export.
+pub mod provisioner {
+    wasmtime::component::bindgen!({ path: "../wit", world: "provisioner", exports: { default: async } });
+    pub use exports::platform::connector::provisioning::{SettingState, WebhookSetting, WiringReport};
+}
+
 /// The optional `simulator` export.
 pub mod webhook_simulator {
     wasmtime::component::bindgen!({ path: "../wit", world: "webhook-simulator", exports: { default: async } });
@@ -57,5 +63,6 @@ pub use platform::connector::types::{
     Accepted, Attribute, Channel, ConsentAction, ConsentEvent, EgressMessage, ErrorClass, IngressEnvelope, Media,
     ProviderError, Reconciliation, RetryHint, SendError, StatusEvent, Template,
 };
+pub use provisioner::{SettingState, WebhookSetting, WiringReport};
 pub use token_issuer::{AccessToken, TokenError, TokenRequest};
 pub use webhook_simulator::SimulatedRequest;

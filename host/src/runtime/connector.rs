@@ -11,11 +11,12 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use super::bindings::message_controller::MessageControllerIndices;
+use super::bindings::provisioner::ProvisionerIndices;
 use super::bindings::token_issuer::TokenIssuerIndices;
 use super::bindings::webhook_simulator::WebhookSimulatorIndices;
 use super::bindings::{
     Accepted, AccessToken, ConnectorWorldIndices, Descriptor, EgressMessage, EgressPlan, SendError, SimulatedRequest,
-    TokenError, TokenRequest,
+    TokenError, TokenRequest, WiringReport,
 };
 use super::pool::{InstancePool, Warm};
 use super::{Grants, InstanceState, Runtime};
@@ -83,6 +84,7 @@ struct OptionalExports {
     tokens: Option<TokenIssuerIndices>,
     simulator: Option<WebhookSimulatorIndices>,
     control: Option<MessageControllerIndices>,
+    provisioning: Option<ProvisionerIndices>,
 }
 
 /// A compiled, linked and described connector, ready for calls.
@@ -124,6 +126,7 @@ impl Connector {
             tokens: TokenIssuerIndices::new(&pre).ok(),
             simulator: WebhookSimulatorIndices::new(&pre).ok(),
             control: MessageControllerIndices::new(&pre).ok(),
+            provisioning: ProvisionerIndices::new(&pre).ok(),
         };
         let limits = &runtime.limits;
         let mut connector = Self {
@@ -284,6 +287,32 @@ impl Connector {
             .with_instance("cancel", async |warm| {
                 let control = indices.load(&mut warm.store, &warm.instance)?;
                 control.platform_connector_message_control().call_cancel(&mut warm.store, provider_message_id).await
+            })
+            .await;
+        CallFailure::flatten(result)
+    }
+
+    /// What the provider's webhooks point at now, compared with `public_url`,
+    /// when the component exports `provisioning`.
+    pub async fn inspect_wiring(&self, public_url: Option<&str>) -> Result<WiringReport, CallFailure<String>> {
+        let indices = self.optional.provisioning.as_ref().ok_or(CallFailure::NotExported("provisioning"))?;
+        let result = self
+            .with_instance("inspect-wiring", async |warm| {
+                let provisioning = indices.load(&mut warm.store, &warm.instance)?;
+                provisioning.platform_connector_provisioning().call_inspect(&mut warm.store, public_url).await
+            })
+            .await;
+        CallFailure::flatten(result)
+    }
+
+    /// Points the provider's webhooks at `public_url` (with `dry_run`, only
+    /// says what would change), when the component exports `provisioning`.
+    pub async fn wire(&self, public_url: &str, dry_run: bool) -> Result<WiringReport, CallFailure<String>> {
+        let indices = self.optional.provisioning.as_ref().ok_or(CallFailure::NotExported("provisioning"))?;
+        let result = self
+            .with_instance("wire", async |warm| {
+                let provisioning = indices.load(&mut warm.store, &warm.instance)?;
+                provisioning.platform_connector_provisioning().call_wire(&mut warm.store, public_url, dry_run).await
             })
             .await;
         CallFailure::flatten(result)

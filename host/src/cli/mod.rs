@@ -1,5 +1,7 @@
 //! The `ingress-egress` command line.
 
+mod wiring;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use crate::telemetry::{self, LogFormat};
 /// Every command reads architecture.yaml and the same environment as `serve`
 /// (secrets from NAME, NAME_FILE or the secrets directory).
 #[derive(Debug, Parser)]
-#[command(name = "ingress-egress", version, about, long_about)]
+#[command(name = "ingress-egress", version, about, long_about, after_help = CONNECTOR_COMMANDS)]
 pub struct Cli {
     /// The service definitions.
     #[arg(long, global = true, default_value = "architecture.yaml", env = "ARCHITECTURE")]
@@ -34,6 +36,12 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The commands a connector brings, listed under the built-in ones.
+const CONNECTOR_COMMANDS: &str = "\
+Connector commands (a connector named in architecture.yaml, e.g. twilio):
+  <CONNECTOR> wire --public-url URL [--dry-run]  Point the provider's webhooks at this service
+  <CONNECTOR> status [--public-url URL]          Show where they point now, and what will not verify";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -54,6 +62,10 @@ pub enum Command {
     Reload(ReloadArgs),
     /// Ask a running service to cancel a scheduled message (by the provider's id, e.g. SM…).
     Cancel(CancelArgs),
+    /// `<CONNECTOR> wire|status`: point the provider's webhooks at this service, or show where they point
+    /// (e.g. `twilio wire --public-url https://hooks.example.com --dry-run`; `twilio status`).
+    #[command(external_subcommand)]
+    Connector(Vec<String>),
 }
 
 /// `cancel`: cancel a scheduled message through a running service.
@@ -213,6 +225,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(_) | Command::Reload(_) | Command::Send(_) | Command::Cancel(_) => config::Secrets::NotNeeded,
         _ => config::Secrets::Required,
     };
+    if let Command::Connector(words) = &cli.command {
+        // A mistyped command is named as such, before any missing secret.
+        let plain = config::load_for(&cli.architecture, &env, config::Secrets::NotNeeded)?;
+        wiring::check_connector_name(&plain, words.first().map_or("", String::as_str))?;
+    }
     let config = config::load_for(&cli.architecture, &env, secrets)?;
     match cli.command {
         Command::Check => Ok(()),
@@ -223,6 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate(config, args).await,
         Command::Reload(args) => reload(config, args).await,
         Command::Cancel(args) => cancel(config, args).await,
+        Command::Connector(words) => wiring::run(config, words).await,
     }
 }
 

@@ -1,0 +1,147 @@
+//! `twilio wire` and `twilio status`: reads the resources that carry the
+//! service's webhooks from Twilio's REST API and, for `wire`, updates what
+//! differs. The planning is in [`crate::wiring`].
+
+use crate::egress::{EgressSettings, rest_headers};
+use crate::exports::platform::connector::provisioning::{SettingState, WebhookSetting, WiringReport};
+use crate::outbound;
+use crate::settings;
+use crate::wiring::{self, Line, Resource, State};
+
+/// At most this many pages of numbers (1,000 each) are read.
+const MAX_NUMBER_PAGES: usize = 100;
+
+/// What every call needs.
+struct Context {
+    rest: EgressSettings,
+    messaging_base: String,
+    headers: Vec<(String, String)>,
+    /// The service's public base URL, checked.
+    base: String,
+}
+
+impl Context {
+    fn load(public_url: &str) -> Result<Self, String> {
+        let rest = settings::egress_settings()?;
+        let headers = rest_headers(&rest);
+        Ok(Self { messaging_base: settings::messaging_base(), headers, base: wiring::public_base(public_url)?, rest })
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, url: String, what: &str) -> Result<T, String> {
+        let body = outbound::rest(&wiring::lookup(url, &self.headers), &self.rest.credentials)
+            .map_err(|e| format!("reading {what}: {e}"))?;
+        serde_json::from_slice(&body).map_err(|e| format!("reading {what}: Twilio's answer does not read: {e}"))
+    }
+}
+
+/// What is wired now against `public_url`, or the connector's own public URL.
+pub fn inspect(public_url: Option<String>) -> Result<WiringReport, String> {
+    let public_url = public_url.or_else(settings::webhook_base_url).ok_or(
+        "no public URL: give one (--public-url) or set TWILIO_WEBHOOK_BASE_URL, the URL Twilio calls".to_owned(),
+    )?;
+    let context = Context::load(&public_url)?;
+    let (resources, warnings) = resources(&context)?;
+    Ok(report(resources.iter().flat_map(wiring::inspected).collect(), warnings, &resources))
+}
+
+/// Points the webhooks at `public_url`; with `dry_run`, only says what it would change.
+pub fn wire(public_url: String, dry_run: bool) -> Result<WiringReport, String> {
+    let context = Context::load(&public_url)?;
+    let (resources, warnings) = resources(&context)?;
+    let lines = resources
+        .iter()
+        .flat_map(|resource| if dry_run { wiring::inspected(resource) } else { apply(resource, &context) })
+        .collect();
+    Ok(report(lines, warnings, &resources))
+}
+
+/// The resources to look at, and the warnings about the whole account.
+fn resources(context: &Context) -> Result<(Vec<Resource>, Vec<String>), String> {
+    let mut warnings = wiring::signature_warnings(&context.base, settings::webhook_base_url().as_deref());
+    let mut resources = match settings::sender_defaults().messaging_service_sid {
+        Some(service) => vec![messaging_service(context, &service)?],
+        None => numbers(context)?,
+    };
+    if resources.is_empty() {
+        warnings.push("the account has no incoming phone numbers: nothing sends inbound messages".to_owned());
+    }
+    match &context.rest.chat_service_sid {
+        Some(service) => resources.push(conversations(context, service)?),
+        None => warnings.push("TWILIO_CHAT_SERVICE_SID is not set: Conversations is not wired".to_owned()),
+    }
+    Ok((resources, warnings))
+}
+
+/// Every incoming number of the account, page after page.
+fn numbers(context: &Context) -> Result<Vec<Resource>, String> {
+    let (api, account) = (&context.rest.api_base, &context.rest.account_sid);
+    let mut next = Some(wiring::numbers_url(api, account));
+    let mut resources = Vec::new();
+    for _ in 0..MAX_NUMBER_PAGES {
+        let Some(url) = next.take() else { break };
+        let page: wiring::NumbersPage = context.get_json(url, "the incoming phone numbers")?;
+        next = page.next_url(api, account);
+        let to_resource = |number| wiring::number_resource(number, &context.base, api, account);
+        resources.extend(page.incoming_phone_numbers.into_iter().map(to_resource));
+    }
+    if next.is_some() {
+        return Err(format!(
+            "the account has more than {} numbers: wire a Messaging Service instead",
+            MAX_NUMBER_PAGES * 1000
+        ));
+    }
+    Ok(resources)
+}
+
+/// The Messaging Service egress sends from (`TWILIO_MESSAGING_SERVICE_SID`).
+fn messaging_service(context: &Context, service: &str) -> Result<Resource, String> {
+    let url = wiring::messaging_service_url(&context.messaging_base, service);
+    let found = context.get_json(url, &format!("messaging service {service}"))?;
+    Ok(wiring::messaging_service_resource(found, &context.base, &context.messaging_base))
+}
+
+/// The Conversations service's webhook configuration (`TWILIO_CHAT_SERVICE_SID`).
+fn conversations(context: &Context, service: &str) -> Result<Resource, String> {
+    let url = wiring::conversations_webhooks_url(&context.rest.conversations_base, service);
+    let found = context.get_json(url, &format!("the webhooks of conversations service {service}"))?;
+    Ok(wiring::conversations_resource(found, service, &context.base, &context.rest.conversations_base))
+}
+
+/// Updates what differs in one resource, then checks Twilio took it.
+fn apply(resource: &Resource, context: &Context) -> Vec<Line> {
+    let update = match (&resource.blocked, resource.update(&context.headers)) {
+        (None, Some(update)) => update,
+        _ => return wiring::inspected(resource),
+    };
+    let outcome = outbound::rest(&update, &context.rest.credentials).and_then(|body| {
+        let answer: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("Twilio's answer does not read: {e}"))?;
+        match wiring::not_taken(resource, &answer).as_slice() {
+            [] => Ok(()),
+            names => Err(format!("Twilio answered without taking {}", names.join(", "))),
+        }
+    });
+    wiring::updated(resource, outcome.err().as_deref())
+}
+
+fn report(lines: Vec<Line>, mut warnings: Vec<String>, resources: &[Resource]) -> WiringReport {
+    warnings.extend(resources.iter().flat_map(|r| r.warnings.iter().cloned()));
+    let settings = lines
+        .into_iter()
+        .map(|line| WebhookSetting {
+            resource: line.resource,
+            setting: line.setting,
+            current: line.current,
+            wanted: line.wanted,
+            state: match line.state {
+                State::Wired => SettingState::Wired,
+                State::WouldChange => SettingState::WouldChange,
+                State::Changed => SettingState::Changed,
+                State::Blocked => SettingState::Blocked,
+                State::Failed => SettingState::Failed,
+            },
+            note: line.note,
+        })
+        .collect();
+    WiringReport { settings, warnings }
+}

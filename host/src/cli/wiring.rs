@@ -1,0 +1,139 @@
+//! A connector's own commands, `ingress-egress <connector> wire|status`:
+//! pointing the provider's webhooks at this service. The connector does the
+//! work through its `provisioning` export; the host parses the command line
+//! and prints the report as a table.
+
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+
+use super::{local_connectors, pick, refusal};
+use crate::config::ServiceConfig;
+use crate::runtime::bindings::{SettingState, WiringReport};
+
+/// A connector's own commands: point the provider's webhooks at this service, or show where they point.
+#[derive(Debug, Parser)]
+struct ConnectorCli {
+    #[command(subcommand)]
+    command: ConnectorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectorCommand {
+    /// Point the provider's webhooks at this service; only what differs changes.
+    Wire(WireArgs),
+    /// Show what the provider's webhooks point at now, and what will not verify.
+    Status(StatusArgs),
+}
+
+/// `wire`.
+#[derive(Debug, Args)]
+struct WireArgs {
+    /// The URL the provider reaches this service at (the public listener), e.g. https://hooks.example.com.
+    #[arg(long)]
+    public_url: String,
+    /// Print what would change and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Compare with this URL (default: the connector's own setting, e.g. TWILIO_WEBHOOK_BASE_URL).
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+/// Whether `name` (the first word of an unknown command) is a connector of
+/// `config`; the error names the commands and connectors there are.
+pub fn check_connector_name(config: &ServiceConfig, name: &str) -> anyhow::Result<()> {
+    if config.connectors.iter().any(|connector| connector.name == name) {
+        return Ok(());
+    }
+    let connectors: Vec<&str> = config.connectors.iter().map(|c| c.name.as_str()).collect();
+    anyhow::bail!(
+        "no command or connector named {name:?} (connectors: {}; see --help for the commands)",
+        connectors.join(", ")
+    )
+}
+
+/// Runs `words` (`<connector> wire|status …`) against the named connector.
+pub async fn run(config: ServiceConfig, words: Vec<String>) -> anyhow::Result<()> {
+    let name = words.first().cloned().unwrap_or_default();
+    let parsed = ConnectorCli::command()
+        .bin_name(format!("ingress-egress {name}"))
+        .try_get_matches_from(&words)
+        .and_then(|matches| ConnectorCli::from_arg_matches(&matches));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            anyhow::bail!("{}", text.trim_start_matches("error: ").trim_end())
+        }
+        Err(help) => {
+            print!("{}", help.render());
+            return Ok(());
+        }
+    };
+    let connectors = local_connectors(&config).await?;
+    let connector = pick(&connectors, Some(&name))?.current();
+    let report = match &cli.command {
+        ConnectorCommand::Wire(args) => connector.wire(&args.public_url, args.dry_run).await,
+        ConnectorCommand::Status(args) => connector.inspect_wiring(args.public_url.as_deref()).await,
+    }
+    .map_err(|failure| refusal(failure, |reason| reason))?;
+    print!("{}", render(&report));
+    let unsettled = |wanted: fn(&SettingState) -> bool| report.settings.iter().filter(|s| !wanted(&s.state)).count();
+    match cli.command {
+        ConnectorCommand::Wire(args) if args.dry_run => Ok(()),
+        ConnectorCommand::Wire(_) => match unsettled(|s| matches!(s, SettingState::Wired | SettingState::Changed)) {
+            0 => Ok(()),
+            n => anyhow::bail!("{n} setting(s) could not be wired (see the notes above)"),
+        },
+        ConnectorCommand::Status(_) => match unsettled(|s| matches!(s, SettingState::Wired)) {
+            0 => Ok(()),
+            n => anyhow::bail!("{n} setting(s) do not point at this service (`wire` changes them)"),
+        },
+    }
+}
+
+/// The report as an aligned table, then the notes and the warnings.
+pub fn render(report: &WiringReport) -> String {
+    let header = ["RESOURCE", "SETTING", "STATE", "NOW", "WANTED"].map(str::to_owned);
+    let rows: Vec<[String; 5]> = report
+        .settings
+        .iter()
+        .map(|s| {
+            let now = if s.current.is_empty() { "(unset)".to_owned() } else { s.current.clone() };
+            [s.resource.clone(), s.setting.clone(), state_name(&s.state).to_owned(), now, s.wanted.clone()]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    for s in report.settings.iter().filter(|s| s.note.is_some()) {
+        out.push_str(&format!("note: {} {}: {}\n", s.resource, s.setting, s.note.as_deref().unwrap_or_default()));
+    }
+    for warning in &report.warnings {
+        out.push_str(&format!("warning: {warning}\n"));
+    }
+    out
+}
+
+fn state_name(state: &SettingState) -> &'static str {
+    match state {
+        SettingState::Wired => "wired",
+        SettingState::WouldChange => "would change",
+        SettingState::Changed => "changed",
+        SettingState::Blocked => "blocked",
+        SettingState::Failed => "failed",
+    }
+}
