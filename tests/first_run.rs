@@ -230,3 +230,41 @@ async fn the_readmes_nats_command_works_as_written() {
 
     stop_serving(&mut server).await;
 }
+
+/// The README's `twilio wire` line, as written, with Twilio's REST API a local
+/// fake that has one number and the example's Conversations service: a dry
+/// run reads them, prints the table and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_wire_command_works_as_written() {
+    use harness::fake_console::{self, Console};
+
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let wire = commands(&code_blocks(&readme, "Wire Twilio")[0]);
+    assert_eq!(wire.len(), 1, "one command: {wire:?}");
+    let env_file = std::fs::read_to_string(repo().join("examples/local.env")).unwrap();
+    let chat_service = env_file
+        .lines()
+        .find_map(|line| line.strip_prefix("TWILIO_CHAT_SERVICE_SID="))
+        .expect("the example's Conversations service")
+        .to_owned();
+    let fake = FakeTwilio::start().await;
+    fake.edit_console(|console| {
+        *console = Console {
+            numbers: vec![fake_console::number("PN0123456789abcdef0123456789abcdef", "+15005550006", "")],
+            conversations: vec![(chat_service.clone(), fake_console::conversations_webhooks(&chat_service))],
+            ..Console::default()
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, mut vars) = local_run(dir.path());
+    vars.extend(
+        ["TWILIO_API_BASE_URL", "TWILIO_CONVERSATIONS_BASE_URL", "TWILIO_MESSAGING_BASE_URL"]
+            .map(|name| (name, fake.base_url())),
+    );
+
+    let table = run_line(&wire[0], &vars, &dir.path().join("wire.log"), |_| false).await;
+    assert!(table.starts_with("RESOURCE"), "{table}");
+    assert!(table.contains("number +15005550006") && table.contains("would change"), "{table}");
+    assert!(table.contains("https://hooks.example.com/twilio/conversations"), "{table}");
+    assert!(fake.posts().is_empty(), "a dry run changes nothing");
+}

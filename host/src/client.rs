@@ -1,5 +1,5 @@
-//! A minimal HTTP/1 client for the command line (`simulate`, `reload`): plain
-//! HTTP to the service's own listeners, every wait bounded.
+//! A minimal HTTP/1 client for the command line (`simulate`, `reload`,
+//! `health`): plain HTTP to the service's own listeners, every wait bounded.
 
 use std::time::Duration;
 
@@ -17,12 +17,20 @@ pub async fn post(
     headers: &[(String, String)],
     body: Vec<u8>,
 ) -> anyhow::Result<(u16, Bytes)> {
-    tokio::time::timeout(TIMEOUT, post_unbounded(base_url, path, headers, body))
-        .await
-        .with_context(|| format!("no answer within {TIMEOUT:?}"))?
+    bounded(TIMEOUT, exchange(hyper::Method::POST, base_url, path, headers, body)).await
 }
 
-async fn post_unbounded(
+/// GETs `base_url` + `path`, waiting at most `timeout`; returns the status and body.
+pub async fn get(base_url: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, Bytes)> {
+    bounded(timeout, exchange(hyper::Method::GET, base_url, path, &[], Vec::new())).await
+}
+
+async fn bounded<T>(timeout: Duration, work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::time::timeout(timeout, work).await.with_context(|| format!("no answer within {timeout:?}"))?
+}
+
+async fn exchange(
+    method: hyper::Method,
     base_url: &str,
     path: &str,
     headers: &[(String, String)],
@@ -35,7 +43,7 @@ async fn post_unbounded(
     let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let mut request = hyper::Request::post(path).header("host", format!("{host}:{port}"));
+    let mut request = hyper::Request::builder().method(method).uri(path).header("host", format!("{host}:{port}"));
     for (name, value) in headers {
         request = request.header(name.as_str(), value.as_str());
     }

@@ -123,6 +123,8 @@ async fn load_connectors(config: &ServiceConfig, bus: Arc<dyn Bus>) -> anyhow::R
     }
     let runtime = Runtime::new(&config.limits, Some(config.data_dir.join("compile-cache")))?;
     let connectors = Connectors::load(config, runtime, bus).await?;
+    let names: Vec<&str> = connectors.slots().iter().map(|slot| slot.config.name.as_str()).collect();
+    crate::telemetry::metrics::register_watched(&names);
     for slot in connectors.slots() {
         let current = slot.current();
         tracing::info!(

@@ -62,6 +62,8 @@ pub enum Command {
     Reload(ReloadArgs),
     /// Ask a running service to cancel a scheduled message (by the provider's id, e.g. SM…).
     Cancel(CancelArgs),
+    /// Exit 0 when the service answers GET /healthz (a container's health check: no shell or curl needed).
+    Health(HealthArgs),
     /// `<CONNECTOR> wire|status`: point the provider's webhooks at this service, or show where they point
     /// (e.g. `twilio wire --public-url https://hooks.example.com --dry-run`; `twilio status`).
     #[command(external_subcommand)]
@@ -80,6 +82,17 @@ pub struct CancelArgs {
     /// The admin listener (default: ADMIN_ADDR).
     #[arg(long)]
     pub admin_url: Option<String>,
+}
+
+/// `health`: ask a running service whether it is alive.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Where the service listens (default: http://LISTEN_ADDR, 0.0.0.0 as 127.0.0.1).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
 }
 
 /// `reload`: swap connectors in a running service.
@@ -222,7 +235,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return check(&cli.architecture, &env);
     }
     let secrets = match cli.command {
-        Command::Tail(_) | Command::Reload(_) | Command::Send(_) | Command::Cancel(_) => config::Secrets::NotNeeded,
+        Command::Tail(_) | Command::Reload(_) | Command::Send(_) | Command::Cancel(_) | Command::Health(_) => {
+            config::Secrets::NotNeeded
+        }
         _ => config::Secrets::Required,
     };
     if let Command::Connector(words) = &cli.command {
@@ -240,6 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(args) => simulate(config, args).await,
         Command::Reload(args) => reload(config, args).await,
         Command::Cancel(args) => cancel(config, args).await,
+        Command::Health(args) => health(config, args).await,
         Command::Connector(words) => wiring::run(config, words).await,
     }
 }
@@ -403,6 +419,16 @@ async fn cancel(config: ServiceConfig, args: CancelArgs) -> anyhow::Result<()> {
     if status >= 300 {
         anyhow::bail!("not canceled ({status})");
     }
+    Ok(())
+}
+
+async fn health(config: ServiceConfig, args: HealthArgs) -> anyhow::Result<()> {
+    let base = args.url.unwrap_or_else(|| format!("http://{}", loopback(config.server.listen_addr)));
+    let (status, body) = crate::client::get(&base, "/healthz", Duration::from_secs(args.timeout))
+        .await
+        .with_context(|| format!("asking {base}"))?;
+    println!("{status} {}", String::from_utf8_lossy(&body).trim());
+    anyhow::ensure!(status == 200, "not healthy ({status})");
     Ok(())
 }
 

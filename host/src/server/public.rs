@@ -15,6 +15,7 @@ use crate::telemetry::metrics;
 
 pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     use tracing::Instrument as _;
+    let started = std::time::Instant::now();
     let path = request.uri().path().to_owned();
     // The label is a configured route or a fixed name: bounded, whatever the path.
     let (route, label) = match path.as_str() {
@@ -37,7 +38,7 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
     }
     .instrument(span)
     .await;
-    metrics::http_request(label, response.status().as_u16());
+    metrics::http_request(label, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -79,6 +79,11 @@ impl Capability for MetricsUpkeep {
 
 fn describe() {
     describe_counter!("ingress_http_requests_total", "HTTP requests by route and status.");
+    describe_histogram!(
+        "ingress_http_request_seconds",
+        Unit::Seconds,
+        "Time to answer a public request (for a webhook: until it was durable), by route."
+    );
     describe_counter!(
         "ingress_webhooks_rejected_total",
         "Webhooks a connector refused: 400 unsigned or malformed, 403 bad signature."
@@ -103,14 +108,40 @@ fn describe() {
     describe_counter!("spool_drained_total", "Spooled publishes republished on the bus.");
 }
 
+/// Exports at 0 the series the alerts and the dashboard in
+/// `deploy/observability/` watch, for `connectors`: a counter that appears
+/// only at its first event makes `increase()` miss that event, and a missing
+/// series reads as "no data" rather than as none. Gauges are only registered,
+/// never reset (another service in the same process may own them).
+pub fn register_watched(connectors: &[&str]) {
+    for &connector in connectors {
+        let name = || connector.to_owned();
+        counter!("egress_retries_total", "connector" => name()).increment(0);
+        counter!("egress_dead_letters_total", "connector" => name()).increment(0);
+        for outcome in ["swapped", "refused"] {
+            counter!("connector_swaps_total", "connector" => name(), "outcome" => outcome).increment(0);
+        }
+        for call in ["http", "send"] {
+            counter!("component_call_failures_total", "connector" => name(), "call" => call).increment(0);
+        }
+    }
+    counter!("connections_shed_total").increment(0);
+    counter!("accept_errors_total").increment(0);
+    counter!("admin_auth_failures_total").increment(0);
+    gauge!("spool_depth").increment(0.0);
+    gauge!("spool_oldest_seconds").increment(0.0);
+}
+
 fn outcome(ok: bool) -> &'static str {
     if ok { "ok" } else { "error" }
 }
 
-/// One HTTP request answered on the public listener; `route` is the
-/// configured route (never the raw path, which would be unbounded).
-pub fn http_request(route: &str, status: u16) {
+/// One HTTP request answered on the public listener, `took` from its head to
+/// the head of its answer; `route` is the configured route (never the raw
+/// path, which would be unbounded).
+pub fn http_request(route: &str, status: u16, took: Duration) {
     counter!("ingress_http_requests_total", "route" => route.to_owned(), "status" => status.to_string()).increment(1);
+    histogram!("ingress_http_request_seconds", "route" => route.to_owned()).record(took);
 }
 
 /// A webhook the connector refused.
