@@ -107,6 +107,13 @@ fn image_root(binary: &Path) -> tempfile::TempDir {
     write_secrets(&dir("run/secrets"));
     let data = dir("data");
     if is_root() {
+        // The devices every OCI runtime gives a container, even FROM scratch
+        // (the random number generator reads /dev/urandom at its first use).
+        let dev = dir("dev");
+        for (name, minor) in [("null", "3"), ("zero", "5"), ("full", "7"), ("random", "8"), ("urandom", "9")] {
+            let made = Command::new("mknod").args(["-m", "666"]).arg(dev.join(name)).args(["c", "1", minor]).status();
+            assert!(made.unwrap().success(), "mknod /dev/{name}");
+        }
         let status = Command::new("chown").args(["-R", IMAGE_USER]).arg(&data).status().unwrap();
         assert!(status.success());
     }
@@ -134,7 +141,10 @@ fn is_root() -> bool {
 /// these ports instead of the defaults). Without root, in place: said so.
 fn in_image(root: &Path, env: &[(String, String)], args: &[&str]) -> Command {
     let mut command = if is_root() {
-        let mut chroot = Command::new("chroot");
+        // The environment is cleared below, so chroot is found here, on this process's PATH.
+        let path = std::env::var_os("PATH").unwrap();
+        let chroot = std::env::split_paths(&path).map(|dir| dir.join("chroot")).find(|p| p.exists()).unwrap();
+        let mut chroot = Command::new(chroot);
         chroot.arg(format!("--userspec={IMAGE_USER}")).arg(root).arg("/usr/local/bin/ingress-egress");
         chroot
     } else {
