@@ -38,26 +38,46 @@ fn usable_engine() -> Option<&'static str> {
     }
 }
 
-/// The Containerfile's `ENV` of the final stage, as name and value.
-fn image_env(containerfile: &str) -> Vec<(String, String)> {
-    let final_stage = containerfile.rsplit("\nFROM ").next().unwrap();
-    let joined = final_stage.replace("\\\n", " ");
-    let line = joined.lines().find(|l| l.starts_with("ENV ")).expect("ENV in the final stage");
-    line["ENV ".len()..]
-        .split_whitespace()
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').expect("NAME=value");
-            (name.to_owned(), value.to_owned())
-        })
-        .collect()
+/// One instruction of the Containerfile, as BuildKit's parser reads it.
+#[derive(Debug, serde::Deserialize)]
+struct Instruction {
+    cmd: String,
+    value: Vec<String>,
+    flags: Vec<String>,
 }
 
-/// The Containerfile's HEALTHCHECK command (exec form).
-fn health_check(containerfile: &str) -> Vec<String> {
-    let joined = containerfile.replace("\\\n", " ");
-    let line = joined.lines().find(|l| l.starts_with("HEALTHCHECK ")).expect("a HEALTHCHECK");
-    let exec = &line[line.find("CMD [").expect("exec form") + 4..];
-    serde_json::from_str(exec.trim()).expect("a JSON array")
+/// The Containerfile's instructions, read by BuildKit's own parser (the
+/// `dockerfile` package from PyPI): a file it refuses would not build.
+fn containerfile() -> Vec<Instruction> {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/.venv/bin/python");
+    assert!(Path::new(python).exists(), "the Containerfile parser is not installed: run scripts/setup --test");
+    let parsed = Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/containerfile.py"))
+        .arg(format!("{REPO}/Containerfile"))
+        .output()
+        .unwrap();
+    assert!(
+        parsed.status.success(),
+        "BuildKit's parser refuses the Containerfile: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    serde_json::from_slice(&parsed.stdout).unwrap()
+}
+
+/// The instructions of the final stage (after the last FROM).
+fn final_stage(instructions: &[Instruction]) -> &[Instruction] {
+    let last_from = instructions.iter().rposition(|i| i.cmd == "FROM").expect("a FROM");
+    &instructions[last_from..]
+}
+
+/// The value of the final stage's one `cmd` instruction.
+fn instruction<'a>(stage: &'a [Instruction], cmd: &str) -> &'a Instruction {
+    stage.iter().find(|i| i.cmd == cmd).unwrap_or_else(|| panic!("no {cmd} in the final stage"))
+}
+
+/// The final stage's `ENV`, as name and value.
+fn image_env(stage: &[Instruction]) -> Vec<(String, String)> {
+    instruction(stage, "ENV").value.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect()
 }
 
 /// Whether an ELF executable asks for a dynamic loader (`PT_INTERP`).
@@ -192,9 +212,14 @@ async fn image_check(engine: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_image_serves_a_signed_webhook_from_an_empty_root_as_a_non_root_user() {
-    let containerfile = std::fs::read_to_string(format!("{REPO}/Containerfile")).unwrap();
-    assert!(containerfile.contains("\nFROM scratch\n"), "the image runs FROM scratch");
-    assert!(containerfile.contains(&format!("\nUSER {IMAGE_USER}\n")), "as a non-root user");
+    let instructions = containerfile();
+    let stage = final_stage(&instructions);
+    assert_eq!(stage[0].value, ["scratch"], "the image runs FROM scratch");
+    assert_eq!(instruction(stage, "USER").value, [IMAGE_USER], "as a non-root user");
+    let toolchain = std::fs::read_to_string(format!("{REPO}/rust-toolchain.toml")).unwrap();
+    let rust_version = &instructions.iter().find(|i| i.cmd == "ARG").unwrap().value[0];
+    let pinned = rust_version.strip_prefix("RUST_VERSION=").expect("ARG RUST_VERSION");
+    assert!(toolchain.contains(&format!("channel = \"{pinned}\"")), "the build image has the pinned toolchain");
     if let Some(engine) = usable_engine() {
         image_check(engine).await;
         if engine != "buildah" {
@@ -215,7 +240,7 @@ async fn the_image_serves_a_signed_webhook_from_an_empty_root_as_a_non_root_user
         println!("not root: no chroot, so the binary runs in place as this user");
     }
     let (public, admin, metrics) = (harness::free_addr(), harness::free_addr(), harness::free_addr());
-    let mut env = image_env(&containerfile);
+    let mut env = image_env(stage);
     for (name, value) in &mut env {
         match name.as_str() {
             "LISTEN_ADDR" => *value = public.to_string(),
@@ -228,9 +253,10 @@ async fn the_image_serves_a_signed_webhook_from_an_empty_root_as_a_non_root_user
     harness::wait_for_listener(public).await;
 
     // The image's health check, as the engine would run it.
-    let check = health_check(&containerfile);
-    assert_eq!(check[0], "/usr/local/bin/ingress-egress");
-    let args: Vec<&str> = check[1..].iter().map(String::as_str).collect();
+    let check = instruction(stage, "HEALTHCHECK");
+    assert_eq!(check.value[..2], ["CMD", "/usr/local/bin/ingress-egress"], "{check:?}");
+    assert!(check.flags.iter().any(|f| f.starts_with("--timeout=")), "{check:?}");
+    let args: Vec<&str> = check.value[2..].iter().map(String::as_str).collect();
     let healthy = in_image(root.path(), &env, &args).output().unwrap();
     assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
 

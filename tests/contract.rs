@@ -5,7 +5,7 @@
 
 use harness::Harness;
 use harness::fixtures::egress_to_conversation;
-use harness::prism::{Prism, spec};
+use harness::prism::{Prism, npm_spec, spec};
 use ingress_egress::runtime::bindings::{Accepted, EgressMessage, SendError, Template};
 
 fn message(to: Option<&str>, conversation: Option<&str>) -> EgressMessage {
@@ -222,18 +222,19 @@ async fn to_prism(prism: &Prism, request: &twilio_connector::egress::PreparedReq
 }
 
 /// What `twilio wire` and `twilio status` read and update: the incoming
-/// phone numbers (the 2010 API) and a Conversations service's webhook
-/// configuration, built by the connector's own code and checked by Prism
-/// against Twilio's OpenAPI. (tests/wiring.rs runs them through the
+/// phone numbers (the 2010 API), a Messaging Service (Messaging v1) and a
+/// Conversations service's webhook configuration, built by the connector's
+/// own code and checked by Prism against Twilio's OpenAPI. (tests/wiring.rs runs them through the
 /// component against the recording fake, and against twilio-python.)
 #[tokio::test]
 async fn wiring_requests_satisfy_twilios_openapi() {
     use twilio_connector::wiring;
 
-    let (api, conversations) = std::thread::scope(|s| {
+    let (api, conversations, messaging) = std::thread::scope(|s| {
         let api = s.spawn(|| Prism::start(spec("twilio_api_v2010.json")));
         let conversations = s.spawn(|| Prism::start(spec("twilio_conversations_v1.json")));
-        (api.join().unwrap(), conversations.join().unwrap())
+        let messaging = s.spawn(|| Prism::start(npm_spec("twilio_messaging_v1.json")));
+        (api.join().unwrap(), conversations.join().unwrap(), messaging.join().unwrap())
     });
     let account = harness::ACCOUNT_SID;
     let headers = [
@@ -257,6 +258,21 @@ async fn wiring_requests_satisfy_twilios_openapi() {
     let number = wiring::number_resource(number, base, &api.base_url(), account);
     let (status, body) = to_prism(&api, &number.update(&headers).unwrap()).await;
     request_kept_the_contract(status, &body, "updating a number");
+
+    // The Messaging Service: read, then updated for inbound and status.
+    let service_sid = "MG0123456789abcdef0123456789abcdef";
+    let url = wiring::messaging_service_url(&messaging.base_url(), service_sid);
+    let (status, body) = to_prism(&messaging, &wiring::lookup(url, &headers)).await;
+    if request_kept_the_contract(status, &body, "reading a Messaging Service") {
+        serde_json::from_str::<wiring::MessagingService>(&body).unwrap();
+    }
+    let found = serde_json::json!({ "sid": service_sid, "inbound_method": "GET" });
+    let service =
+        wiring::messaging_service_resource(serde_json::from_value(found).unwrap(), base, &messaging.base_url());
+    let update = service.update(&headers).unwrap();
+    assert_eq!(update.form.len(), 3, "{update:?}");
+    let (status, body) = to_prism(&messaging, &update).await;
+    request_kept_the_contract(status, &body, "updating a Messaging Service");
 
     // The Conversations service: its configuration, then two updates.
     let service = harness::CHAT_SERVICE_SID;

@@ -22,11 +22,18 @@ pub fn spec(name: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/contract/twilio-oai")).join(name)
 }
 
+/// Twilio's OpenAPI file `name` from the Twilio CLI's npm package, which
+/// `scripts/setup --test` unpacks under `tests/contract/npm-oai/` (for the
+/// APIs not vendored here: Messaging Services).
+pub fn npm_spec(name: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/contract/npm-oai/package/src/services/twilio-api")).join(name)
+}
+
 impl Prism {
     pub fn start(spec: PathBuf) -> Self {
         let prism = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/contract/node_modules/.bin/prism"));
         assert!(prism.exists(), "Prism is not installed: run scripts/setup (npm ci in tests/contract)");
-        assert!(spec.exists(), "missing {}", spec.display());
+        assert!(spec.exists(), "missing {} (scripts/setup --test)", spec.display());
         let port = crate::free_addr().port();
         let mut child = Command::new(prism)
             .args(["mock", "--errors", "--dynamic=false", "-h", "127.0.0.1", "-p", &port.to_string()])
