@@ -281,6 +281,11 @@ async fn the_image_serves_a_signed_webhook_from_an_empty_root_as_a_non_root_user
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "{exit:?}");
+    // With nothing listening the health check fails, and says so at once.
+    let started = Instant::now();
+    let unhealthy = in_image(root.path(), &env, &args).output().unwrap();
+    assert!(!unhealthy.status.success() && started.elapsed() < Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&unhealthy.stderr).contains("error:"), "{unhealthy:?}");
     if is_root() {
         let owner = output("stat", &["-c", "%u:%g", root.path().join("data/bus.sqlite3").to_str().unwrap()]).unwrap();
         assert_eq!(String::from_utf8_lossy(&owner.stdout).trim(), IMAGE_USER);
