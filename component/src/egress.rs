@@ -162,10 +162,7 @@ pub fn prepare(message: &EgressMessage, settings: &EgressSettings) -> Result<Pre
 /// cancels a scheduled message. The sid is checked first, so it cannot change
 /// the path.
 pub fn prepare_cancel(sid: &str, settings: &EgressSettings) -> Result<PreparedRequest, SendError> {
-    let well_formed = sid.len() == 34
-        && (sid.starts_with("SM") || sid.starts_with("MM"))
-        && sid[2..].bytes().all(|b| b.is_ascii_hexdigit());
-    if !well_formed {
+    if !(is_sid(sid, "SM") || is_sid(sid, "MM")) {
         return Err(local_reject(format!("{sid:?} is not a message sid (SM… or MM…)")));
     }
     let url = format!(
@@ -175,6 +172,14 @@ pub fn prepare_cancel(sid: &str, settings: &EgressSettings) -> Result<PreparedRe
     );
     let headers = rest_headers(settings);
     Ok(PreparedRequest { verb: Verb::Post, url, headers, form: vec![("Status".to_owned(), "canceled".to_owned())] })
+}
+
+/// Whether `value` is a Twilio sid of kind `prefix`: the prefix and 32 hex
+/// digits, so it can go into a URL path as it is.
+pub(crate) fn is_sid(value: &str, prefix: &str) -> bool {
+    value.len() == prefix.len() + 32
+        && value.starts_with(prefix)
+        && value[prefix.len()..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `POST /v1/[Services/{IS}/]Conversations/{CH}/Messages`, authored by the service's identity.

@@ -90,8 +90,11 @@ pub fn form_fields(message: &EgressMessage) -> Result<Vec<(String, String)>, Str
 
 /// A Content API template sid: `HX` and 32 hex digits.
 fn template_sid(id: &str) -> Result<String, String> {
-    let well_formed = id.len() == 34 && id.starts_with("HX") && id[2..].bytes().all(|b| b.is_ascii_hexdigit());
-    if well_formed { Ok(id.to_owned()) } else { Err(format!("template id {id:?} is not a Content sid (HX…)")) }
+    if crate::egress::is_sid(id, "HX") {
+        Ok(id.to_owned())
+    } else {
+        Err(format!("template id {id:?} is not a Content sid (HX…)"))
+    }
 }
 
 /// `ContentVariables`: a JSON object of placeholders (`"1"`, `"name"`) to

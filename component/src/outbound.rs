@@ -57,15 +57,6 @@ pub fn post(what: &str, request: &PreparedRequest, settings: &egress::EgressSett
     outcome
 }
 
-/// Makes one lookup: the body of a 200 answer, or why there is none.
-pub fn get(request: &PreparedRequest) -> Result<Vec<u8>, String> {
-    match exchange(request) {
-        Ok(answer) if answer.status == 200 => Ok(answer.body),
-        Ok(answer) => Err(format!("Twilio answered {}", answer.status)),
-        Err(error) => Err(describe(&error)),
-    }
-}
-
 /// Makes one REST call whose answer is JSON (a lookup or an update of a
 /// resource): the body of a 2xx answer, or what went wrong in one line, with
 /// the credentials redacted.

@@ -178,8 +178,8 @@ fn find(id: &str, expect: &Expectation, settings: &EgressSettings) -> Result<Opt
     for sent_since in [Some(expect.earliest), None] {
         let mut request = reconcile::lookup(expect, sent_since, settings);
         for _ in 0..reconcile::MOST_PAGES {
-            let page: reconcile::Page =
-                serde_json::from_slice(&outbound::get(&request)?).map_err(|e| format!("unreadable list: {e}"))?;
+            let page: reconcile::Page = serde_json::from_slice(&outbound::rest(&request, &settings.credentials)?)
+                .map_err(|e| format!("unreadable list: {e}"))?;
             for listed in page.messages.into_iter().filter(|listed| listed.matches(expect)) {
                 if claim(&listed.sid, id)? {
                     return Ok(Some(listed));

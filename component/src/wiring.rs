@@ -63,6 +63,8 @@ pub fn signature_warnings(public_base: &str, verified_base: Option<&str>) -> Vec
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
     pub name: &'static str,
+    /// Its field in Twilio's JSON answer, e.g. `sms_url`.
+    pub field: &'static str,
     pub current: String,
     pub wanted: String,
     /// The form the update sends for it (`Filters` repeats).
@@ -70,9 +72,9 @@ pub struct Setting {
 }
 
 impl Setting {
-    fn single(name: &'static str, current: Option<String>, wanted: String) -> Self {
+    fn single(name: &'static str, field: &'static str, current: Option<String>, wanted: String) -> Self {
         let form = vec![(name.to_owned(), wanted.clone())];
-        Self { name, current: current.unwrap_or_default(), wanted, form }
+        Self { name, field, current: current.unwrap_or_default(), wanted, form }
     }
 
     /// Whether it already holds what the service needs.
@@ -171,8 +173,13 @@ pub fn number_resource(number: IncomingNumber, base: &str, api_base: &str, accou
     Resource {
         blocked: blocked.or_else(|| sid_problem(&number.sid, "PN")),
         settings: vec![
-            Setting::single("SmsUrl", number.sms_url, format!("{base}{MESSAGING_ROUTE}")),
-            Setting::single("SmsMethod", number.sms_method.map(|m| m.to_ascii_uppercase()), "POST".to_owned()),
+            Setting::single("SmsUrl", "sms_url", number.sms_url, format!("{base}{MESSAGING_ROUTE}")),
+            Setting::single(
+                "SmsMethod",
+                "sms_method",
+                number.sms_method.map(|m| m.to_ascii_uppercase()),
+                "POST".to_owned(),
+            ),
         ],
         label,
         update_url,
@@ -219,9 +226,24 @@ pub fn messaging_service_resource(service: MessagingService, base: &str, messagi
         update_url: messaging_service_url(messaging_base, &service.sid),
         blocked: sid_problem(&service.sid, "MG"),
         settings: vec![
-            Setting::single("InboundRequestUrl", service.inbound_request_url, format!("{base}{MESSAGING_ROUTE}")),
-            Setting::single("InboundMethod", service.inbound_method.map(|m| m.to_ascii_uppercase()), "POST".into()),
-            Setting::single("StatusCallback", service.status_callback, format!("{base}{STATUS_ROUTE}")),
+            Setting::single(
+                "InboundRequestUrl",
+                "inbound_request_url",
+                service.inbound_request_url,
+                format!("{base}{MESSAGING_ROUTE}"),
+            ),
+            Setting::single(
+                "InboundMethod",
+                "inbound_method",
+                service.inbound_method.map(|m| m.to_ascii_uppercase()),
+                "POST".into(),
+            ),
+            Setting::single(
+                "StatusCallback",
+                "status_callback",
+                service.status_callback,
+                format!("{base}{STATUS_ROUTE}"),
+            ),
         ],
         label,
         warnings,
@@ -263,11 +285,13 @@ pub fn conversations_resource(
     }
     let filters = Setting {
         name: "Filters",
+        field: "filters",
         current: current_filters.join(","),
         wanted: wanted_filters.join(","),
         form: wanted_filters.iter().map(|f| ("Filters".to_owned(), f.clone())).collect(),
     };
-    let method = Setting::single("Method", webhooks.method.map(|m| m.to_ascii_uppercase()), "POST".to_owned());
+    let method =
+        Setting::single("Method", "method", webhooks.method.map(|m| m.to_ascii_uppercase()), "POST".to_owned());
     let mut warnings = Vec::new();
     if let Some(pre) = webhooks.pre_webhook_url.filter(|url| !url.is_empty())
         && !method.is_wired()
@@ -279,7 +303,12 @@ pub fn conversations_resource(
         update_url: conversations_webhooks_url(conversations_base, chat_service_sid),
         blocked: sid_problem(chat_service_sid, "IS"),
         settings: vec![
-            Setting::single("PostWebhookUrl", webhooks.post_webhook_url, format!("{base}{CONVERSATIONS_ROUTE}")),
+            Setting::single(
+                "PostWebhookUrl",
+                "post_webhook_url",
+                webhooks.post_webhook_url,
+                format!("{base}{CONVERSATIONS_ROUTE}"),
+            ),
             method,
             filters,
         ],
@@ -289,9 +318,7 @@ pub fn conversations_resource(
 
 /// A sid that is not `prefix` + 32 hex digits cannot be put in a path safely.
 fn sid_problem(sid: &str, prefix: &str) -> Option<String> {
-    let well_formed =
-        sid.len() == 34 && sid.starts_with(prefix) && sid[prefix.len()..].bytes().all(|b| b.is_ascii_hexdigit());
-    (!well_formed).then(|| format!("{sid:?} is not a {prefix}… sid"))
+    (!crate::egress::is_sid(sid, prefix)).then(|| format!("{sid:?} is not a {prefix}… sid"))
 }
 
 /// Where one setting stands after looking (and, with `wire`, after changing).
@@ -368,22 +395,12 @@ fn elsewhere(setting: &Setting) -> Option<String> {
 /// What Twilio answered to an update, checked against what was asked: the
 /// settings it did not take, by name.
 pub fn not_taken(resource: &Resource, answer: &serde_json::Value) -> Vec<&'static str> {
-    let field = |name: &str| match name {
-        "SmsUrl" => "sms_url",
-        "SmsMethod" => "sms_method",
-        "InboundRequestUrl" => "inbound_request_url",
-        "InboundMethod" => "inbound_method",
-        "StatusCallback" => "status_callback",
-        "PostWebhookUrl" => "post_webhook_url",
-        "Method" => "method",
-        _ => "filters",
-    };
     resource
         .settings
         .iter()
         .filter(|setting| !setting.is_wired())
         .filter(|setting| {
-            let value = &answer[field(setting.name)];
+            let value = &answer[setting.field];
             let now = match value {
                 serde_json::Value::Array(items) => {
                     items.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join(",")
