@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Signature, borrowed, minimal_sms};
+use harness::{Signature, borrowed, minimal_sms};
 
 const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// The image's user, as the Containerfile names it.
@@ -142,13 +142,7 @@ fn image_root(binary: &Path) -> tempfile::TempDir {
 
 /// The connector's secrets as files, one per name, as a secret mount has them.
 fn write_secrets(dir: &Path) {
-    for (name, value) in [
-        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
-        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
-        ("TWILIO_API_KEY", API_KEY),
-        ("TWILIO_API_SECRET", API_SECRET),
-        ("TWILIO_CHAT_SERVICE_SID", CHAT_SERVICE_SID),
-    ] {
+    for (name, value) in harness::TWILIO_SECRETS {
         std::fs::write(dir.join(name), value).unwrap();
     }
 }

@@ -10,16 +10,12 @@ use base64::Engine as _;
 use harness::fake_twilio::{FakeTwilio, Reply};
 use harness::fixtures::{egress_sms, egress_to_conversation};
 use harness::{
-    ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, enqueue, post, wait_for_messages,
+    ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, enqueue, pairs, post, wait_for_messages,
 };
 use ingress_egress::runtime::bindings::{EgressMessage, ErrorClass, SendError};
 
 fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
-}
-
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 use harness::fake_console::{self, Console};
 use harness::fake_twilio::{FakeTwilio, Recorded};
-use harness::{ACCOUNT_SID, API_KEY, API_SECRET, CHAT_SERVICE_SID, Harness};
+use harness::{ACCOUNT_SID, API_KEY, API_SECRET, CHAT_SERVICE_SID, Harness, pairs};
 use ingress_egress::runtime::bindings::{SettingState, WiringReport};
 
 const PUBLIC_URL: &str = "https://hooks.example.com/ie";
@@ -49,10 +49,6 @@ fn run(harness: &Harness, args: &[&str]) -> (Output, String) {
     (output, text)
 }
 
-fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
-}
-
 fn posts(fake: &FakeTwilio) -> Vec<(String, Vec<(String, String)>)> {
     fake.posts().into_iter().map(|r| (r.path, r.form)).collect()
 }
@@ -84,11 +80,11 @@ async fn wire_changes_exactly_what_differs_and_a_second_run_changes_nothing() {
         vec![
             (
                 format!("{account_path}/{NUMBER_ELSEWHERE}.json"),
-                form(&[("SmsUrl", "https://hooks.example.com/ie/twilio/messaging")])
+                pairs(&[("SmsUrl", "https://hooks.example.com/ie/twilio/messaging")])
             ),
             (
                 format!("/v1/Services/{CHAT_SERVICE_SID}/Configuration/Webhooks"),
-                form(&[
+                pairs(&[
                     ("PostWebhookUrl", "https://hooks.example.com/ie/twilio/conversations"),
                     ("Method", "POST"),
                     ("Filters", "onMessageAdd"),
@@ -154,7 +150,7 @@ async fn a_messaging_service_is_wired_instead_of_the_numbers() {
         posts(&fake)[0],
         (
             format!("/v1/Services/{SERVICE}"),
-            form(&[
+            pairs(&[
                 ("InboundRequestUrl", "https://hooks.example.com/ie/twilio/messaging"),
                 ("StatusCallback", "https://hooks.example.com/ie/twilio/status"),
             ])

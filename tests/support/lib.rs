@@ -27,6 +27,20 @@ pub const API_KEY: &str = "SK0123456789abcdef0123456789abcdef";
 pub const API_SECRET: &str = "harness-api-secret-0123456789abcd";
 pub const CHAT_SERVICE_SID: &str = "IS0123456789abcdef0123456789abcdef";
 
+/// Borrowed name-value pairs as owned ones, as the fake Twilio records a form.
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// Every Twilio secret a harness service has, by name.
+pub const TWILIO_SECRETS: [(&str, &str); 5] = [
+    ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+    ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+    ("TWILIO_API_KEY", API_KEY),
+    ("TWILIO_API_SECRET", API_SECRET),
+    ("TWILIO_CHAT_SERVICE_SID", CHAT_SERVICE_SID),
+];
+
 /// The repository's architecture.yaml.
 pub fn repo_architecture() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../architecture.yaml")).expect("architecture.yaml")
@@ -64,12 +78,10 @@ impl Harness {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut env = Env::default();
-        env.set("TWILIO_ACCOUNT_SID", ACCOUNT_SID)
-            .set("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
-            .set("TWILIO_API_KEY", API_KEY)
-            .set("TWILIO_API_SECRET", API_SECRET)
-            .set("TWILIO_CHAT_SERVICE_SID", CHAT_SERVICE_SID)
-            .set("LISTEN_ADDR", "127.0.0.1:0")
+        for (name, value) in TWILIO_SECRETS {
+            env.set(name, value);
+        }
+        env.set("LISTEN_ADDR", "127.0.0.1:0")
             .set("ADMIN_ADDR", "127.0.0.1:0")
             .set("DATA_DIR", dir.path().join("data").to_str().expect("utf-8 path"));
         let mut harness = Self { dir, env, architecture: repo_architecture() };
