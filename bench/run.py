@@ -416,6 +416,8 @@ def servers(release):
                lambda port, data: ["node", "bench/node/server.js", str(port), str(data / "envelopes.jsonl")]),
         Server("native Rust, SQLite bus (fsync)", "native-bus",
                lambda port, data: [native, f"127.0.0.1:{port}", "bus", str(data)]),
+        Server("native Rust, SQLite bus, synchronous=NORMAL (no fsync; not power-safe)", "native-normal",
+               lambda port, data: [native, f"127.0.0.1:{port}", "bus-normal", str(data)]),
         Server("native Rust, file (no fsync)", "native-file",
                lambda port, data: [native, f"127.0.0.1:{port}", "file", str(data)]),
         Server("native Rust, memory", "native-memory",
@@ -594,7 +596,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each measurement")
     parser.add_argument("--connections", default="32,64", help="concurrency levels, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="rounds over all servers (median shown)")
-    parser.add_argument("--servers", default="", help="only these (service,node,native-bus,native-file,native-memory)")
+    parser.add_argument("--servers", default="", help="only these (service,node,native-bus,native-normal,native-file,native-memory)")
     parser.add_argument("--max-rate", type=int, default=70_000, help="requests/s the signature files are sized for")
     parser.add_argument("--no-egress", dest="egress", action="store_false", help="skip the egress comparison")
     parser.add_argument("--egress-fill", type=int, default=4, help="seconds of enqueueing before egress drains")

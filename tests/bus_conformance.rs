@@ -149,6 +149,26 @@ async fn a_retry_comes_back_after_its_delay_and_not_before(backend: Backend) {
     bus.ack(again.seq).await.unwrap();
 }
 
+/// A worker's last step: the outcome published and the message acknowledged
+/// together; again with an outcome already published (a message that came
+/// back), which is a duplicate and still acknowledges.
+async fn an_outcome_published_with_its_ack_settles_the_message(backend: Backend) {
+    let bus = backend.open().await;
+    publish(bus.as_ref(), WORK, "first").await;
+    publish(bus.as_ref(), WORK, "second").await;
+    let outcome = |key: &str| bytes::Bytes::from(format!("{{\"key\":\"{key}\"}}"));
+    let first = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    let published = bus.publish_and_ack(STREAM, Some("first:sent"), outcome("first:sent"), first.seq).await;
+    assert_eq!(published.unwrap(), Published::New);
+    let second = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(payload_key(&second.payload), "second");
+    let again = bus.publish_and_ack(STREAM, Some("first:sent"), outcome("first:sent"), second.seq).await;
+    assert_eq!(again.unwrap(), Published::Duplicate);
+    let outcomes = bus.read(STREAM, 0, 10).await.unwrap();
+    assert_eq!(outcomes.iter().map(|m| payload_key(&m.payload)).collect::<Vec<_>>(), ["first:sent"]);
+    assert!(take_within(bus.as_ref(), WORK, VISIBILITY + Duration::from_secs(1)).await.is_none(), "both settled");
+}
+
 async fn hosts_sharing_a_work_topic_each_get_a_message_once(backend: Backend) {
     let (one, two) = (backend.open().await, backend.open().await);
     for i in 0..40 {
@@ -289,6 +309,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn a_retry_comes_back_after_its_delay_and_not_before() {
                 super::a_retry_comes_back_after_its_delay_and_not_before(backend()).await;
+            }
+
+            #[tokio::test]
+            async fn an_outcome_published_with_its_ack_settles_the_message() {
+                super::an_outcome_published_with_its_ack_settles_the_message(backend()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,7 @@ fn sender(params: Params<'_>, number_field: &str) -> Option<String> {
 /// The consent an inbound message carries, if any. With Advanced Opt-Out,
 /// Twilio says so in `OptOutType` (STOP, START, HELP), whatever the words;
 /// without it, the message's whole text is one of Twilio's default keywords.
-pub fn from_inbound(params: Params<'_>, occurred_at: String) -> Option<ConsentEvent> {
+pub fn from_inbound(params: Params<'_>, occurred_at: &str) -> Option<ConsentEvent> {
     let (action, via, keyword) = match params.get("OptOutType") {
         Some(kind) => {
             let action = match kind.to_ascii_uppercase().as_str() {
@@ -58,13 +58,13 @@ pub fn from_inbound(params: Params<'_>, occurred_at: String) -> Option<ConsentEv
         keyword,
         provider_message_id: params.get("MessageSid").map(str::to_owned),
         account: params.get("AccountSid").map(str::to_owned),
-        occurred_at,
+        occurred_at: occurred_at.to_owned(),
     })
 }
 
 /// A status callback saying a send was refused because the recipient opted
 /// out (21610): the recipient is `To`, the sender the message's own.
-pub fn from_status_callback(params: Params<'_>, occurred_at: String) -> Option<ConsentEvent> {
+pub fn from_status_callback(params: Params<'_>, occurred_at: &str) -> Option<ConsentEvent> {
     if params.get("ErrorCode")?.trim() != OPTED_OUT_CODE.to_string() {
         return None;
     }
@@ -76,7 +76,7 @@ pub fn from_status_callback(params: Params<'_>, occurred_at: String) -> Option<C
         keyword: None,
         provider_message_id: params.get("MessageSid").map(str::to_owned),
         account: params.get("AccountSid").map(str::to_owned),
-        occurred_at,
+        occurred_at: occurred_at.to_owned(),
     })
 }
 
@@ -100,7 +100,7 @@ mod tests {
     fn inbound(extra: &[(&str, &str)]) -> Option<ConsentEvent> {
         let mut list = params(&INBOUND);
         list.extend(params(extra));
-        from_inbound(Params(&list), "now".into())
+        from_inbound(Params(&list), "now")
     }
 
     #[test]
@@ -136,12 +136,12 @@ mod tests {
             ("To", "+14155550100"),
             ("From", "+15005550006"),
         ]);
-        let event = from_status_callback(Params(&list), "now".into()).expect("an opt-out");
+        let event = from_status_callback(Params(&list), "now").expect("an opt-out");
         assert_eq!(
             (event.user.as_str(), event.sender.as_str(), event.action),
             ("+14155550100", "+15005550006", ConsentAction::OptedOut)
         );
         let other = params(&[("MessageSid", "SM9"), ("ErrorCode", "30003"), ("To", "+1"), ("From", "+2")]);
-        assert!(from_status_callback(Params(&other), "now".into()).is_none());
+        assert!(from_status_callback(Params(&other), "now").is_none());
     }
 }

@@ -17,9 +17,6 @@ pub struct Context {
     pub id: String,
     /// RFC 3339 time of receipt.
     pub received_at: String,
-    /// Twilio's Media Content Service in the configured region
-    /// (`https://mcs.us1.twilio.com` by default), where Conversations media is.
-    pub media_content_base: String,
 }
 
 /// The Media Content Service's base URL for an edge and region as Twilio's
@@ -178,7 +175,13 @@ pub fn status_dedup_key(event: &StatusEvent) -> Option<String> {
 
 /// A Conversations post-event webhook: `onMessageAdded` becomes an envelope;
 /// other event types are acknowledged and not published (`Ok(None)`).
-pub fn conversation_event(params: Params<'_>, context: &Context) -> Result<Option<IngressEnvelope>, EnvelopeError> {
+/// Media links point at `media_content_base`, Twilio's Media Content Service
+/// in the configured region (`https://mcs.us1.twilio.com` by default).
+pub fn conversation_event(
+    params: Params<'_>,
+    context: &Context,
+    media_content_base: &str,
+) -> Result<Option<IngressEnvelope>, EnvelopeError> {
     let event_type = params.require("EventType")?;
     if event_type != "onMessageAdded" {
         return Ok(None);
@@ -189,7 +192,7 @@ pub fn conversation_event(params: Params<'_>, context: &Context) -> Result<Optio
     let author = params.get("Author").or_else(|| params.get("ClientIdentity")).unwrap_or("system");
     let body = params.get("Body").unwrap_or_default();
     let media = match params.get("Media") {
-        Some(json) => conversation_media(json, params.get("ChatServiceSid"), &context.media_content_base)?,
+        Some(json) => conversation_media(json, params.get("ChatServiceSid"), media_content_base)?,
         None => Vec::new(),
     };
     // Attributes is JSON text set by whoever wrote the message; kept raw in
@@ -247,12 +250,11 @@ mod tests {
         list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
+    /// The default region's Media Content Service.
+    const US1: &str = "https://mcs.us1.twilio.com";
+
     fn context() -> Context {
-        Context {
-            id: "env-1".into(),
-            received_at: "2026-11-24T10:00:00Z".into(),
-            media_content_base: media_content_base(None, None),
-        }
+        Context { id: "env-1".into(), received_at: "2026-11-24T10:00:00Z".into() }
     }
 
     const SMS: &[(&str, &str)] = &[
@@ -370,7 +372,7 @@ mod tests {
     #[test]
     fn conversation_message_added() {
         let p = params(ADDED);
-        let envelope = conversation_event(Params(&p), &context()).unwrap().unwrap();
+        let envelope = conversation_event(Params(&p), &context(), US1).unwrap().unwrap();
         assert_eq!(envelope.channel, Channel::Conversations);
         assert_eq!(envelope.conversation.as_deref(), Some("CH00000000000000000000000000000004"));
         assert_eq!(envelope.provider_message_id, "IM00000000000000000000000000000005");
@@ -384,12 +386,12 @@ mod tests {
         );
         assert_eq!(envelope.media[0].content_type.as_deref(), Some("image/png"));
         // In another region, its media is in that region's Media Content Service.
-        let dublin = Context { media_content_base: media_content_base(Some("dublin"), Some("ie1")), ..context() };
-        let envelope = conversation_event(Params(&p), &dublin).unwrap().unwrap();
+        let dublin = media_content_base(Some("dublin"), Some("ie1"));
+        let envelope = conversation_event(Params(&p), &context(), &dublin).unwrap().unwrap();
         assert!(envelope.media[0].url.starts_with("https://mcs.dublin.ie1.twilio.com/v1/Services/IS"), "{envelope:?}");
-        let au = Context { media_content_base: media_content_base(None, Some("au1")), ..context() };
+        let au = media_content_base(None, Some("au1"));
         assert!(
-            conversation_event(Params(&p), &au).unwrap().unwrap().media[0]
+            conversation_event(Params(&p), &context(), &au).unwrap().unwrap().media[0]
                 .url
                 .starts_with("https://mcs.au1.twilio.com/")
         );
@@ -399,7 +401,7 @@ mod tests {
     fn other_conversation_events_are_not_published() {
         let mut p = params(ADDED);
         p[1].1 = "onConversationAdded".into();
-        assert_eq!(conversation_event(Params(&p), &context()).unwrap(), None);
+        assert_eq!(conversation_event(Params(&p), &context(), US1).unwrap(), None);
     }
 
     #[test]
@@ -407,12 +409,12 @@ mod tests {
         let mut p = params(ADDED);
         p[11].1 = "not json".into();
         assert!(matches!(
-            conversation_event(Params(&p), &context()),
+            conversation_event(Params(&p), &context(), US1),
             Err(EnvelopeError::Malformed { field: "Media", .. })
         ));
         let mut p = params(ADDED);
         p[10].1 = "{broken".into();
-        let envelope = conversation_event(Params(&p), &context()).unwrap().unwrap();
+        let envelope = conversation_event(Params(&p), &context(), US1).unwrap().unwrap();
         assert_eq!(envelope.metadata_json, None);
         assert!(envelope.attributes.iter().any(|a| a.name == "Attributes" && a.value == "{broken"));
     }

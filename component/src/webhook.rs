@@ -69,8 +69,12 @@ fn answer(request: &IncomingRequest) -> Reply {
     if !matches!(request.method(), Method::Post) {
         return Reply::error(405, "webhooks are POST");
     }
-    let headers = request.headers();
-    let header = |name: &str| headers.get(name).into_iter().next().and_then(|v| String::from_utf8(v).ok());
+    // All headers in one host call, rather than one call per header looked at.
+    let headers = request.headers().entries();
+    let header = |name: &str| {
+        let value = headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name))?;
+        String::from_utf8(value.1.clone()).ok()
+    };
     let body = match read_body(request) {
         Ok(body) => body,
         Err(reply) => return reply,
@@ -169,27 +173,26 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
 /// event when it carries one; nothing for Conversations events other than
 /// `onMessageAdded`.
 fn messages_for(route: Route, params: Params<'_>, url: &str) -> Result<Vec<(&'static str, String, BusMessage)>, Reply> {
-    let context = || Context {
-        id: clock::uuid_v4(),
-        received_at: clock::now_rfc3339(),
-        media_content_base: settings::media_content_base(),
-    };
+    // One clock read per webhook: the envelope and its consent event share it.
+    let now = clock::now_rfc3339();
+    let context = || Context { id: clock::uuid_v4(), received_at: now.clone() };
     let malformed = |error: envelope::EnvelopeError| Reply::error(400, error.to_string());
     let (mut outgoing, consent) = match route {
         Route::Messaging => {
             let mut envelope = envelope::inbound_message(params, &context()).map_err(malformed)?;
             crate::media_fetch::fetch_all(&mut envelope.media);
             let main = ("messaging", envelope.provider_message_id.clone(), BusMessage::Envelope(envelope));
-            (vec![main], consent::from_inbound(params, clock::now_rfc3339()))
+            (vec![main], consent::from_inbound(params, &now))
         }
         Route::Conversations => {
-            let envelope = envelope::conversation_event(params, &context()).map_err(malformed)?;
+            let media_base = settings::media_content_base();
+            let envelope = envelope::conversation_event(params, &context(), &media_base).map_err(malformed)?;
             let main = envelope.map(|e| ("conversations", e.provider_message_id.clone(), BusMessage::Envelope(e)));
             (main.into_iter().collect(), None)
         }
         Route::Status => {
             let egress_id = signature::query_param(url, "egress_id");
-            let mut event = envelope::status_callback(params, egress_id, clock::now_rfc3339()).map_err(malformed)?;
+            let mut event = envelope::status_callback(params, egress_id, now.clone()).map_err(malformed)?;
             let sid = event.provider_message_id.clone().unwrap_or_default();
             match status_memory::record(&sid, &event.status, &event.occurred_at) {
                 Ok(Recorded::Forward(previous)) => event.previous_status = previous,
@@ -205,10 +208,7 @@ fn messages_for(route: Route, params: Params<'_>, url: &str) -> Result<Vec<(&'st
                 }
             }
             let key = envelope::status_dedup_key(&event).unwrap_or_default();
-            (
-                vec![("status", key, BusMessage::Status(event))],
-                consent::from_status_callback(params, clock::now_rfc3339()),
-            )
+            (vec![("status", key, BusMessage::Status(event))], consent::from_status_callback(params, &now))
         }
     };
     if let Some(event) = consent {

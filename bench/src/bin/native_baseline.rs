@@ -1,6 +1,7 @@
 //! A native baseline server for `bench/run`: `native-baseline ADDR SINK DIR`,
-//! SINK one of `bus` (the service's SQLite bus, fsync'd group commit), `file`
-//! (appended, no fsync) or `memory`. `TWILIO_AUTH_TOKEN` verifies signatures.
+//! SINK one of `bus` (the service's SQLite bus, fsync'd group commit),
+//! `bus-normal` (the same bus with `synchronous=NORMAL`: no fsync at commit),
+//! `file` (appended, no fsync) or `memory`. `TWILIO_AUTH_TOKEN` verifies signatures.
 //! Runs until killed.
 
 use std::net::SocketAddr;
@@ -8,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bench::native::{Baseline, FileWriter, Sink};
-use ingress_egress::bus::sqlite::SqliteBus;
+use ingress_egress::bus::sqlite::{SqliteBus, Synchronous};
+use ingress_egress::config::BusConfig;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [addr, sink, dir] = args.as_slice() else {
-        eprintln!("usage: native-baseline ADDR bus|file|memory DIR");
+        eprintln!("usage: native-baseline ADDR bus|bus-normal|file|memory DIR");
         std::process::exit(2);
     };
     let addr: SocketAddr = addr.parse().expect("ADDR is HOST:PORT");
@@ -23,6 +25,11 @@ fn main() {
     runtime.block_on(async {
         let sink = match sink.as_str() {
             "bus" => Sink::Bus(Arc::new(SqliteBus::open(&dir.join("bus.sqlite3")).expect("bus"))),
+            "bus-normal" => {
+                let config = BusConfig::embedded(&dir);
+                let bus = SqliteBus::with_synchronous(&dir.join("bus.sqlite3"), &config, Synchronous::Normal);
+                Sink::Bus(Arc::new(bus.expect("bus")))
+            }
             "file" => Sink::File(FileWriter::start(&dir.join("envelopes.jsonl")).expect("file")),
             "memory" => Sink::Memory(Arc::default()),
             other => panic!("unknown sink {other}"),

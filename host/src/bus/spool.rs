@@ -257,6 +257,18 @@ impl Bus for SpoolingBus {
         self.inner.ack(seq)
     }
 
+    // Not spooled: the acknowledgement needs the bus anyway. Without it the
+    // message comes back, and its outcome is published then.
+    fn publish_and_ack<'a>(
+        &'a self,
+        topic: &'a str,
+        key: Option<&'a str>,
+        payload: Bytes,
+        seq: i64,
+    ) -> BoxFuture<'a, Result<Published, BusError>> {
+        self.inner.publish_and_ack(topic, key, payload, seq)
+    }
+
     fn retry_later(&self, seq: i64, delay: Duration) -> BoxFuture<'_, Result<(), BusError>> {
         self.inner.retry_later(seq, delay)
     }

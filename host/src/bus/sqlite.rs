@@ -74,6 +74,14 @@ enum Op {
         seq: i64,
         reply: oneshot::Sender<Result<(), BusError>>,
     },
+    /// A publish and an acknowledgement in the same transaction.
+    PublishAndAck {
+        topic: String,
+        key: Option<String>,
+        payload: Bytes,
+        seq: i64,
+        reply: oneshot::Sender<Result<Published, BusError>>,
+    },
     RetryLater {
         seq: i64,
         delay: Duration,
@@ -107,11 +115,27 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
-fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+/// When a commit is on the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit is fsync'd before it is answered: what "acknowledged
+    /// means durable" needs, and the only mode the service uses.
+    Full,
+    /// WAL's `NORMAL`: no fsync at commit, only at checkpoints. A process
+    /// crash loses nothing, a power loss the last commits. Only `bench/run`'s
+    /// baseline uses it, to show what `Full` costs.
+    Normal,
+}
+
+fn open_connection(path: &Path, synchronous: Synchronous) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let mode = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", mode)?;
     Ok(conn)
 }
 
@@ -125,18 +149,23 @@ impl SqliteBus {
     /// messages older than the retention, handled or not; work-queue topics
     /// only handled ones (nothing waiting to be sent is lost).
     pub fn new(path: &Path, config: &BusConfig) -> anyhow::Result<Self> {
+        Self::with_synchronous(path, config, Synchronous::Full)
+    }
+
+    /// [`Self::new`], committing as `synchronous` says.
+    pub fn with_synchronous(path: &Path, config: &BusConfig, synchronous: Synchronous) -> anyhow::Result<Self> {
         let pruning = Pruning { retention: config.retention, streams: config.streams.clone() };
         use anyhow::Context as _;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let conn = open_connection(path).with_context(|| match super::disk::room(path) {
+        let conn = open_connection(path, synchronous).with_context(|| match super::disk::room(path) {
             // Say what is wrong with the disk, when something is: SQLite only says "unable to open".
             Err(disk) => format!("opening {}: {disk}", path.display()),
             Ok(_) => format!("opening {}", path.display()),
         })?;
         conn.execute_batch(SCHEMA).with_context(|| format!("creating the schema in {}", path.display()))?;
-        let reader = open_connection(path)?;
+        let reader = open_connection(path, synchronous)?;
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("bus-writer".into())
@@ -210,6 +239,17 @@ impl Bus for SqliteBus {
 
     fn ack(&self, seq: i64) -> BoxFuture<'_, Result<(), BusError>> {
         self.submit(move |reply| Op::Ack { seq, reply })
+    }
+
+    fn publish_and_ack<'a>(
+        &'a self,
+        topic: &'a str,
+        key: Option<&'a str>,
+        payload: Bytes,
+        seq: i64,
+    ) -> BoxFuture<'a, Result<Published, BusError>> {
+        let (topic, key) = (topic.to_owned(), key.map(str::to_owned));
+        self.submit(move |reply| Op::PublishAndAck { topic, key, payload, seq, reply })
     }
 
     fn retry_later(&self, seq: i64, delay: Duration) -> BoxFuture<'_, Result<(), BusError>> {
@@ -346,6 +386,10 @@ fn prune(conn: &Connection, pruning: &Pruning) -> rusqlite::Result<usize> {
     Ok(deleted)
 }
 
+fn acknowledge(tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE messages SET acked = 1 WHERE seq = ?1")?.execute(params![seq]).map(|_| ())
+}
+
 /// A result waiting for the commit before it is sent.
 enum Pending {
     Publish(oneshot::Sender<Result<Published, BusError>>, Result<Published, BusError>),
@@ -383,13 +427,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, pruning: &Pruning) ->
         Op::Take { topic, visibility, reply } => {
             Pending::Take(reply, take_next(tx, topic, now, visibility).map_err(unavailable))
         }
-        Op::Ack { seq, reply } => Pending::Unit(
-            reply,
-            tx.prepare_cached("UPDATE messages SET acked = 1 WHERE seq = ?1")
-                .and_then(|mut stmt| stmt.execute(params![seq]))
-                .map(|_| ())
-                .map_err(unavailable),
-        ),
+        Op::Ack { seq, reply } => Pending::Unit(reply, acknowledge(tx, seq).map_err(unavailable)),
+        Op::PublishAndAck { topic, key, payload, seq, reply } => {
+            let published = insert(tx, &topic, key.as_deref(), &payload, now);
+            let acked = published.and_then(|published| acknowledge(tx, seq).map(|()| published));
+            Pending::Publish(reply, acked.map_err(unavailable))
+        }
         Op::RetryLater { seq, delay, reply } => Pending::Unit(
             reply,
             tx.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1 AND acked = 0")
@@ -490,7 +533,7 @@ fn fail_all(batch: Vec<Op>, reason: &str) {
     let error = || BusError::Unavailable(reason.to_owned());
     for op in batch {
         match op {
-            Op::Publish { reply, .. } => drop(reply.send(Err(error()))),
+            Op::Publish { reply, .. } | Op::PublishAndAck { reply, .. } => drop(reply.send(Err(error()))),
             Op::Take { reply, .. } => drop(reply.send(Err(error()))),
             Op::Ack { reply, .. } | Op::RetryLater { reply, .. } | Op::Prune { reply } | Op::Ping { reply } => {
                 drop(reply.send(Err(error())))
@@ -518,9 +561,23 @@ mod tests {
     }
 
     #[test]
+    fn commits_are_fsynced_unless_the_baseline_asks_otherwise() {
+        let synchronous = |bus: &SqliteBus| {
+            bus.reader.lock().unwrap().pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0)).unwrap()
+        };
+        let (_dir, full) = temp_bus();
+        assert_eq!(synchronous(&full), 2, "FULL");
+        let dir = tempfile::tempdir().unwrap();
+        let config = BusConfig::embedded(dir.path());
+        let normal =
+            SqliteBus::with_synchronous(&dir.path().join("bus.sqlite3"), &config, Synchronous::Normal).unwrap();
+        assert_eq!(synchronous(&normal), 1, "NORMAL");
+    }
+
+    #[test]
     fn taking_and_reading_walk_an_index_in_order_without_sorting_the_backlog() {
         let (_dir, bus) = temp_bus();
-        let conn = open_connection(&bus.path).unwrap();
+        let conn = open_connection(&bus.path, Synchronous::Full).unwrap();
         let take = plan(&conn, TAKE_NEXT);
         assert!(take.contains("INDEX messages_waiting (topic=?)") && !take.contains("TEMP B-TREE"), "{take}");
         let read = plan(&conn, READ_AFTER);

@@ -197,9 +197,7 @@ impl EgressWorker {
         metrics::egress_outcome(&self.slot.config.name, Outcome::Accepted.as_str());
         let mut event = status_event(id, Some(accepted.provider_message_id), &accepted.status, None);
         event.reconciliation = accepted.reconciliation.map(|how| messages::reconciliation_name(how).to_owned());
-        if self.publish_status(&event).await {
-            self.settle(self.bus.ack(delivery.seq).await, "ack");
-        }
+        self.publish_status_and_ack(&event, delivery.seq).await;
     }
 
     async fn retry(&self, delivery: &Delivery, id: &str, after: Option<Duration>, error: ProviderError) {
@@ -249,16 +247,23 @@ impl EgressWorker {
         }
         metrics::dead_letter(connector);
         let event = status_event(id, None, status, failure.error.as_ref());
-        if self.publish_status(&event).await {
-            self.settle(self.bus.ack(delivery.seq).await, "ack");
-        }
+        self.publish_status_and_ack(&event, delivery.seq).await;
     }
 
-    /// Publishes a status event; false when the bus could not take it.
-    async fn publish_status(&self, event: &StatusEvent) -> bool {
-        let Some(topic) = &self.status_topic else { return true };
+    /// Publishes a message's final status event and acknowledges the message
+    /// (in one commit on the SQLite bus). Should the bus take neither, the
+    /// message comes back after its visibility timeout and this is done again;
+    /// the event's key makes a second publish a duplicate.
+    async fn publish_status_and_ack(&self, event: &StatusEvent, seq: i64) {
+        let Some(topic) = &self.status_topic else {
+            return self.settle(self.bus.ack(seq).await, "ack");
+        };
         let key = format!("{}:{}", event.id.as_deref().unwrap_or_default(), event.status);
-        self.publish_record(topic, &key, event, "status event").await
+        // A status event has no map with non-string keys: serialising cannot fail.
+        let payload = serde_json::to_vec(event).unwrap_or_default();
+        if let Err(e) = self.bus.publish_and_ack(topic, Some(&key), payload.into(), seq).await {
+            tracing::error!(error = %e, "cannot publish the status event and acknowledge; the message will come back");
+        }
     }
 
     /// The provider refused a send because `user` opted out of `sender`: the
