@@ -344,12 +344,20 @@ def fake_twilio_received(port):
         return json.load(answer)
 
 
+def fake_control(port, what):
+    """Pauses or resumes the fake Twilio's answers; when it did (µs since its start)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/bench/{what}", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.load(answer)
+
+
 def measure_egress(service, release, args):
     """Egress, bus to Twilio end to end: wrk fills the egress topic through the
-    admin API for a few seconds (faster than it drains); then what the worker
-    sends while it drains alone, at the configured concurrency, counted where
-    it arrives (a local fake Twilio), is the figure. Then the official twilio
-    Node client sends to the same fake at the same concurrency."""
+    admin API for a few seconds while the local fake Twilio holds its answers
+    (the worker's first sends wait, the rest queue); then the fake answers
+    again, and what the worker sends while it drains that backlog alone, at the
+    configured concurrency, counted where it arrives, is the figure. Then the
+    official twilio Node client sends to the same fake at the same concurrency."""
     with tempfile.TemporaryDirectory(prefix="bench-egress-") as data:
         data = Path(data)
         fake_port, admin_port, port = free_port(), free_port(), free_port()
@@ -358,6 +366,7 @@ def measure_egress(service, release, args):
         base = f"http://127.0.0.1:{fake_port}"
         env = {"TWILIO_API_BASE_URL": base, "TWILIO_CONVERSATIONS_BASE_URL": base,
                "ADMIN_ADDR": f"127.0.0.1:{admin_port}"}
+        fake_control(fake_port, "pause")
         process = service.start(port, data, env)
         try:
             enqueue = ["wrk", "-t1", "-c16", f"-d{args.egress_fill}s", "-s", str(ROOT / "bench/wrk/enqueue.lua"),
@@ -367,6 +376,7 @@ def measure_egress(service, release, args):
             accepted = filled["requests"] - filled["status_errors"] - filled["socket_errors"]
             start = fake_twilio_received(fake_port)
             cpu_before = process_cpu_seconds(process.pid)
+            resumed_us = fake_control(fake_port, "resume")["at_us"]
             deadline = time.monotonic() + 300
             while (end := fake_twilio_received(fake_port))["count"] < accepted and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -375,7 +385,7 @@ def measure_egress(service, release, args):
             process.send_signal(signal.SIGKILL)
             process.wait()
         drained = end["count"] - start["count"]
-        service_rate = drained / max((end["last_us"] - start["last_us"]) / 1e6, 1e-6)
+        service_rate = drained / max((end["last_us"] - resumed_us) / 1e6, 1e-6)
         node_env = {**os.environ, **SERVICE_ENV}
         node = subprocess.run(["node", "bench/node/egress.js", base, str(args.egress_node_messages), "16"], cwd=ROOT,
                               env=node_env, capture_output=True, text=True, timeout=600)

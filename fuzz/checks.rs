@@ -58,11 +58,7 @@ pub fn signature(data: &[u8]) {
 }
 
 fn context() -> Context {
-    Context {
-        id: "00000000-0000-4000-8000-000000000000".into(),
-        received_at: "2026-01-01T00:00:00.000Z".into(),
-        media_content_base: envelope::media_content_base(None, None),
-    }
+    Context { id: "00000000-0000-4000-8000-000000000000".into(), received_at: "2026-01-01T00:00:00.000Z".into() }
 }
 
 /// Any form body, as each webhook route reads it: an envelope or an error,
@@ -75,7 +71,7 @@ pub fn webhook_envelope(data: &[u8]) {
     if let Ok(event) = envelope::status_callback(Params(&params), Some("id".into()), "now".into()) {
         assert!(envelope::status_dedup_key(&event).is_some());
     }
-    let _ = envelope::conversation_event(Params(&params), &context());
+    let _ = envelope::conversation_event(Params(&params), &context(), &envelope::media_content_base(None, None));
 }
 
 /// Any `Media` and `Attributes` JSON in an otherwise valid `onMessageAdded`.
@@ -94,7 +90,7 @@ pub fn conversations_json(data: &[u8]) {
     .collect();
     params.push(("Media".into(), media));
     params.push(("Attributes".into(), attributes));
-    let _ = envelope::conversation_event(Params(&params), &context());
+    let _ = envelope::conversation_event(Params(&params), &context(), &envelope::media_content_base(None, None));
 }
 
 /// Any status, `Retry-After` and body from Twilio's REST API: an outcome,

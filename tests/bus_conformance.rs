@@ -156,7 +156,7 @@ async fn an_outcome_published_with_its_ack_settles_the_message(backend: Backend)
     let bus = backend.open().await;
     publish(bus.as_ref(), WORK, "first").await;
     publish(bus.as_ref(), WORK, "second").await;
-    let outcome = |key: &str| bytes::Bytes::from(format!("{{\"key\":\"{key}\"}}"));
+    let outcome = |key: &str| Bytes::from(format!("{{\"key\":\"{key}\"}}"));
     let first = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
     let published = bus.publish_and_ack(STREAM, Some("first:sent"), outcome("first:sent"), first.seq).await;
     assert_eq!(published.unwrap(), Published::New);

@@ -263,9 +263,12 @@ fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
 }
 
 fn respond(response_out: ResponseOutparam, reply: Reply) {
-    let headers = Fields::new();
-    let _ = headers.set("content-type", &[reply.content_type.as_bytes().to_vec()]);
-    let _ = headers.set("content-length", &[reply.body.len().to_string().into_bytes()]);
+    let entries = [
+        ("content-type".to_owned(), reply.content_type.as_bytes().to_vec()),
+        ("content-length".to_owned(), reply.body.len().to_string().into_bytes()),
+    ];
+    // Both headers in one host call; these names and values are always valid.
+    let headers = Fields::from_list(&entries).unwrap_or_else(|_| Fields::new());
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(reply.status);
     let Ok(body) = response.body() else {

@@ -2,7 +2,11 @@
 //! comparison: `fake-twilio ADDR`. Every `POST …/Messages.json` is answered
 //! 201 with a created message (a new `SM…` sid), as Twilio answers.
 //! `GET /bench/received` says how many it took and when the first and last
-//! came (microseconds since it started). Runs until killed.
+//! came (microseconds since it started). `POST /bench/pause` holds every
+//! answer (for at most [`MOST_HELD`]) until `POST /bench/resume`, which says
+//! when it resumed: `bench/run` fills the egress topic while the sender's
+//! requests wait, then measures the drain of the whole backlog. Runs until
+//! killed.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,11 +15,18 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use tokio::sync::watch;
+
+/// The longest an answer is held while paused: well within the sender's
+/// own first-byte bound, so a held request is never a timed-out one.
+const MOST_HELD: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// What it took, lock-free: counts and first/last arrival.
 #[derive(Debug)]
 struct Received {
     started: Instant,
+    /// True while answers are held.
+    paused: watch::Sender<bool>,
     count: AtomicU64,
     first_us: AtomicU64,
     last_us: AtomicU64,
@@ -34,10 +45,23 @@ async fn answer(
     received: Arc<Received>,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
-    let creates = request.method() == hyper::Method::POST && request.uri().path().ends_with("/Messages.json");
+    let post = request.method() == hyper::Method::POST;
+    let creates = post && request.uri().path().ends_with("/Messages.json");
     let counting = request.uri().path() == "/bench/received";
+    let pausing = match request.uri().path() {
+        "/bench/pause" if post => Some(true),
+        "/bench/resume" if post => Some(false),
+        _ => None,
+    };
     let _ = request.into_body().collect().await;
-    let (status, body) = if creates {
+    if creates {
+        let mut paused = received.paused.subscribe();
+        let _ = tokio::time::timeout(MOST_HELD, paused.wait_for(|held| !held)).await;
+    }
+    let (status, body) = if let Some(pause) = pausing {
+        received.paused.send_replace(pause);
+        (200, format!(r#"{{"paused":{pause},"at_us":{}}}"#, received.started.elapsed().as_micros()))
+    } else if creates {
         let n = received.record();
         (
             201,
@@ -64,6 +88,7 @@ fn main() {
         std::env::args().nth(1).and_then(|a| a.parse().ok()).expect("usage: fake-twilio HOST:PORT");
     let received = Arc::new(Received {
         started: Instant::now(),
+        paused: watch::Sender::new(false),
         count: AtomicU64::new(0),
         first_us: AtomicU64::new(u64::MAX),
         last_us: AtomicU64::new(0),

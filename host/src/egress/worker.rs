@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
@@ -113,24 +114,50 @@ impl EgressWorker {
         }
     }
 
+    /// Takes and processes messages, one at a time, until `stop`. Once a
+    /// message's send is over, the next one is taken while the outcome is
+    /// settled, so both share one commit: a message costs one commit wait,
+    /// not two. The next message is not taken earlier, so it never waits
+    /// hidden behind a slow send.
     async fn run(&self, stop: CancellationToken) {
+        let mut next = None;
         while !stop.is_cancelled() {
-            match self.bus.take(&self.egress_topic, self.visibility).await {
-                Ok(Some(delivery)) => self.process(delivery, &stop).await,
-                Ok(None) => {
-                    stop.run_until_cancelled(tokio::time::sleep(IDLE_POLL)).await;
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %self.egress_topic, error = %e, "cannot take egress messages");
-                    stop.run_until_cancelled(tokio::time::sleep(BUS_PAUSE)).await;
-                }
-            }
+            let Some(delivery) = next.take() else {
+                next = self.take_next(&stop).await;
+                continue;
+            };
+            let (sent, send_over) = oneshot::channel();
+            let take_after_send = async {
+                // Fired when the send is over, or dropped when it never started.
+                let _ = send_over.await;
+                if stop.is_cancelled() { None } else { self.take_next(&stop).await }
+            };
+            (_, next) = tokio::join!(self.process(delivery, &stop, sent), take_after_send);
         }
+        if let Some(unsent) = next {
+            // Taken but not started: back at once, for another host or the next start.
+            self.settle(self.bus.retry_later(unsent.seq, Duration::ZERO).await, "release");
+        }
+    }
+
+    /// The oldest visible message; none after a pause when there is none or
+    /// the bus failed.
+    async fn take_next(&self, stop: &CancellationToken) -> Option<Delivery> {
+        match self.bus.take(&self.egress_topic, self.visibility).await {
+            Ok(Some(delivery)) => return Some(delivery),
+            Ok(None) => stop.run_until_cancelled(tokio::time::sleep(IDLE_POLL)).await,
+            Err(e) => {
+                tracing::warn!(topic = %self.egress_topic, error = %e, "cannot take egress messages");
+                stop.run_until_cancelled(tokio::time::sleep(BUS_PAUSE)).await
+            }
+        };
+        None
     }
 
     /// Sends one message and settles it: acknowledged, retried later, or
     /// dead-lettered; released at once when `stop` comes while it waits.
-    pub async fn process(&self, delivery: Delivery, stop: &CancellationToken) {
+    /// `sent` fires once the send is over.
+    async fn process(&self, delivery: Delivery, stop: &CancellationToken, sent: oneshot::Sender<()>) {
         let message: EgressMessage = match serde_json::from_slice(&delivery.payload) {
             Ok(message) => message,
             Err(e) => {
@@ -143,11 +170,18 @@ impl EgressWorker {
         let id = message.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
         let span =
             tracing::info_span!("egress", connector = %self.slot.config.name, id = %id, attempt = delivery.attempt);
-        self.send(&delivery, &id, message.to_wit(&id), stop).instrument(span).await;
+        self.send(&delivery, &id, message.to_wit(&id), stop, sent).instrument(span).await;
     }
 
     /// Checks the message with the connector, waits for its sender's rate, sends it.
-    async fn send(&self, delivery: &Delivery, id: &str, message: bindings::EgressMessage, stop: &CancellationToken) {
+    async fn send(
+        &self,
+        delivery: &Delivery,
+        id: &str,
+        message: bindings::EgressMessage,
+        stop: &CancellationToken,
+        sent: oneshot::Sender<()>,
+    ) {
         let current = self.slot.current();
         let plan = match current.check(&message).await {
             Ok(plan) => plan,
@@ -166,7 +200,9 @@ impl EgressWorker {
             // Shutting down before it was sent: give it back for another host (or the next start).
             None => return self.settle(self.bus.retry_later(delivery.seq, Duration::ZERO).await, "release"),
         }
-        match current.send(&message, delivery.attempt).await {
+        let outcome = current.send(&message, delivery.attempt).await;
+        let _ = sent.send(());
+        match outcome {
             Ok(accepted) => self.accepted(delivery, id, accepted).await,
             Err(CallFailure::Refused(SendError::Retry(hint))) => {
                 self.retry(delivery, id, hint.after_ms.map(Duration::from_millis), hint.reason).await
