@@ -257,8 +257,9 @@ impl Bus for SpoolingBus {
         self.inner.ack(seq)
     }
 
-    // Not spooled: the acknowledgement needs the bus anyway. Without it the
-    // message comes back, and its outcome is published then.
+    // Not spooled: the acknowledgement needs the bus anyway. A message the
+    // bus did not settle comes back after its visibility timeout and is
+    // handled again, its outcome published then.
     fn publish_and_ack<'a>(
         &'a self,
         topic: &'a str,

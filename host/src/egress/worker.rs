@@ -295,9 +295,7 @@ impl EgressWorker {
             return self.settle(self.bus.ack(seq).await, "ack");
         };
         let key = format!("{}:{}", event.id.as_deref().unwrap_or_default(), event.status);
-        // A status event has no map with non-string keys: serialising cannot fail.
-        let payload = serde_json::to_vec(event).unwrap_or_default();
-        if let Err(e) = self.bus.publish_and_ack(topic, Some(&key), payload.into(), seq).await {
+        if let Err(e) = self.bus.publish_and_ack(topic, Some(&key), record_payload(event), seq).await {
             tracing::error!(error = %e, "cannot publish the status event and acknowledge; the message will come back");
         }
     }
@@ -324,9 +322,7 @@ impl EgressWorker {
     /// for the log); false when the bus did not take it, and the message
     /// then comes back after its visibility timeout.
     async fn publish_record(&self, topic: &str, key: &str, record: &impl serde::Serialize, what: &str) -> bool {
-        // These records have no map with non-string keys: serialising cannot fail.
-        let payload = serde_json::to_vec(record).unwrap_or_default();
-        match self.bus.publish(topic, Some(key), payload.into()).await {
+        match self.bus.publish(topic, Some(key), record_payload(record)).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, "cannot publish the {what}; the message will come back");
@@ -340,6 +336,12 @@ impl EgressWorker {
             tracing::error!(error = %e, "bus {what} failed; the message will come back after its visibility timeout");
         }
     }
+}
+
+/// A record the worker publishes, as JSON.
+fn record_payload(record: &impl serde::Serialize) -> bytes::Bytes {
+    // These records have no map with non-string keys: serialising cannot fail.
+    serde_json::to_vec(record).unwrap_or_default().into()
 }
 
 fn status_event(id: &str, sid: Option<String>, status: &str, error: Option<&ProviderError>) -> StatusEvent {
