@@ -180,9 +180,8 @@ async fn sends_reuse_a_kept_connection_across_instances() {
 
 #[tokio::test]
 async fn nothing_listening_is_retryable() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    // Handed out by the harness's registry: no other test's server will take it.
+    let base = format!("http://{}", harness::free_addr());
     let mut harness = Harness::new();
     harness.with_twilio_at(&base);
     let connector = harness.load_twilio().await;

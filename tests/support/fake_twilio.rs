@@ -139,7 +139,10 @@ impl Drop for FakeTwilio {
 
 impl FakeTwilio {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // A port from the harness's registry, never the OS's next free one: a
+        // port another test was handed as "nothing listens here" must not
+        // become this fake, which answers anything unscripted with 201.
+        let listener = TcpListener::bind(crate::free_addr()).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Mutex::new(Shared::default()));
         let state = shared.clone();
