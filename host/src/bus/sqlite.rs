@@ -59,10 +59,13 @@ CREATE INDEX IF NOT EXISTS state_age ON state(updated_at);
 ";
 
 enum Op {
+    /// A publish, and with `ack` the acknowledgement of that taken message
+    /// in the same transaction (only once the publish went in).
     Publish {
         topic: String,
         key: Option<String>,
         payload: Bytes,
+        ack: Option<i64>,
         reply: oneshot::Sender<Result<Published, BusError>>,
     },
     Take {
@@ -73,14 +76,6 @@ enum Op {
     Ack {
         seq: i64,
         reply: oneshot::Sender<Result<(), BusError>>,
-    },
-    /// A publish and an acknowledgement in the same transaction.
-    PublishAndAck {
-        topic: String,
-        key: Option<String>,
-        payload: Bytes,
-        seq: i64,
-        reply: oneshot::Sender<Result<Published, BusError>>,
     },
     RetryLater {
         seq: i64,
@@ -229,7 +224,7 @@ impl Bus for SqliteBus {
         payload: Bytes,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         let (topic, key) = (topic.to_owned(), key.map(str::to_owned));
-        self.submit(move |reply| Op::Publish { topic, key, payload, reply })
+        self.submit(move |reply| Op::Publish { topic, key, payload, ack: None, reply })
     }
 
     fn take<'a>(&'a self, topic: &'a str, visibility: Duration) -> BoxFuture<'a, Result<Option<Delivery>, BusError>> {
@@ -249,7 +244,7 @@ impl Bus for SqliteBus {
         seq: i64,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         let (topic, key) = (topic.to_owned(), key.map(str::to_owned));
-        self.submit(move |reply| Op::PublishAndAck { topic, key, payload, seq, reply })
+        self.submit(move |reply| Op::Publish { topic, key, payload, ack: Some(seq), reply })
     }
 
     fn retry_later(&self, seq: i64, delay: Duration) -> BoxFuture<'_, Result<(), BusError>> {
@@ -421,18 +416,18 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>, pruning: &Pruning) {
 fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, pruning: &Pruning) -> Pending {
     let unavailable = |e: rusqlite::Error| BusError::Unavailable(e.to_string());
     match op {
-        Op::Publish { topic, key, payload, reply } => {
-            Pending::Publish(reply, insert(tx, &topic, key.as_deref(), &payload, now).map_err(unavailable))
+        Op::Publish { topic, key, payload, ack, reply } => {
+            let published = insert(tx, &topic, key.as_deref(), &payload, now);
+            let settled = match ack {
+                Some(seq) => published.and_then(|published| acknowledge(tx, seq).map(|()| published)),
+                None => published,
+            };
+            Pending::Publish(reply, settled.map_err(unavailable))
         }
         Op::Take { topic, visibility, reply } => {
             Pending::Take(reply, take_next(tx, topic, now, visibility).map_err(unavailable))
         }
         Op::Ack { seq, reply } => Pending::Unit(reply, acknowledge(tx, seq).map_err(unavailable)),
-        Op::PublishAndAck { topic, key, payload, seq, reply } => {
-            let published = insert(tx, &topic, key.as_deref(), &payload, now);
-            let acked = published.and_then(|published| acknowledge(tx, seq).map(|()| published));
-            Pending::Publish(reply, acked.map_err(unavailable))
-        }
         Op::RetryLater { seq, delay, reply } => Pending::Unit(
             reply,
             tx.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1 AND acked = 0")
@@ -533,7 +528,7 @@ fn fail_all(batch: Vec<Op>, reason: &str) {
     let error = || BusError::Unavailable(reason.to_owned());
     for op in batch {
         match op {
-            Op::Publish { reply, .. } | Op::PublishAndAck { reply, .. } => drop(reply.send(Err(error()))),
+            Op::Publish { reply, .. } => drop(reply.send(Err(error()))),
             Op::Take { reply, .. } => drop(reply.send(Err(error()))),
             Op::Ack { reply, .. } | Op::RetryLater { reply, .. } | Op::Prune { reply } | Op::Ping { reply } => {
                 drop(reply.send(Err(error())))
