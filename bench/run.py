@@ -86,7 +86,8 @@ class Server:
 
     def _spawn(self, port, data, extra_env):
         argv = self.command(port, data)
-        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **SERVICE_ENV, **(extra_env or {})}
+        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **SERVICE_ENV, **self.env,
+               **(extra_env or {})}
         env.setdefault("ADMIN_ADDR", f"127.0.0.1:{free_port()}")
         env.update({"LISTEN_ADDR": f"127.0.0.1:{port}", "DATA_DIR": str(data)})
         return spawn_listening(argv, port, data / "server.log", env)
@@ -143,19 +144,39 @@ def wait_for_port(port, process, log, timeout=120):
     sys.exit(f"bench: the server did not listen within {timeout} s")
 
 
-def sign(url, params):
+def sign(url, params, token=AUTH_TOKEN):
     """X-Twilio-Signature: HMAC-SHA1 over the URL and the sorted parameters."""
     data = url + "".join(k + params[k] for k in sorted(params))
-    return base64.b64encode(hmac.new(AUTH_TOKEN.encode(), data.encode(), hashlib.sha1).digest()).decode()
+    return base64.b64encode(hmac.new(token.encode(), data.encode(), hashlib.sha1).digest()).decode()
 
 
-def write_signatures(path, url, tag, count):
-    """`sid<TAB>signature` lines, every sid new (`SM` + tag + a counter)."""
+def write_signatures(path, url, tag, count, accounts=None):
+    """`sid<TAB>signature<TAB>account` lines, every sid new (`SM` + tag + a
+    counter); across `accounts` ((sid, token) pairs, each signing its own)
+    in turn, else all for the default account."""
+    accounts = accounts or [(ACCOUNT_SID, AUTH_TOKEN)]
     with open(path, "w") as out:
         for i in range(count):
             sid = f"SM{tag}{i:030x}"
-            params = dict(PARAMS, SmsMessageSid=sid, SmsSid=sid, MessageSid=sid)
-            out.write(f"{sid}\t{sign(url, params)}\n")
+            account, token = accounts[i % len(accounts)]
+            params = dict(PARAMS, SmsMessageSid=sid, SmsSid=sid, MessageSid=sid, AccountSid=account)
+            out.write(f"{sid}\t{sign(url, params, token)}\t{account}\n")
+
+
+# The accounts of the `service-10k` run: a directory of this many, the
+# webhooks spread across them, each signed with its own account's token.
+MANY_ACCOUNTS = 10_000
+
+
+def many_accounts():
+    return [(f"AC{i:032x}", f"{0xa11ce000 + i:032x}") for i in range(MANY_ACCOUNTS)]
+
+
+def write_accounts_dir(path):
+    """One folder per account, as Kubernetes mounts one Secret per account."""
+    for sid, token in many_accounts():
+        (path / sid).mkdir(parents=True)
+        (path / sid / "TWILIO_AUTH_TOKEN").write_text(token + "\n")
 
 
 def process_cpu_seconds(pid):
@@ -209,10 +230,10 @@ def measure(server, connections, args, files, port):
         data = Path(data)
         process = server.start(port, data)
         try:
-            wrk(port, files["warm"], connections, args.warmup)
+            wrk(port, files["warm" + server.signatures], connections, args.warmup)
             rss_idle = process_memory_mb(process.pid, "VmRSS")
             cpu_before = process_cpu_seconds(process.pid)
-            running = start_wrk(port, files["measure"], connections, args.seconds)
+            running = start_wrk(port, files["measure" + server.signatures], connections, args.seconds)
             [result], rss_peak = wait_sampling_rss([running], [process.pid])
             cpu = process_cpu_seconds(process.pid) - cpu_before
         finally:
@@ -417,11 +438,14 @@ def egress_lines(egress):
     ]
 
 
-def servers(release):
+def servers(release, accounts_dir):
     native = str(release / "native-baseline")
     return [
         Server("ingress-egress (sandboxed, SQLite bus, fsync)", "service",
                lambda port, data: [str(release / "ingress-egress"), "serve"], compiles=True),
+        Server(f"the same, {MANY_ACCOUNTS:,} accounts configured, webhooks across them", "service-10k",
+               lambda port, data: [str(release / "ingress-egress"), "serve"], compiles=True,
+               env={"TWILIO_ACCOUNTS_DIR": str(accounts_dir)}, signatures="-10k"),
         Server("Node 20 + express + twilio.webhook(), file", "node",
                lambda port, data: ["node", "bench/node/server.js", str(port), str(data / "envelopes.jsonl")]),
         Server("native Rust, SQLite bus (fsync)", "native-bus",
@@ -491,6 +515,12 @@ def targets(results):
         if c == 32:
             checks.append(("32 conns: p99 under 10 ms", service.latency_us[99.0] < 10_000,
                            f"{service.latency_us[99.0] / 1e3:.2f} ms"))
+        many = at("service-10k", c)
+        if many:
+            cost = many.cpu_us_per_request / service.cpu_us_per_request
+            checks.append((f"{c} conns: with {MANY_ACCOUNTS:,} accounts, at most 10% more CPU per webhook than one",
+                           cost <= 1.10, f"{cost:.2f}× ({cpu(many)} against {cpu(service)}; "
+                           f"{many.per_second / service.per_second:.2f}× the throughput)"))
         lines += [f"- {'met' if ok else '**missed**'}: {what} ({figure})" for what, ok, figure in checks]
     return "\n".join(lines) + "\n"
 
@@ -604,9 +634,10 @@ def costs(release):
         lines.append(f"- RSS of a first start, compiling the component (no compile cache): peak "
                      f"{max(COLD_START_RSS):.0f} MB; it stays near that afterwards (the allocator keeps the "
                      "compiler's memory), so a deployment whose data directory does not persist should expect it")
-    swap = subprocess.run(["cargo", "bench", "--locked", "-p", "bench", "--bench", "swap"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=1800)
-    lines += ["", "`cargo bench -p bench --bench swap`:", "", "```", *swap.stdout.strip().splitlines(), "```"]
+    for bench in ("swap", "accounts"):
+        run = subprocess.run(["cargo", "bench", "--locked", "-p", "bench", "--bench", bench], cwd=ROOT,
+                             capture_output=True, text=True, timeout=1800)
+        lines += ["", f"`cargo bench -p bench --bench {bench}`:", "", "```", *run.stdout.strip().splitlines(), "```"]
     return lines
 
 
@@ -616,7 +647,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each measurement")
     parser.add_argument("--connections", default="32,64", help="concurrency levels, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="rounds over all servers (median shown)")
-    parser.add_argument("--servers", default="", help="only these (service,node,native-bus,native-normal,native-file,native-memory)")
+    parser.add_argument("--servers", default="",
+                        help="only these (service,service-10k,node,native-bus,native-normal,native-file,native-memory)")
     parser.add_argument("--max-rate", type=int, default=70_000, help="requests/s the signature files are sized for")
     parser.add_argument("--no-egress", dest="egress", action="store_false", help="skip the egress comparison")
     parser.add_argument("--egress-fill", type=int, default=4, help="seconds of enqueueing before egress drains")
@@ -626,15 +658,22 @@ def main():
     parser.add_argument("--release-dir", type=Path, required=True, help="where the release binaries are")
     args = parser.parse_args()
     args.passed = [a for a in sys.argv[1:] if not a.startswith("--release-dir") and a != str(args.release_dir)]
-    chosen = [s for s in servers(args.release_dir) if not args.servers or s.short in args.servers.split(",")]
     port = free_port()
     url = f"http://127.0.0.1:{port}/twilio/messaging"
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-signatures-") as scratch:
+        chosen = [s for s in servers(args.release_dir, Path(scratch) / "accounts")
+                  if not args.servers or s.short in args.servers.split(",")]
         files = {"warm": Path(scratch) / "warm.tsv", "measure": Path(scratch) / "measure.tsv"}
         print(f"bench: signing {args.max_rate * (args.seconds + args.warmup):,} unique webhooks for {url}")
         write_signatures(files["warm"], url, "77", args.max_rate * args.warmup)
         write_signatures(files["measure"], url, "55", args.max_rate * args.seconds)
+        if any(s.short == "service-10k" for s in chosen):
+            print(f"bench: {MANY_ACCOUNTS:,} accounts, and webhooks signed across them")
+            write_accounts_dir(Path(scratch) / "accounts")
+            for name, tag, seconds in (("warm-10k", "7a", args.warmup), ("measure-10k", "5a", args.seconds)):
+                files[name] = Path(scratch) / f"{name}.tsv"
+                write_signatures(files[name], url, tag, args.max_rate * seconds, many_accounts())
         for round_number in range(args.rounds):
             for connections in (int(c) for c in args.connections.split(",")):
                 for server in chosen:

@@ -9,9 +9,10 @@
 use std::path::Path;
 
 use ingress_egress::config::{self, Env, Secrets};
-use twilio_connector::egress::{self, TransportFailure};
-use twilio_connector::envelope::{self, Context, Params};
-use twilio_connector::signature::{self, SignedContent};
+use twilio_connector::egress::message::classify_response;
+use twilio_connector::ingress::envelope::{self, Context, Params};
+use twilio_connector::ingress::signature::{self, SignedContent};
+use twilio_connector::shared::rest::{TransportFailure, classify_transport, redact_credentials};
 
 /// One target's check: panics when the input breaks the parser or a property.
 pub type Check = fn(&[u8]);
@@ -104,13 +105,13 @@ pub fn rest_response(data: &[u8]) {
     let credentials = ("SK00000000000000000000000000000002".to_owned(), SENTINELS[0].to_owned());
     let echoed = format!("{body}{}", SENTINELS[0]);
     for body in [body.as_bytes(), echoed.as_bytes()] {
-        let answer = egress::classify_response(status, Some(&retry_after), body);
+        let answer = classify_response(status, Some(&retry_after), body);
         if let Err(error) = answer {
-            let error = egress::redact_credentials(error, &credentials);
+            let error = redact_credentials(error, &credentials);
             assert!(!format!("{error:?}").contains(SENTINELS[0]), "a credential survived redaction");
         }
     }
-    let _ = egress::classify_transport(TransportFailure::AfterSending, body);
+    let _ = classify_transport(TransportFailure::AfterSending, body);
 }
 
 /// Any architecture.yaml: a configuration or a clear error, never a panic,

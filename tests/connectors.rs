@@ -71,3 +71,45 @@ fn the_probe_needs_its_own_secret_and_not_twilios() {
     assert!(error.contains("PROBE_KEY: malformed"), "{error}");
     assert!(!error.contains("not-a-probe-key"), "{error}");
 }
+
+/// The grants that let Twilio serve many accounts are generic: the probe
+/// reads its own credential sets and fills its own bounded cache the same
+/// way, and never sees Twilio's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_connector_has_credential_sets_and_a_cache_of_its_own() {
+    let mut harness = Harness::new();
+    harness.with_probe("probe", &[]);
+    let tenants = harness.dir.path().join("probe-tenants");
+    harness.env.set("PROBE_TENANTS_DIR", tenants.to_str().unwrap());
+    harness.add_account(
+        "AC00000000000000000000000000000d01",
+        &[("TWILIO_AUTH_TOKEN", "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1")],
+    );
+    std::fs::create_dir_all(tenants.join("tenant-1")).unwrap();
+    std::fs::write(tenants.join("tenant-1").join("PROBE_KEY"), "probe-key-1\n").unwrap();
+    let service = harness.start().await;
+    let public = service.public_addr;
+    let ask = |path: String| async move { post(public, &path, &[], Vec::new()).await.1 };
+
+    assert_eq!(ask("/probe/tenant?name=tenant-1".into()).await, "PROBE_KEY");
+    assert_eq!(ask("/probe/tenant?name=tenant-2".into()).await, "no such set");
+    let twilio_account = "/probe/tenant?name=AC00000000000000000000000000000d01";
+    assert_eq!(ask(twilio_account.into()).await, "no such set", "Twilio's accounts are Twilio's");
+    std::fs::create_dir_all(tenants.join("tenant-2")).unwrap();
+    std::fs::write(tenants.join("tenant-2").join("PROBE_KEY"), "probe-key-2\n").unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ask("/probe/tenant?name=tenant-2".into()).await != "PROBE_KEY" {
+        assert!(tokio::time::Instant::now() < deadline, "a set added is seen within seconds");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Its cache: filled once, then read; fetches bounded (a burst of 2, 1 a second, 1 at once).
+    assert_eq!(ask("/probe/cached?key=a".into()).await, "fetched");
+    assert_eq!(ask("/probe/cached?key=a".into()).await, "cached fetched-a");
+    let held = tokio::spawn(ask("/probe/cached?key=b&hold=1500".into()));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(ask("/probe/cached?key=b".into()).await, "in-flight", "one fetch per key at a time");
+    assert_eq!(ask("/probe/cached?key=c".into()).await, "exhausted", "one fetch at once, and the burst is spent");
+    assert_eq!(held.await.unwrap(), "fetched");
+    service.stop().await.unwrap();
+}

@@ -119,7 +119,7 @@ async fn rest_requests_satisfy_twilios_openapi() {
     accepted_but_for_prisms_form_arrays_at(harness::answer(connector.send(&template, 1).await), "PersistentAction");
 
     // Cancelling a scheduled message.
-    let canceled = harness::answer(connector.cancel("SM0123456789abcdef0123456789abcdef").await);
+    let canceled = harness::answer(connector.cancel(None, "SM0123456789abcdef0123456789abcdef").await);
     accepted(canceled);
 
     // Into a conversation of the configured service, and of the default service.
@@ -153,10 +153,10 @@ async fn prism_does_refuse_a_request_that_breaks_the_contract() {
 /// through the component against the fake): the query Twilio's list takes.
 #[tokio::test]
 async fn the_messages_list_lookup_satisfies_twilios_openapi() {
-    use twilio_connector::reconcile::{self, Expectation, Page};
+    use twilio_connector::egress::reconcile::{self, Expectation, Page};
 
     let api = Prism::start(spec("twilio_api_v2010.json"));
-    let settings = twilio_connector::egress::EgressSettings {
+    let settings = twilio_connector::egress::message::EgressSettings {
         account_sid: "AC0123456789abcdef0123456789abcdef".into(),
         credentials: ("AC0123456789abcdef0123456789abcdef".into(), "x".into()),
         api_base: api.base_url(),
@@ -192,6 +192,30 @@ async fn the_messages_list_lookup_satisfies_twilios_openapi() {
     assert_eq!(status, 422, "{body}");
 }
 
+/// The subaccount lookup (tests/accounts.rs runs it through the component
+/// against the fake): the parent's fetch of an account, and what its answer
+/// means, against Twilio's OpenAPI.
+#[tokio::test]
+async fn the_subaccount_lookup_satisfies_twilios_openapi() {
+    use twilio_connector::shared::accounts::{Decided, account_request, decide};
+
+    let api = Prism::start(spec("twilio_api_v2010.json"));
+    // Twilio's own example answers for ACaa…, owned by itself: asked as its own parent.
+    let example = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let credentials = ("SK0123456789abcdef0123456789abcdef".to_owned(), "x".to_owned());
+    let request = account_request(example, &api.base_url(), &credentials);
+    let (status, body) = to_prism(&api, &request).await;
+    assert!(request_kept_the_contract(status, &body, "the account fetch"), "{status} {body}");
+    assert_eq!(decide(status, body.as_bytes(), example, example), Decided::Subaccount("auth_token".into()));
+    assert!(matches!(
+        decide(status, body.as_bytes(), example, "AC0123456789abcdef0123456789abcdef"),
+        Decided::NotOurs(_)
+    ));
+    // The control: a sid that breaks the path's pattern is refused.
+    let (status, body) = to_prism(&api, &account_request("AC-not-a-sid", &api.base_url(), &credentials)).await;
+    assert_eq!(status, 422, "{body}");
+}
+
 /// Prism's verdict on a request: true for a 200, false for a 500 whose
 /// findings are all about the response (Twilio's own examples have relative
 /// page URIs and empty sids its formats refuse: not the request's fault);
@@ -211,13 +235,15 @@ fn request_kept_the_contract(status: u16, body: &str, what: &str) -> bool {
 }
 
 /// Sends a request the connector prepared to Prism; its status and body.
-async fn to_prism(prism: &Prism, request: &twilio_connector::egress::PreparedRequest) -> (u16, String) {
+async fn to_prism(prism: &Prism, request: &twilio_connector::shared::rest::PreparedRequest) -> (u16, String) {
     let addr = format!("127.0.0.1:{}", prism.port).parse().unwrap();
     let path = request.url.strip_prefix(&prism.base_url()).unwrap();
     let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     match request.verb {
-        twilio_connector::egress::Verb::Get => harness::get_with(addr, path, &headers).await,
-        twilio_connector::egress::Verb::Post => harness::post(addr, path, &headers, request.body().into_bytes()).await,
+        twilio_connector::shared::rest::Verb::Get => harness::get_with(addr, path, &headers).await,
+        twilio_connector::shared::rest::Verb::Post => {
+            harness::post(addr, path, &headers, request.body().into_bytes()).await
+        }
     }
 }
 
@@ -228,7 +254,7 @@ async fn to_prism(prism: &Prism, request: &twilio_connector::egress::PreparedReq
 /// component against the recording fake, and against twilio-python.)
 #[tokio::test]
 async fn wiring_requests_satisfy_twilios_openapi() {
-    use twilio_connector::wiring;
+    use twilio_connector::provisioning::wiring;
 
     let (api, conversations, messaging) = std::thread::scope(|s| {
         let api = s.spawn(|| Prism::start(spec("twilio_api_v2010.json")));

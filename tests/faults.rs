@@ -49,13 +49,14 @@ async fn a_5xx_storm_is_retried_with_backoff_and_sends_once_when_it_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_an_http_date_is_waited_for() {
     let fake = FakeTwilio::start().await;
+    let service = fast_retry_harness(&fake.base_url()).start().await;
     // Whole seconds, as an HTTP date has them; the same moment as an Instant.
+    // Taken once the service runs, so a slow start cannot eat into the wait.
     let now = SystemTime::now();
     let secs = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 5;
     let date = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
     let not_before = Instant::now() + date.duration_since(now).unwrap();
     fake.script([Reply::error(429, 20429, "Too Many Requests").with_header("Retry-After", &httpdate(date))]);
-    let service = fast_retry_harness(&fake.base_url()).start().await;
     enqueue(&service, &sms("dated")).await;
     assert_eq!(wait_for_messages(&service, "events.twilio.status", 1).await.len(), 1);
     let times = fake.received_at();

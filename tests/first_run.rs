@@ -268,3 +268,44 @@ async fn the_readmes_wire_command_works_as_written() {
     assert!(table.contains("https://hooks.example.com/twilio/conversations"), "{table}");
     assert!(fake.posts().is_empty(), "a dry run changes nothing");
 }
+
+/// The README's second-account lines, as written but for the accounts
+/// directory (a temporary one, as `TWILIO_ACCOUNTS_DIR` in the environment
+/// says): the folder is made while the service runs, and the `send` line
+/// goes out as that account, from its number, with its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_second_account_works_as_written() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let run = commands(&code_blocks(&readme, "Run it")[0]);
+    let second_terminal = commands(&code_blocks(&readme, "Run it")[1]);
+    let lines = commands(&code_blocks(&readme, "More Twilio accounts")[0]);
+
+    let fake = FakeTwilio::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("twilio-accounts");
+    let (public, admin, mut vars) = local_run(dir.path());
+    vars.extend([
+        ("TWILIO_API_BASE_URL", fake.base_url()),
+        ("TWILIO_CONVERSATIONS_BASE_URL", fake.base_url()),
+        ("TWILIO_ACCOUNTS_DIR", accounts.display().to_string()),
+    ]);
+    let mut server = start_serving(&run[0], &vars, &dir.path().join("serve.log"), public, admin).await;
+
+    let script = format!(
+        "shopt -s expand_aliases\n{}\n{}\n",
+        second_terminal[0],
+        lines.join("\n").replace("data/twilio-accounts", &accounts.display().to_string())
+    );
+    assert!(lines.concat().contains("data/twilio-accounts") && !script.contains("data/twilio-accounts"));
+    let id = run_line(&script, &vars, &dir.path().join("line.log"), |_| false).await.trim().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.posts().is_empty() {
+        assert!(Instant::now() < deadline, "the send never reached the fake Twilio");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = &fake.posts()[0];
+    assert_eq!(sent.path, "/2010-04-01/Accounts/AC11111111111111111111111111111111/Messages.json");
+    assert!(sent.form.contains(&("From".to_owned(), "+15005550007".to_owned())), "{:?}", sent.form);
+    stop_serving(&mut server).await;
+}

@@ -4,11 +4,8 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
 use harness::{ACCOUNT_SID, AUTH_TOKEN, Harness, Signature, messages, post_webhook};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// A small deterministic generator, so a failure can be replayed.
 struct XorShift(u64);
@@ -30,21 +27,6 @@ impl XorShift {
             &["a", "Z", "0", " ", "&", "=", "+", "%", "?", "/", "é", "ж", "😀", "\n", "'", "\"", "<", "€", "[", "~"];
         (0..self.next() % 24).map(|_| self.pick(PIECES)).collect()
     }
-}
-
-fn official(request: &Value) -> Value {
-    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/official/.venv/bin/python");
-    assert!(std::path::Path::new(python).exists(), "twilio-python is not installed: run scripts/setup");
-    let mut child = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/official/twilio_signatures.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[tokio::test]
@@ -79,7 +61,7 @@ async fn webhooks_signed_by_twilio_python_are_accepted() {
         "sign": cases.iter().map(|params| json!({"url": url, "params": params})).collect::<Vec<_>>(),
         "validate": [],
     });
-    let signatures = official(&request)["signatures"].as_array().unwrap().clone();
+    let signatures = harness::official::run(&request)["signatures"].as_array().unwrap().clone();
     for (params, signature) in cases.iter().zip(signatures) {
         let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (status, body) = post_webhook(
@@ -116,6 +98,6 @@ async fn webhooks_signed_by_simulate_validate_with_twilio_python() {
             json!({"url": format!("{base}{}", simulated.path_with_query), "params": params, "signature": signature}),
         );
     }
-    let answer = official(&json!({"token": AUTH_TOKEN, "sign": [], "validate": cases}));
+    let answer = harness::official::run(&json!({"token": AUTH_TOKEN, "sign": [], "validate": cases}));
     assert_eq!(answer["valid"], json!([true, true, true]));
 }

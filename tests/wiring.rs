@@ -140,7 +140,7 @@ async fn a_messaging_service_is_wired_instead_of_the_numbers() {
     let (fake, mut harness) = fake_and_harness().await;
     harness.env.set("TWILIO_MESSAGING_SERVICE_SID", SERVICE);
     let connector = harness.load_twilio().await;
-    let report = harness::answer(connector.wire(PUBLIC_URL, false).await).unwrap();
+    let report = harness::answer(connector.wire(None, PUBLIC_URL, false).await).unwrap();
     assert!(
         report.settings.iter().all(|s| matches!(s.state, SettingState::Wired | SettingState::Changed)),
         "{report:?}"
@@ -156,7 +156,7 @@ async fn a_messaging_service_is_wired_instead_of_the_numbers() {
             ])
         )
     );
-    let again = harness::answer(connector.inspect_wiring(None).await).unwrap();
+    let again = harness::answer(connector.inspect_wiring(None, None).await).unwrap();
     assert!(again.settings.iter().all(|s| s.state == SettingState::Wired), "{again:?}");
 }
 
@@ -166,15 +166,15 @@ async fn twilio_refusing_is_a_clear_error_without_credentials() {
     fake.edit_console(|c| c.numbers.clear());
     let connector = harness.load_twilio().await;
     // An account without numbers is said, not an error.
-    let report: WiringReport = harness::answer(connector.inspect_wiring(None).await).unwrap();
+    let report: WiringReport = harness::answer(connector.inspect_wiring(None, None).await).unwrap();
     assert!(report.warnings.iter().any(|w| w.contains("no incoming phone numbers")), "{report:?}");
     // Twilio's 404 for the Conversations service reaches the operator as Twilio's words.
     fake.edit_console(|c| c.conversations.clear());
-    let error = harness::answer(connector.wire(PUBLIC_URL, false).await).unwrap_err();
+    let error = harness::answer(connector.wire(None, PUBLIC_URL, false).await).unwrap_err();
     assert!(error.contains("conversations service") && error.contains("20404"), "{error}");
     assert!(!error.contains(API_SECRET), "{error}");
     // A bad public URL changes nothing.
-    let error = harness::answer(connector.wire("hooks.example.com", false).await).unwrap_err();
+    let error = harness::answer(connector.wire(None, "hooks.example.com", false).await).unwrap_err();
     assert!(error.contains("public URL"), "{error}");
     assert!(fake.posts().is_empty());
 }
@@ -225,10 +225,10 @@ async fn wire_sends_what_twilio_python_sends_for_the_same_change() {
 
     // Numbers and Conversations, then the Messaging Service.
     let connector = harness.load_twilio().await;
-    harness::answer(connector.wire(PUBLIC_URL, false).await).unwrap();
+    harness::answer(connector.wire(None, PUBLIC_URL, false).await).unwrap();
     harness.env.set("TWILIO_MESSAGING_SERVICE_SID", SERVICE);
     let with_service = harness.load_twilio().await;
-    harness::answer(with_service.wire(PUBLIC_URL, false).await).unwrap();
+    harness::answer(with_service.wire(None, PUBLIC_URL, false).await).unwrap();
 
     let ours: Vec<Recorded> = ours.received();
     let theirs = official_requests(&theirs, &["onMessageAdd", "onMessageAdded"]);
@@ -245,4 +245,32 @@ async fn wire_sends_what_twilio_python_sends_for_the_same_change() {
         paths
     };
     assert_eq!(paths(&ours), paths(&theirs), "the same resources, read and updated at the same URLs");
+}
+
+/// `--account` works on that account, with its own credentials and path;
+/// `--all-accounts` on the default account and then every directory account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiring_works_per_account_and_across_all_accounts() {
+    use base64::Engine as _;
+    let (fake, mut harness) = fake_and_harness().await;
+    let other = "AC00000000000000000000000000000d01";
+    harness.add_account(other, &[("TWILIO_AUTH_TOKEN", "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1")]);
+    let listing = |account: &str| format!("/2010-04-01/Accounts/{account}/IncomingPhoneNumbers.json");
+
+    let (output, text) =
+        run(&harness, &["twilio", "wire", "--account", other, "--public-url", PUBLIC_URL, "--dry-run"]);
+    assert!(output.status.success(), "{text}");
+    let reads: Vec<Recorded> = fake.received();
+    assert!(reads.iter().all(|r| r.path.starts_with(&listing(other))), "only that account's numbers: {reads:?}");
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{other}:d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1"));
+    assert_eq!(reads[0].header("authorization"), Some(format!("Basic {basic}").as_str()), "its own token");
+    assert!(posts(&fake).is_empty(), "a dry run changes nothing");
+
+    let (_, text) = run(&harness, &["twilio", "status", "--all-accounts"]);
+    assert!(text.contains("== account (default)") && text.contains(&format!("== account {other}")), "{text}");
+    let paths: Vec<String> = fake.received().into_iter().map(|r| r.path).collect();
+    assert!(paths.iter().any(|p| p.starts_with(&listing(ACCOUNT_SID))), "{paths:?}");
+
+    let (output, text) = run(&harness, &["twilio", "status", "--account", "AC00000000000000000000000000000bad"]);
+    assert!(!output.status.success() && text.contains("not one this service serves"), "{text}");
 }

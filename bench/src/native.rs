@@ -108,7 +108,7 @@ impl Baseline {
 
     /// Twilio's signature, computed by the connector's own code (natively).
     fn signed(&self, url: &str, params: &[(String, String)], signature: &str) -> bool {
-        let expected = twilio_connector::signature::compute(self.auth_token.as_bytes(), url, params);
+        let expected = twilio_connector::ingress::signature::compute(self.auth_token.as_bytes(), url, params);
         expected.as_bytes().ct_eq(signature.as_bytes()).into()
     }
 

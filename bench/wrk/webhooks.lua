@@ -1,6 +1,7 @@
 -- wrk script for bench/run: signed inbound-SMS webhooks, each with its own
 -- MessageSid, never replayed. bench/run writes the signatures beforehand
--- (`sid<TAB>signature` lines, signed for this server's URL); each wrk thread
+-- (`sid<TAB>signature<TAB>account` lines, signed for this server's URL by
+-- that account's token); each wrk thread
 -- takes every Nth line. When a thread runs out it asks for
 -- /bench-exhausted, which every server answers 404: the run is then marked
 -- as too short for the server's speed instead of replaying a sid.
@@ -28,7 +29,7 @@ function init(args)
     n = n + 1
   end
   prefix = "ToCountry=US&NumMedia=0&SmsStatus=received&Body=Hello%2C+this+is+a+benchmark+message"
-    .. "&To=%2B15005550006&NumSegments=1&AccountSid=AC0123456789abcdef0123456789abcdef"
+    .. "&To=%2B15005550006&NumSegments=1"
     .. "&From=%2B14155550100&ApiVersion=2010-04-01&FromCity=SAN+FRANCISCO"
 end
 
@@ -38,8 +39,8 @@ function request()
     return wrk.format("GET", "/bench-exhausted")
   end
   next_line = next_line + 1
-  local sid, signature = line:match("^(%S+)\t(%S+)$")
-  local body = prefix .. "&SmsMessageSid=" .. sid .. "&SmsSid=" .. sid .. "&MessageSid=" .. sid
+  local sid, signature, account = line:match("^(%S+)\t(%S+)\t(%S+)$")
+  local body = prefix .. "&AccountSid=" .. account .. "&SmsMessageSid=" .. sid .. "&SmsSid=" .. sid .. "&MessageSid=" .. sid
   return wrk.format("POST", "/twilio/messaging", {
     ["Content-Type"] = "application/x-www-form-urlencoded",
     ["X-Twilio-Signature"] = signature,

@@ -11,13 +11,16 @@
 //! - [`config`]: architecture.yaml, the environment and secret files → typed
 //!   config, one section per capability.
 //! - [`service`]: `serve`: the bus, the connectors, then the list of
-//!   capabilities that run until shutdown.
+//!   capabilities that run until shutdown; [`lifecycle`] is the shape they
+//!   share.
 //!
 //! Connectors:
 //! - [`runtime`]: the wasmtime engine and linker, connector instances, their
 //!   pools, grants and compile cache.
 //! - [`connectors`]: the loaded connectors by name, their routes, hot swaps.
 //! - [`watch`]: swaps a connector in when its component file changes.
+//! - [`tenancy`]: what lets a connector serve many tenants: credential sets
+//!   from a watched directory, and a bounded cache with bounded fetches.
 //! - [`bundled`]: the components built into this binary.
 //!
 //! Traffic:
@@ -42,11 +45,13 @@ pub mod client;
 pub mod config;
 pub mod connectors;
 pub mod egress;
+pub mod lifecycle;
 pub mod messages;
 pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod tenancy;
 pub mod watch;
 
 /// Components built into this binary by the build script.

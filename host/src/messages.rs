@@ -279,6 +279,9 @@ pub struct EgressMessage {
     /// for a repeatable one), checked by the connector.
     #[serde(default)]
     pub options: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The provider account that sends it (the connector's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_sid: Option<String>,
 }
 
 /// A provider template and the values of its placeholders.
@@ -330,6 +333,7 @@ impl EgressMessage {
                 .iter()
                 .flat_map(|(name, value)| option_texts(value).into_iter().map(move |text| (name.clone(), text)))
                 .collect(),
+            account: self.account_sid.clone(),
         }
     }
 }

@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,21 +16,12 @@ use crate::bus::{self, Bus};
 use crate::config::ServiceConfig;
 use crate::connectors::Connectors;
 use crate::egress::Egress;
+use crate::lifecycle::Capability;
 use crate::runtime::Runtime;
 use crate::server::{AppState, Server};
 use crate::telemetry::metrics::MetricsUpkeep;
+use crate::tenancy::{CredentialSets, SetWatcher};
 use crate::watch::ComponentWatcher;
-
-/// A part of the service that runs until shutdown: the listeners, the egress
-/// workers, the component watcher, the spool drainer, the metrics upkeep.
-pub trait Capability: Send {
-    /// For logs.
-    fn name(&self) -> &'static str;
-
-    /// Spawns the capability's tasks on `tasks`. They end on their own once
-    /// `stop` is cancelled, finishing (within their own bounds) what is under way.
-    fn start(self: Box<Self>, tasks: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()>;
-}
 
 /// A service started in this process.
 #[derive(Debug)]
@@ -102,6 +92,7 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
         Box::new(SpoolDrainer::new(spool, real_bus, &config.spool)),
         Box::new(Egress::new(&state.connectors, config.limits.call_timeout)),
         Box::new(ComponentWatcher::new(&config.watch, state.connectors.clone())),
+        Box::new(SetWatcher::new(&config.watch, credential_sets(&state.connectors))),
         Box::new(server),
     ];
     let tasks = TaskTracker::new();
@@ -113,6 +104,15 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
         }
     }
     Ok(RunningService { public_addr, admin_addr, metrics_addr, state, stop, tasks })
+}
+
+/// Each connector's credential sets, to be watched.
+fn credential_sets(connectors: &Connectors) -> Vec<(String, Arc<CredentialSets>)> {
+    connectors
+        .slots()
+        .iter()
+        .filter_map(|slot| Some((slot.config.name.clone(), slot.grants().credential_sets.clone()?)))
+        .collect()
 }
 
 /// Compiles and instantiates the enabled connectors, saying which were skipped.
@@ -166,10 +166,4 @@ async fn wait_for_signal(connectors: &Connectors) {
             }
         }
     }
-}
-
-/// Sleeps for `period` unless `stop` comes first; false once stopped. The
-/// shape of every periodic capability's loop.
-pub async fn tick(period: Duration, stop: &CancellationToken) -> bool {
-    stop.run_until_cancelled(tokio::time::sleep(period)).await.is_some()
 }

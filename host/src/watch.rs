@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ComponentSource, WatchConfig};
 use crate::connectors::{ConnectorSlot, Connectors};
-use crate::service::Capability;
+use crate::lifecycle::Capability;
 
 /// The watcher capability: one debounced watcher over the directories of
 /// every file-backed connector.
@@ -30,7 +30,7 @@ pub struct ComponentWatcher {
 }
 
 /// The running notify backend (kernel or polling); dropping it stops it.
-type Backend = Box<dyn std::any::Any + Send>;
+pub(crate) type Backend = Box<dyn std::any::Any + Send>;
 
 impl ComponentWatcher {
     /// A watcher for `connectors`, as configured (it may be disabled).
@@ -109,29 +109,41 @@ fn watch_directories(
     changes: mpsc::UnboundedSender<Vec<PathBuf>>,
 ) -> anyhow::Result<Backend> {
     let dirs: Vec<&Path> = files.keys().filter_map(|file| file.parent()).collect();
+    watch_paths(config, &dirs, RecursiveMode::NonRecursive, changes)
+}
+
+/// Watches `dirs` (with `mode`), debounced: the kernel's notifications, or
+/// polling where they fail or `config` asks for it. Each settled batch of
+/// changed paths goes to `changes`; dropping the backend stops it.
+pub(crate) fn watch_paths(
+    config: &WatchConfig,
+    dirs: &[&Path],
+    mode: RecursiveMode,
+    changes: mpsc::UnboundedSender<Vec<PathBuf>>,
+) -> anyhow::Result<Backend> {
     let handler = |changes: mpsc::UnboundedSender<Vec<PathBuf>>| {
         move |result: DebounceEventResult| match result {
             Ok(events) => {
                 let _ = changes.send(events.into_iter().map(|event| event.path).collect());
             }
-            Err(error) => tracing::warn!(%error, "component watcher error"),
+            Err(error) => tracing::warn!(%error, "file watcher error"),
         }
     };
     let debounce = Config::default().with_timeout(config.settle).with_batch_mode(true);
     if !config.polling {
         let native = new_debouncer_opt::<_, RecommendedWatcher>(debounce.clone(), handler(changes.clone()))
-            .and_then(|mut debouncer| watch_all(debouncer.watcher(), &dirs).map(|()| debouncer));
+            .and_then(|mut debouncer| watch_all(debouncer.watcher(), dirs, mode).map(|()| debouncer));
         match native {
             Ok(debouncer) => return Ok(Box::new(debouncer)),
-            Err(error) => tracing::warn!(%error, "kernel file notifications unavailable; polling component files"),
+            Err(error) => tracing::warn!(%error, "kernel file notifications unavailable; polling instead"),
         }
     }
     let polling = debounce.with_notify_config(notify::Config::default().with_poll_interval(config.settle));
     let mut debouncer = new_debouncer_opt::<_, PollWatcher>(polling, handler(changes))?;
-    watch_all(debouncer.watcher(), &dirs)?;
+    watch_all(debouncer.watcher(), dirs, mode)?;
     Ok(Box::new(debouncer))
 }
 
-fn watch_all(watcher: &mut dyn Watcher, dirs: &[&Path]) -> notify::Result<()> {
-    dirs.iter().try_for_each(|dir| watcher.watch(dir, RecursiveMode::NonRecursive))
+fn watch_all(watcher: &mut dyn Watcher, dirs: &[&Path], mode: RecursiveMode) -> notify::Result<()> {
+    dirs.iter().try_for_each(|dir| watcher.watch(dir, mode))
 }

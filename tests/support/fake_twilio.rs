@@ -121,6 +121,8 @@ struct Shared {
     connections: u64,
     /// The numbers, services and configuration `twilio wire` works on.
     console: crate::fake_console::Console,
+    /// Subaccounts `GET /2010-04-01/Accounts/{Sid}.json` knows: sid → (owner, Auth Token).
+    subaccounts: std::collections::BTreeMap<String, (String, String)>,
 }
 
 /// The fake; stops when dropped.
@@ -142,7 +144,16 @@ impl FakeTwilio {
         // A port from the harness's registry, never the OS's next free one: a
         // port another test was handed as "nothing listens here" must not
         // become this fake, which answers anything unscripted with 201.
-        let listener = TcpListener::bind(crate::free_addr()).await.expect("bind");
+        // The port was free when handed out; another process (an outgoing
+        // connection's source port) may have taken it since: take another.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(crate::free_addr()).await {
+                Ok(listener) => break listener,
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && tries < 20 => tries += 1,
+                Err(error) => panic!("bind: {error}"),
+            }
+        };
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Mutex::new(Shared::default()));
         let state = shared.clone();
@@ -205,6 +216,26 @@ impl FakeTwilio {
         self.shared.lock().expect("lock").console.clone()
     }
 
+    /// Makes `sid` a subaccount of `owner` with Auth Token `token`, as the
+    /// Accounts API shows it to its owner (None: removes it, a closed one).
+    pub fn set_subaccount(&self, sid: &str, owner: &str, token: Option<&str>) {
+        let mut shared = self.shared.lock().expect("lock");
+        match token {
+            Some(token) => shared.subaccounts.insert(sid.to_owned(), (owner.to_owned(), token.to_owned())),
+            None => shared.subaccounts.remove(sid),
+        };
+    }
+
+    /// The account fetches it answered (every `GET /2010-04-01/Accounts/{Sid}.json`).
+    pub fn account_fetches(&self) -> Vec<Recorded> {
+        self.received()
+            .into_iter()
+            .filter(|r| {
+                r.method == "GET" && r.path.starts_with("/2010-04-01/Accounts/") && r.path.matches('/').count() == 3
+            })
+            .collect()
+    }
+
     /// When each request of [`Self::received`] arrived.
     pub fn received_at(&self) -> Vec<std::time::Instant> {
         self.shared.lock().expect("lock").received_at.clone()
@@ -257,6 +288,8 @@ async fn answer(
         shared.received_at.push(std::time::Instant::now());
         if method == "GET" && path.contains("/Messages.json") {
             list(&shared, &path)
+        } else if let Some(reply) = account(&shared, &method, &path) {
+            reply
         } else if let Some(reply) = shared.console.answer(&method, &path, &form) {
             reply
         } else {
@@ -282,6 +315,27 @@ async fn answer(
         Ending::ResetAfter(n) | Ending::StallAfter(n) => body.slice(..n.min(body.len())),
     };
     Ok(response.body(ScriptedBody { first: Some(first), ending: reply.ending }).expect("response"))
+}
+
+/// `GET /2010-04-01/Accounts/{Sid}.json`: a known subaccount as Twilio shows
+/// it to its owner (`auth_token` included), else Twilio's 404 (20404).
+fn account(shared: &Shared, method: &str, path: &str) -> Option<Reply> {
+    let sid = path.strip_prefix("/2010-04-01/Accounts/")?.strip_suffix(".json")?;
+    if method != "GET" || sid.contains('/') {
+        return None;
+    }
+    Some(match shared.subaccounts.get(sid) {
+        Some((owner, token)) => Reply::json(
+            200,
+            &serde_json::json!({
+                "sid": sid, "owner_account_sid": owner, "auth_token": token, "status": "active",
+                "type": "Full", "friendly_name": "a customer", "uri": path,
+                "date_created": "Thu, 30 Jul 2015 20:00:00 +0000", "date_updated": "Thu, 30 Jul 2015 20:00:00 +0000",
+            })
+            .to_string(),
+        ),
+        None => Reply::error(404, 20404, "The requested resource was not found"),
+    })
 }
 
 /// Keeps a message the reply says was created, as Twilio's list would show it.

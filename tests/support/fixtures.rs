@@ -80,6 +80,7 @@ pub fn egress_sms(id: &str) -> EgressMessage {
         send_at: None,
         validity_seconds: None,
         options: vec![],
+        account: None,
     }
 }
 
@@ -99,6 +100,7 @@ pub fn egress_to_conversation(id: &str, conversation: &str, body: &str) -> Egres
         send_at: None,
         validity_seconds: None,
         options: vec![],
+        account: None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod fake_console;
 pub mod fake_twilio;
 pub mod fixtures;
 pub mod nats;
+pub mod official;
 pub mod outage;
 pub mod prism;
 pub mod s3;
@@ -150,6 +151,25 @@ impl Harness {
         self
     }
 
+    /// The directory of more accounts (`TWILIO_ACCOUNTS_DIR`), in the
+    /// temporary directory; it does not exist until an account is added.
+    pub fn accounts_dir(&mut self) -> PathBuf {
+        let dir = self.dir.path().join("twilio-accounts");
+        self.env.set("TWILIO_ACCOUNTS_DIR", dir.to_str().expect("utf-8 path"));
+        dir
+    }
+
+    /// Adds (or changes) account `sid` in the accounts directory with `files`
+    /// (name → content), as Kubernetes mounts a Secret.
+    pub fn add_account(&mut self, sid: &str, files: &[(&str, &str)]) -> &mut Self {
+        let folder = self.accounts_dir().join(sid);
+        std::fs::create_dir_all(&folder).expect("account folder");
+        for (name, value) in files {
+            std::fs::write(folder.join(name), format!("{value}\n")).expect("account file");
+        }
+        self
+    }
+
     /// Starts the service on another bus (a failing one, say).
     pub async fn start_with_bus(&self, bus: std::sync::Arc<dyn ingress_egress::bus::Bus>) -> RunningService {
         ingress_egress::service::start(self.config(), Some(bus)).await.expect("service starts")
@@ -176,6 +196,18 @@ fn probe_entry(path: &str, hosts: &str) -> String {
           hosts: [{hosts}]
         egress:
           initial_backoff_ms: 10
+        credential_sets:
+          dir: probe-tenants
+          dir_variable: PROBE_TENANTS_DIR
+          values: [PROBE_KEY]
+          required: [PROBE_KEY]
+        cache:
+          max_entries: 100
+          fetches_per_second: 1
+          fetch_burst: 2
+          concurrent_fetches: 1
+        variables:
+          PROBE_TENANTS_DIR: {{ format: text }}
 "
     )
 }
@@ -322,6 +354,9 @@ pub const SERVICE_VARS: &[&str] = &[
     "ADMIN_TOKEN",
     "METRICS_ADDR",
     "NATS_TOKEN",
+    "TWILIO_ACCOUNTS_DIR",
+    "TWILIO_SUBACCOUNTS",
+    "PROBE_TENANTS_DIR",
 ];
 
 impl Harness {

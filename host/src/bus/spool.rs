@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{BoxFuture, Bus, BusError, Delivery, Published, StateEntry, StateWrite, Stored};
 use crate::config::SpoolConfig;
-use crate::service::Capability;
+use crate::lifecycle::Capability;
 use crate::telemetry::metrics;
 
 /// Entries republished per round.
@@ -331,7 +331,7 @@ impl Capability for SpoolDrainer {
     fn start(self: Box<Self>, tasks: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
         let stop = stop.clone();
         tasks.spawn(async move {
-            while crate::service::tick(self.interval, &stop).await {
+            while crate::lifecycle::tick(self.interval, &stop).await {
                 if self.spool.depth() == 0 {
                     continue;
                 }

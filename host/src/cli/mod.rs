@@ -115,6 +115,9 @@ pub struct TokenArgs {
     /// Lifetime in seconds (1 to 86400; default 3600).
     #[arg(long)]
     pub ttl: Option<u32>,
+    /// The provider account the token is for (default: the connector's default account).
+    #[arg(long)]
+    pub account: Option<String>,
     /// The connector to ask (default: the only one enabled).
     #[arg(long)]
     pub connector: Option<String>,
@@ -144,6 +147,9 @@ pub struct SendArgs {
     /// Your own id for the message (default: a new UUID); status events name it.
     #[arg(long)]
     pub id: Option<String>,
+    /// The provider account that sends it (default: the connector's default account).
+    #[arg(long)]
+    pub account: Option<String>,
     /// Which connector; the only one when absent.
     #[arg(long)]
     pub connector: Option<String>,
@@ -271,7 +277,7 @@ fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
                     (false, None) => println!("connector {}: disabled", connector.name),
                 }
             }
-            Ok(())
+            check_credential_sets(&config)
         }
         Err(ConfigError::Invalid(problems)) => {
             for problem in &problems {
@@ -281,6 +287,29 @@ fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Lists each enabled connector's credential sets by name (never a value),
+/// and fails naming every malformed folder by path and setting.
+fn check_credential_sets(config: &ServiceConfig) -> anyhow::Result<()> {
+    let mut problems = 0;
+    for connector in config.enabled_connectors() {
+        let Some(sets_config) = &connector.credential_sets else { continue };
+        let sets = crate::tenancy::CredentialSets::load(sets_config.clone());
+        let names = sets.names();
+        println!("connector {}: {} credential set(s) in {}", connector.name, names.len(), sets.dir().display());
+        for name in names {
+            println!("  {name}");
+        }
+        for problem in sets.summary().problems {
+            println!("{problem}");
+            problems += 1;
+        }
+    }
+    if problems > 0 {
+        anyhow::bail!("{problems} credential set problem(s); the other sets are usable");
+    }
+    Ok(())
 }
 
 /// Loads the connectors in this process, for commands that call one directly.
@@ -306,7 +335,7 @@ async fn token(config: ServiceConfig, args: TokenArgs) -> anyhow::Result<()> {
     use crate::runtime::bindings::{TokenError, TokenRequest};
     let connectors = local_connectors(&config).await?;
     let slot = pick(&connectors, args.connector.as_deref())?;
-    let request = TokenRequest { identity: args.identity, ttl_seconds: args.ttl };
+    let request = TokenRequest { identity: args.identity, ttl_seconds: args.ttl, account: args.account };
     let token = slot.current().issue_token(&request).await.map_err(|failure| {
         refusal(failure, |e| match e {
             TokenError::InvalidRequest(reason) => format!("invalid request: {reason}"),
@@ -334,6 +363,7 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
         send_at: None,
         validity_seconds: None,
         options: Default::default(),
+        account_sid: args.account,
     };
     let id = crate::egress::enqueue(slot, message).await?;
     println!("{id}");

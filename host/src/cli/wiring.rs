@@ -7,6 +7,7 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use super::{local_connectors, pick, refusal};
 use crate::config::ServiceConfig;
+use crate::runtime::Connector;
 use crate::runtime::bindings::{SettingState, WiringReport};
 
 /// A connector's own commands: point the provider's webhooks at this service, or show where they point.
@@ -33,6 +34,8 @@ struct WireArgs {
     /// Print what would change and change nothing.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    accounts: AccountArgs,
 }
 
 /// `status`.
@@ -41,6 +44,28 @@ struct StatusArgs {
     /// Compare with this URL (default: the connector's own setting, e.g. TWILIO_WEBHOOK_BASE_URL).
     #[arg(long)]
     public_url: Option<String>,
+    #[command(flatten)]
+    accounts: AccountArgs,
+}
+
+/// Which of the provider's accounts a command acts on.
+#[derive(Debug, Clone, Args)]
+struct AccountArgs {
+    /// One account (a credential set's name, e.g. an Account SID); the default account when absent.
+    #[arg(long, conflicts_with = "all_accounts")]
+    account: Option<String>,
+    /// The default account, then every account of the connector's credential sets.
+    #[arg(long)]
+    all_accounts: bool,
+}
+
+impl ConnectorCommand {
+    fn accounts(&self) -> &AccountArgs {
+        match self {
+            Self::Wire(args) => &args.accounts,
+            Self::Status(args) => &args.accounts,
+        }
+    }
 }
 
 /// Whether `name` (the first word of an unknown command) is a connector of
@@ -75,25 +100,43 @@ pub async fn run(config: ServiceConfig, words: Vec<String>) -> anyhow::Result<()
         }
     };
     let connectors = local_connectors(&config).await?;
-    let connector = pick(&connectors, Some(&name))?.current();
-    let report = match &cli.command {
-        ConnectorCommand::Wire(args) => connector.wire(&args.public_url, args.dry_run).await,
-        ConnectorCommand::Status(args) => connector.inspect_wiring(args.public_url.as_deref()).await,
+    let slot = pick(&connectors, Some(&name))?;
+    let accounts: Vec<Option<String>> = match cli.command.accounts() {
+        AccountArgs { all_accounts: true, .. } => std::iter::once(None)
+            .chain(slot.grants().credential_sets.iter().flat_map(|sets| sets.names()).map(Some))
+            .collect(),
+        AccountArgs { account, .. } => vec![account.clone()],
+    };
+    let mut unsettled = 0;
+    for account in &accounts {
+        if accounts.len() > 1 {
+            println!("== account {}", account.as_deref().unwrap_or("(default)"));
+        }
+        unsettled += run_for(&slot.current(), &cli.command, account.as_deref()).await?;
+    }
+    match (&cli.command, unsettled) {
+        (_, 0) | (ConnectorCommand::Wire(WireArgs { dry_run: true, .. }), _) => Ok(()),
+        (ConnectorCommand::Wire(_), n) => anyhow::bail!("{n} setting(s) could not be wired (see the notes above)"),
+        (ConnectorCommand::Status(_), n) => {
+            anyhow::bail!("{n} setting(s) do not point at this service (`wire` changes them)")
+        }
+    }
+}
+
+/// Runs the command for one account and prints its report; returns how many
+/// settings are not where the command wants them.
+async fn run_for(connector: &Connector, command: &ConnectorCommand, account: Option<&str>) -> anyhow::Result<usize> {
+    let report = match command {
+        ConnectorCommand::Wire(args) => connector.wire(account, &args.public_url, args.dry_run).await,
+        ConnectorCommand::Status(args) => connector.inspect_wiring(account, args.public_url.as_deref()).await,
     }
     .map_err(|failure| refusal(failure, |reason| reason))?;
     print!("{}", render(&report));
-    let unsettled = |wanted: fn(&SettingState) -> bool| report.settings.iter().filter(|s| !wanted(&s.state)).count();
-    match cli.command {
-        ConnectorCommand::Wire(args) if args.dry_run => Ok(()),
-        ConnectorCommand::Wire(_) => match unsettled(|s| matches!(s, SettingState::Wired | SettingState::Changed)) {
-            0 => Ok(()),
-            n => anyhow::bail!("{n} setting(s) could not be wired (see the notes above)"),
-        },
-        ConnectorCommand::Status(_) => match unsettled(|s| matches!(s, SettingState::Wired)) {
-            0 => Ok(()),
-            n => anyhow::bail!("{n} setting(s) do not point at this service (`wire` changes them)"),
-        },
-    }
+    let settled: fn(&SettingState) -> bool = match command {
+        ConnectorCommand::Wire(_) => |s| matches!(s, SettingState::Wired | SettingState::Changed),
+        ConnectorCommand::Status(_) => |s| matches!(s, SettingState::Wired),
+    };
+    Ok(report.settings.iter().filter(|s| !settled(&s.state)).count())
 }
 
 /// The report as an aligned table, then the notes and the warnings.

@@ -9,6 +9,7 @@ mod format;
 mod schema;
 mod secret;
 mod sections;
+mod tenancy;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,10 @@ pub use secret::Secret;
 pub use sections::{
     BusConfig, BusUrl, MetricsConfig, NatsConfig, ServerConfig, SpoolConfig, StreamRetention, StreamSpec, WatchConfig,
 };
+pub use tenancy::{CacheConfig, CredentialSetsConfig};
+
+/// The stream a connector consumes egress messages from: a work queue.
+pub const EGRESS_STREAM: &str = "egress";
 
 /// The service this host runs, as named in architecture.yaml.
 pub const SERVICE_NAME: &str = "ingress-egress";
@@ -263,6 +268,10 @@ pub struct ConnectorConfig {
     pub egress: EgressConfig,
     /// Its blob store, when it is granted one.
     pub blobs: Option<BlobsConfig>,
+    /// Its credential sets (one per tenant), when it is granted them.
+    pub credential_sets: Option<CredentialSetsConfig>,
+    /// Its in-memory cache, when it is granted one.
+    pub cache: Option<CacheConfig>,
 }
 
 /// The whole service, resolved: one section per capability.
@@ -415,7 +424,10 @@ fn resolve(
         .into_iter()
         .map(|(name, mut def)| {
             let blobs = def.blobs.take().map(|blobs| blobs::resolve(&name, blobs, &data_dir, secret_source, problems));
-            ConnectorConfig { blobs, ..resolve_connector(name, def, &relative, env, secret_source, problems) }
+            ConnectorConfig {
+                blobs,
+                ..resolve_connector(name, def, &relative, env, secret_source, secrets_dir.as_deref(), problems)
+            }
         })
         .collect();
     check_topics_have_streams(&bus, &connectors, problems);
@@ -463,6 +475,7 @@ fn resolve_connector(
     relative: &dyn Fn(&str) -> PathBuf,
     env: &Env,
     secret_source: Option<SecretSource<'_>>,
+    secrets_dir: Option<&Path>,
     problems: &mut Problems,
 ) -> ConnectorConfig {
     let component = resolve_component(&name, &def.component, relative, env);
@@ -477,6 +490,11 @@ fn resolve_connector(
         }
     }
     let outbound_hosts = resolve_outbound(&def.outbound, &variables.values);
+    let declared = tenancy::Declarations { secrets: &def.secrets, variables: &def.variables };
+    let credential_sets = def
+        .credential_sets
+        .map(|sets| tenancy::resolve_credential_sets(&name, sets, &declared, &variables.values, secrets_dir, problems));
+    let cache = def.cache.as_ref().map(|cache| tenancy::resolve_cache(&name, cache, problems));
     ConnectorConfig {
         name,
         enabled,
@@ -489,6 +507,8 @@ fn resolve_connector(
         outbound_hosts,
         egress: resolve_egress(&def.egress),
         blobs: None,
+        credential_sets,
+        cache,
     }
 }
 
@@ -512,9 +532,7 @@ fn check_topics_have_streams(bus: &BusConfig, connectors: &[ConnectorConfig], pr
             let name = format!("{}.topics.{role}", connector.name);
             match bus.stream_of(topic) {
                 None => problems.add(name, format!("no stream holds {topic} (see `streams`)")),
-                Some(stream)
-                    if role == crate::egress::EGRESS_STREAM && stream.retention != StreamRetention::WorkQueue =>
-                {
+                Some(stream) if role == EGRESS_STREAM && stream.retention != StreamRetention::WorkQueue => {
                     problems.add(name, format!("{topic} is in stream {}, which is not a work queue", stream.name))
                 }
                 Some(_) => {}

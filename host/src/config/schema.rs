@@ -143,6 +143,44 @@ pub struct ConnectorDef {
     /// The blob store it may keep fetched bytes in; absent, none is granted.
     #[serde(default)]
     pub blobs: Option<BlobsDef>,
+    /// Named sets of its secrets and settings read from a directory (one
+    /// tenant each); absent, none is granted.
+    #[serde(default)]
+    pub credential_sets: Option<CredentialSetsDef>,
+    /// A bounded in-memory cache with bounded fetches; absent, none is granted.
+    #[serde(default)]
+    pub cache: Option<CacheDef>,
+}
+
+/// A connector's credential sets (`credential_sets:`): one folder per set,
+/// one file per value, named as the connector's own secrets and variables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSetsDef {
+    /// The directory, relative to `secrets_dir` unless absolute.
+    pub dir: String,
+    /// A variable of the connector whose value, when set, is the directory instead.
+    #[serde(default)]
+    pub dir_variable: Option<String>,
+    /// A regular expression every folder name must match.
+    #[serde(default)]
+    pub name_pattern: Option<String>,
+    /// The files a folder may hold: names of the connector's secrets and variables.
+    pub values: Vec<String>,
+    /// The files every folder must hold.
+    #[serde(default)]
+    pub required: Vec<String>,
+}
+
+/// A connector's cache (`cache:`) and the bounds on what it may fetch to fill it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheDef {
+    pub max_entries: Option<u64>,
+    pub max_ttl_seconds: Option<u64>,
+    pub fetches_per_second: Option<u32>,
+    pub fetch_burst: Option<u32>,
+    pub concurrent_fetches: Option<u32>,
 }
 
 /// A connector's blob store (`blobs:`): content-addressed files under

@@ -285,3 +285,46 @@ fn blobs_go_to_data_dir_media_unless_a_bucket_is_named_with_both_keys_or_neither
         ["connectors.acme.blobs.s3.bucket", "connectors.acme.blobs.s3.endpoint"]
     );
 }
+
+/// `credential_sets:` and `cache:` for `acme`, appended to its entry.
+fn with_tenancy(extra: &str) -> String {
+    ARCHITECTURE.replace(
+        "        outbound:\n",
+        &format!(
+            "        credential_sets:\n          dir: acme-tenants\n          dir_variable: ACME_TENANTS_DIR\n{extra}        outbound:\n"
+        ),
+    ).replace("          ACME_API_BASE_URL: { format: url }\n", "          ACME_API_BASE_URL: { format: url }\n          ACME_TENANTS_DIR: { format: text }\n")
+}
+
+#[test]
+fn credential_sets_take_their_shapes_from_the_connectors_own_declarations() {
+    let text = with_tenancy(
+        "          name_pattern: \"^AB[0-9a-f]{16}$\"\n          values: [ACME_TOKEN, ACME_SENDER]\n          required: [ACME_TOKEN]\n        cache: { max_entries: 50, fetches_per_second: 3 }\n",
+    );
+    let mut env = full_env();
+    env.set("SECRETS_DIR", "/run/secrets");
+    let config = load(&text, &env);
+    let acme = &config.connectors[0];
+    let sets = acme.credential_sets.as_ref().expect("granted");
+    assert_eq!(sets.dir, Path::new("/run/secrets/acme-tenants"), "under secrets_dir by default");
+    assert_eq!(sets.values.keys().collect::<Vec<_>>(), ["ACME_SENDER", "ACME_TOKEN"]);
+    assert!(sets.values["ACME_TOKEN"][0].check("0123456789abcdef").is_ok());
+    assert!(sets.values["ACME_TOKEN"][0].check("nope").is_err(), "the secret's own pattern");
+    let cache = acme.cache.as_ref().expect("granted");
+    assert_eq!((cache.max_entries, cache.fetches_per_second), (50, 3));
+    assert_eq!(cache.concurrent_fetches, CacheConfig::default().concurrent_fetches);
+    env.set("ACME_TENANTS_DIR", "/elsewhere/tenants");
+    let moved = load(&text, &env);
+    assert_eq!(moved.connectors[0].credential_sets.as_ref().unwrap().dir, Path::new("/elsewhere/tenants"));
+}
+
+#[test]
+fn credential_sets_may_hold_only_declared_values() {
+    let text = with_tenancy(
+        "          values: [ACME_TOKEN, ACME_UNDECLARED]\n          required: [ACME_SENDER]\n        cache: { max_entries: 0 }\n",
+    );
+    let found = names(problems(&text, &full_env()));
+    assert!(found.contains(&"acme.credential_sets.values".to_owned()), "{found:?}");
+    assert!(found.contains(&"acme.credential_sets.required".to_owned()), "{found:?}");
+    assert!(found.contains(&"acme.cache.max_entries".to_owned()), "{found:?}");
+}

@@ -16,12 +16,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::BusError;
 use crate::connectors::{ConnectorSlot, Connectors};
+use crate::lifecycle::Capability;
 use crate::messages::EgressMessage;
 use crate::runtime::CallFailure;
-use crate::service::Capability;
 
-/// The stream a connector consumes egress messages from.
-pub const EGRESS_STREAM: &str = "egress";
+pub use crate::config::EGRESS_STREAM;
 /// Where the outcome of each message is published.
 pub const STATUS_STREAM: &str = "status";
 /// Where messages that will not be sent go, with the reason.

@@ -11,6 +11,10 @@ wasmtime::component::bindgen!({
     imports: {
         // `reveal` returns a secret: never traced, not even at TRACE level.
         "platform:connector/secrets.reveal": async | trappable,
+        // A credential set is secrets too; a cached value may be one.
+        "platform:connector/credential-sets.reveal": async | trappable,
+        "platform:connector/cache.get": async | trappable,
+        "platform:connector/cache.put": async | trappable,
         // `store` carries whole media files: not traced either.
         "platform:connector/blobs.store": async | trappable,
         default: async | trappable | tracing,
@@ -24,6 +28,7 @@ wasmtime::component::bindgen!({
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        "platform:connector/cache.fetch-leave": crate::tenancy::FetchLeave,
     },
     require_store_data_send: true,
 });

@@ -279,40 +279,60 @@ impl Connector {
         CallFailure::flatten(result)
     }
 
-    /// Cancels a scheduled message by the provider's id, when the component
-    /// exports `message-control`.
-    pub async fn cancel(&self, provider_message_id: &str) -> Result<Accepted, CallFailure<SendError>> {
+    /// Cancels a scheduled message by the provider's id (sent by `account`,
+    /// the default one when none), when the component exports `message-control`.
+    pub async fn cancel(
+        &self,
+        account: Option<&str>,
+        provider_message_id: &str,
+    ) -> Result<Accepted, CallFailure<SendError>> {
         let indices = self.optional.control.as_ref().ok_or(CallFailure::NotExported("message-control"))?;
         let result = self
             .with_instance("cancel", async |warm| {
                 let control = indices.load(&mut warm.store, &warm.instance)?;
-                control.platform_connector_message_control().call_cancel(&mut warm.store, provider_message_id).await
+                control
+                    .platform_connector_message_control()
+                    .call_cancel(&mut warm.store, account, provider_message_id)
+                    .await
             })
             .await;
         CallFailure::flatten(result)
     }
 
-    /// What the provider's webhooks point at now, compared with `public_url`,
-    /// when the component exports `provisioning`.
-    pub async fn inspect_wiring(&self, public_url: Option<&str>) -> Result<WiringReport, CallFailure<String>> {
+    /// What `account`'s webhooks (the default account's when none) point at
+    /// now, compared with `public_url`, when the component exports `provisioning`.
+    pub async fn inspect_wiring(
+        &self,
+        account: Option<&str>,
+        public_url: Option<&str>,
+    ) -> Result<WiringReport, CallFailure<String>> {
         let indices = self.optional.provisioning.as_ref().ok_or(CallFailure::NotExported("provisioning"))?;
         let result = self
             .with_instance("inspect-wiring", async |warm| {
                 let provisioning = indices.load(&mut warm.store, &warm.instance)?;
-                provisioning.platform_connector_provisioning().call_inspect(&mut warm.store, public_url).await
+                provisioning.platform_connector_provisioning().call_inspect(&mut warm.store, account, public_url).await
             })
             .await;
         CallFailure::flatten(result)
     }
 
-    /// Points the provider's webhooks at `public_url` (with `dry_run`, only
-    /// says what would change), when the component exports `provisioning`.
-    pub async fn wire(&self, public_url: &str, dry_run: bool) -> Result<WiringReport, CallFailure<String>> {
+    /// Points `account`'s webhooks (the default account's when none) at
+    /// `public_url` (with `dry_run`, only says what would change), when the
+    /// component exports `provisioning`.
+    pub async fn wire(
+        &self,
+        account: Option<&str>,
+        public_url: &str,
+        dry_run: bool,
+    ) -> Result<WiringReport, CallFailure<String>> {
         let indices = self.optional.provisioning.as_ref().ok_or(CallFailure::NotExported("provisioning"))?;
         let result = self
             .with_instance("wire", async |warm| {
                 let provisioning = indices.load(&mut warm.store, &warm.instance)?;
-                provisioning.platform_connector_provisioning().call_wire(&mut warm.store, public_url, dry_run).await
+                provisioning
+                    .platform_connector_provisioning()
+                    .call_wire(&mut warm.store, account, public_url, dry_run)
+                    .await
             })
             .await;
         CallFailure::flatten(result)

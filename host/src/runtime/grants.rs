@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::bus::Bus;
 use crate::config::{ConnectorConfig, Secret};
+use crate::tenancy::{CredentialSets, FetchCache};
 
 /// A connector's grants, shared by all its instances.
 #[derive(Debug)]
@@ -26,6 +27,10 @@ pub struct Grants {
     pub events: Arc<EventNames>,
     /// Its blob store, when granted (`blobs:`).
     pub blobs: Option<crate::blobs::BlobStore>,
+    /// Its credential sets, when granted (`credential_sets:`).
+    pub credential_sets: Option<Arc<CredentialSets>>,
+    /// Its in-memory cache, when granted (`cache:`).
+    pub cache: Option<Arc<FetchCache>>,
 }
 
 /// The distinct event names one connector may count: a bounded set, so a
@@ -54,9 +59,12 @@ impl EventNames {
 }
 
 impl Grants {
-    /// The grants `config` declares; fails when its blob store cannot be opened.
+    /// The grants `config` declares (its credential sets read now); fails
+    /// when its blob store cannot be opened.
     pub fn new(config: &ConnectorConfig, bus: Arc<dyn Bus>) -> Result<Self, crate::blobs::OpenError> {
         let blobs = config.blobs.as_ref().map(crate::blobs::BlobStore::open).transpose()?;
+        let credential_sets = config.credential_sets.clone().map(|sets| Arc::new(CredentialSets::load(sets)));
+        let cache = config.cache.as_ref().map(|cache| Arc::new(FetchCache::new(&config.name, cache)));
         Ok(Self {
             connector: config.name.clone(),
             secrets: config.secrets.clone(),
@@ -66,6 +74,8 @@ impl Grants {
             bus,
             events: Arc::default(),
             blobs,
+            credential_sets,
+            cache,
         })
     }
 }

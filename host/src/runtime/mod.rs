@@ -132,9 +132,13 @@ fn pooled_engine(limits: &Limits) -> anyhow::Result<Engine> {
 
 /// The platform's own interfaces (the WASI ones are linked by their crates).
 fn link_host_interfaces(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
-    use bindings::platform::connector::{blobs, bus, config, log, metrics, secrets, state, types};
+    use bindings::platform::connector::{
+        blobs, bus, cache, config, credential_sets, log, metrics, secrets, state, types,
+    };
     types::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     secrets::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
+    credential_sets::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
+    cache::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     config::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     bus::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     log::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;

@@ -8,16 +8,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::StoreLimits;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::platform::connector::{
-    blobs, bus, config, log, metrics as counters, secrets, state as memory, types,
+    blobs, bus, cache, config, credential_sets, log, metrics as counters, secrets, state as memory, types,
 };
 use super::grants::Grants;
 use crate::bus::PublishRefused;
 use crate::telemetry::metrics;
+use crate::tenancy::{FetchLeave, FetchRefused};
 
 /// Store data for one instance.
 pub struct InstanceState {
@@ -144,6 +145,57 @@ impl secrets::Host for InstanceState {
             SecretRefused::NotGranted => secrets::SecretError::NotGranted,
             SecretRefused::NotSet => secrets::SecretError::NotSet,
         })
+    }
+}
+
+impl credential_sets::Host for InstanceState {
+    async fn reveal(&mut self, name: String) -> wasmtime::Result<Option<Vec<(String, String)>>> {
+        let Some(sets) = &self.grants.credential_sets else { return Ok(None) };
+        Ok(sets
+            .reveal(&name)
+            .map(|values| values.iter().map(|(key, value)| (key.clone(), value.reveal().to_owned())).collect()))
+    }
+
+    async fn names(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.grants.credential_sets.as_ref().map(|sets| sets.names()).unwrap_or_default())
+    }
+}
+
+impl cache::Host for InstanceState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<cache::Cached>> {
+        let Some(cache) = &self.grants.cache else { return Ok(None) };
+        Ok(cache.get(&key).map(|(value, age)| cache::Cached {
+            value: value.to_string(),
+            age_seconds: u32::try_from(age.as_secs()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn put(&mut self, key: String, value: String, ttl_seconds: u32) -> wasmtime::Result<()> {
+        if let Some(cache) = &self.grants.cache {
+            cache.put(key, value, Duration::from_secs(u64::from(ttl_seconds)));
+        }
+        Ok(())
+    }
+
+    async fn begin_fetch(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<FetchLeave>, cache::FetchRefused>> {
+        // Without a cache there is nowhere to keep what a fetch finds: none is granted.
+        let Some(cache) = &self.grants.cache else { return Ok(Err(cache::FetchRefused::Exhausted)) };
+        match cache.begin_fetch(&key) {
+            Ok(leave) => Ok(Ok(self.table.push(leave)?)),
+            Err(FetchRefused::InFlight) => Ok(Err(cache::FetchRefused::InFlight)),
+            Err(FetchRefused::Exhausted) => Ok(Err(cache::FetchRefused::Exhausted)),
+        }
+    }
+}
+
+impl cache::HostFetchLeave for InstanceState {
+    async fn drop(&mut self, leave: Resource<FetchLeave>) -> wasmtime::Result<()> {
+        // Dropping the leave gives it back.
+        self.table.delete(leave)?;
+        Ok(())
     }
 }
 

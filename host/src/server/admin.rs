@@ -43,6 +43,19 @@ pub struct ConnectorView {
     pub issues_tokens: bool,
     /// Whether it exports the webhook simulator.
     pub simulates_webhooks: bool,
+    /// Its credential sets as last read, when it is granted them.
+    #[serde(default)]
+    pub credential_sets: Option<CredentialSetsView>,
+}
+
+/// A connector's credential sets in `GET /admin/connectors`: how many, and
+/// the folders left out, by path and setting (never a value).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CredentialSetsView {
+    /// Sets loaded.
+    pub loaded: usize,
+    /// `path: what is wrong`, one per problem.
+    pub problems: Vec<String>,
 }
 
 /// A component that was refused: when (Unix seconds) and why.
@@ -96,6 +109,9 @@ pub struct TokenBody {
     /// Lifetime in seconds (the connector's default when absent).
     #[serde(default)]
     pub ttl: Option<u32>,
+    /// The provider account it is for (the connector's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_sid: Option<String>,
 }
 
 /// …and answers.
@@ -187,6 +203,13 @@ fn view(slot: &ConnectorSlot) -> ConnectorView {
         swap_count: status.swaps,
         last_refusal: status.last_refusal.map(|(at, reason)| Refusal { at, reason }),
         issues_tokens: current.issues_tokens(),
+        credential_sets: slot.grants().credential_sets.as_ref().map(|sets| {
+            let summary = sets.summary();
+            CredentialSetsView {
+                loaded: summary.loaded,
+                problems: summary.problems.iter().map(ToString::to_string).collect(),
+            }
+        }),
         simulates_webhooks: current.simulates_webhooks(),
     }
 }
@@ -264,7 +287,7 @@ async fn token(state: &AppState, request: Request<Incoming>) -> Response<Body> {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let request = TokenRequest { identity: body.identity, ttl_seconds: body.ttl };
+    let request = TokenRequest { identity: body.identity, ttl_seconds: body.ttl, account: body.account_sid };
     match slot.current().issue_token(&request).await {
         Ok(token) => json(
             StatusCode::OK,

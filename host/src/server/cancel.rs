@@ -25,14 +25,16 @@ pub struct Canceled {
     pub status: String,
 }
 
-/// Asks the connector to cancel message `id`: 200 when canceled, 404 when
+/// Asks the connector to cancel message `id` (sent by the account named by
+/// `?account_sid=`, the default one when absent): 200 when canceled, 404 when
 /// the provider does not know it, 409 when it can no longer be canceled.
 pub async fn cancel(state: &AppState, request: &Request<Incoming>, id: &str) -> Response<Body> {
     let slot = match super::admin::pick(state, request) {
         Ok(slot) => slot,
         Err(response) => return response,
     };
-    match slot.current().cancel(id).await {
+    let account = super::query_param(request, "account_sid");
+    match slot.current().cancel(account.as_deref(), id).await {
         Ok(accepted) => json(
             StatusCode::OK,
             &Canceled { provider_message_id: accepted.provider_message_id, status: accepted.status },

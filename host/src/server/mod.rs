@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::bus::Bus;
 use crate::config::ServiceConfig;
 use crate::connectors::Connectors;
-use crate::service::Capability;
+use crate::lifecycle::Capability;
 use admission::{AcceptErrors, Admission};
 
 /// Response bodies: what a component streams, or a buffer the host wrote.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::MetricsConfig;
-use crate::service::Capability;
+use crate::lifecycle::Capability;
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
@@ -69,7 +69,7 @@ impl Capability for MetricsUpkeep {
         let handle = install();
         let stop = stop.clone();
         tasks.spawn(async move {
-            while crate::service::tick(self.interval, &stop).await {
+            while crate::lifecycle::tick(self.interval, &stop).await {
                 handle.run_upkeep();
             }
         });
@@ -106,6 +106,19 @@ fn describe() {
     describe_gauge!("spool_oldest_seconds", Unit::Seconds, "How long the oldest spooled publish has waited.");
     describe_counter!("spool_spooled_total", "Publishes the bus did not take in time, written to the spool.");
     describe_counter!("spool_drained_total", "Spooled publishes republished on the bus.");
+    describe_gauge!(
+        "connector_credential_sets",
+        "Credential sets (tenants) a connector has loaded from its directory."
+    );
+    describe_gauge!(
+        "connector_credential_set_problems",
+        "Folders of a connector's credential-set directory left out as malformed."
+    );
+    describe_gauge!("connector_cache_entries", "Entries in a connector's in-memory cache.");
+    describe_counter!(
+        "connector_cache_fetches_total",
+        "Leave to fetch a cache entry from the provider, by outcome: granted, in-flight (another fetches it), exhausted (rate or concurrency bound)."
+    );
 }
 
 /// Exports at 0 the series the alerts and the dashboard in
@@ -223,6 +236,22 @@ pub fn connections_open(open: usize) {
 /// An accept that failed (the listener backs off before the next).
 pub fn accept_error() {
     counter!("accept_errors_total").increment(1);
+}
+
+/// How many credential sets a connector has, and how many folders were left out.
+pub fn credential_sets(connector: &str, loaded: usize, problems: usize) {
+    gauge!("connector_credential_sets", "connector" => connector.to_owned()).set(loaded as f64);
+    gauge!("connector_credential_set_problems", "connector" => connector.to_owned()).set(problems as f64);
+}
+
+/// The entries in a connector's cache.
+pub fn cache_entries(connector: &str, entries: usize) {
+    gauge!("connector_cache_entries", "connector" => connector.to_owned()).set(entries as f64);
+}
+
+/// One request for leave to fetch: `granted`, `in-flight` or `exhausted`.
+pub fn cache_fetch(connector: &str, outcome: &'static str) {
+    counter!("connector_cache_fetches_total", "connector" => connector.to_owned(), "outcome" => outcome).increment(1);
 }
 
 /// An event a connector counted (its name checked by the caller).

@@ -3,8 +3,8 @@
 //! reaches another host. A conditional write settles two callbacks that
 //! arrive at once: one wins, the other reads again and decides again.
 
+use crate::ingress::status_order;
 use crate::platform::connector::state::{self, StateError};
-use crate::status_order;
 
 /// Attempts before giving up when other writers keep moving the key.
 const ATTEMPTS: usize = 4;
@@ -37,7 +37,7 @@ pub fn record(sid: &str, status: &str, at: &str) -> Result<Recorded, String> {
     }
     let key = format!("status.{sid}");
     for _ in 0..ATTEMPTS {
-        let current = state::get(&key).map_err(crate::state_error_text)?;
+        let current = state::get(&key).map_err(crate::shared::state_error_text)?;
         let (previous, before_previous) = current.as_ref().map(|e| parse(&e.value)).unzip();
         match previous.as_deref() {
             Some(previous) if !status_order::moves_forward(previous, status) => return Ok(Recorded::Backward),
@@ -49,7 +49,7 @@ pub fn record(sid: &str, status: &str, at: &str) -> Result<Recorded, String> {
         match state::put(&key, &value, current.map(|e| e.revision)) {
             Ok(_) => return Ok(Recorded::Forward(previous)),
             Err(StateError::Conflict) => continue,
-            Err(error) => return Err(crate::state_error_text(error)),
+            Err(error) => return Err(crate::shared::state_error_text(error)),
         }
     }
     Err(format!("the status of {sid} kept changing while it was recorded"))

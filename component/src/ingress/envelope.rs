@@ -5,7 +5,7 @@
 //! this code does not know are never an error.
 
 use crate::platform::connector::types::{Attribute, Channel, IngressEnvelope, Media, StatusEvent};
-use crate::segments;
+use crate::shared::segments;
 
 /// The platform's name for this connector's messages.
 pub const SOURCE: &str = "twilio";
@@ -22,7 +22,7 @@ pub struct Context {
 /// The Media Content Service's base URL for an edge and region as Twilio's
 /// libraries name them; its region is `us1` unless one is set.
 pub fn media_content_base(edge: Option<&str>, region: Option<&str>) -> String {
-    crate::egress::product_base("mcs", edge, Some(region.unwrap_or("us1")))
+    crate::shared::rest::product_base("mcs", edge, Some(region.unwrap_or("us1")))
 }
 
 /// A webhook that cannot be turned into an envelope.
@@ -158,7 +158,7 @@ pub fn status_callback(
         provider_message_id: Some(sid.to_owned()),
         status: status.to_owned(),
         error_code,
-        error_class: error_code.map(|code| crate::errors::class_of(Some(code), None)),
+        error_class: error_code.map(|code| crate::shared::errors::class_of(Some(code), None)),
         previous_status: None,
         error_message: params.get("ErrorMessage").map(str::to_owned),
         account: params.get("AccountSid").map(str::to_owned),

@@ -1,43 +1,79 @@
-//! Sends a message, settling an earlier ambiguous attempt first (the why and
-//! the rules are in [`crate::reconcile`]). The state store remembers where each
-//! ambiguous message stands, so any host, after any restart, goes on from there;
-//! Twilio's Messages list says whether the message exists.
+//! One attempt at sending one egress message, start to end, in one place:
+//! the account that sends it, the message checked once, WhatsApp's window,
+//! the request, the call, and, when an earlier attempt was ambiguous, its
+//! reconciliation first (the why and the rules are in
+//! [`crate::egress::reconcile`]). The state store remembers where each
+//! ambiguous message stands, so any host, after any restart, goes on from
+//! there; Twilio's Messages list says whether the message exists.
 
 use sha2::Digest as _;
 
-use crate::clock;
-use crate::egress::{self, Destination, EgressSettings};
-use crate::outbound;
+use crate::egress::message::{self, Destination, EgressSettings, local_reject};
+use crate::egress::reconcile::{self, Decision, Expectation, How, Lookup, Pending, Settled, Stage};
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::state::{self, StateError};
 use crate::platform::connector::types::{
     Accepted, EgressMessage, ErrorClass, ProviderError, Reconciliation, RetryHint, SendError,
 };
-use crate::reconcile::{self, Decision, Expectation, How, Lookup, Pending, Settled, Stage};
+use crate::shared::accounts::Lookup::{Found, Refused, Unavailable, Unknown};
+use crate::shared::accounts::{self, Account, AccountKind};
+use crate::shared::rest::{self, PreparedRequest};
+use crate::shared::{clock, http, settings, whatsapp_window};
 
 /// Options under which Twilio rewrites the body, so it cannot be compared.
 const BODY_REWRITING_OPTIONS: [&str; 2] = ["ShortenUrls", "SmartEncoded"];
+
+/// What the host asks before it takes a message and before each send: the
+/// message's rate key, or why it can never be sent. The key names the
+/// account too, so two accounts' senders never share a pace. An account
+/// that cannot be looked up now is not a refusal: the send decides.
+pub fn check(message: &EgressMessage) -> Result<String, String> {
+    let (senders, scope) = match accounts::resolve(message.account.as_deref()) {
+        Found(account) if account.kind == AccountKind::Default => (account.senders, None),
+        Found(account) => (account.senders, Some(account.sid)),
+        Unknown => return Err(unknown_account(message)),
+        // Only a subaccount is looked up, and a subaccount has no default sender.
+        Unavailable(_) | Refused(_) => (Default::default(), message.account.clone()),
+    };
+    let rate_key = message::check(message, &senders)?.rate_key();
+    Ok(match scope {
+        Some(account) => format!("{account}:{rate_key}"),
+        None => rate_key,
+    })
+}
+
+fn unknown_account(message: &EgressMessage) -> String {
+    format!(
+        "account {} is not one this service sends for (no credential set, and not a subaccount of the default account)",
+        message.account.as_deref().unwrap_or_default()
+    )
+}
 
 /// Sends `message` (its `attempt`-th time), reconciling first when an earlier
 /// attempt was ambiguous. Conversation messages, and all messages when
 /// `TWILIO_RECONCILE_SECONDS` is 0, are sent as they are: an ambiguous
 /// outcome is then final.
-pub fn send(message: &EgressMessage, attempt: u32, settings: &EgressSettings) -> Result<Accepted, SendError> {
-    let request = egress::prepare(message, settings)?;
-    let what = format!("send {}", message.id);
-    let bound = crate::settings::reconcile_seconds();
-    // `prepare` checked the message: one with `to` goes to an address, through the Messages API.
-    let reconcilable = message.to.is_some();
-    if bound == 0 || !reconcilable {
-        return outbound::post(&what, &request, settings);
+pub fn send(message: &EgressMessage, attempt: u32) -> Result<Accepted, SendError> {
+    let account = sending_account(message.account.as_deref(), || unknown_account(message))?;
+    let settings = settings::egress_settings(&account).map_err(configuration)?;
+    let destination = message::check(message, &settings.senders).map_err(local_reject)?;
+    if let Some(refusal) = whatsapp_window::refusal(message, &destination, &account) {
+        return Err(refusal);
     }
+    let expect = expectation(message, &destination);
+    let request = message::request_for(message, destination, &settings);
+    let what = format!("send {}", message.id);
+    let bound = settings::reconcile_seconds();
+    let Some(expect) = expect.filter(|_| bound > 0) else {
+        return post(&what, &request, &settings);
+    };
     let key = state_key("reconcile", &message.id);
     // A first attempt has no earlier one to settle: no lookup on the common path.
     if attempt > 1 {
         match state::get(&key) {
             Ok(Some(entry)) => {
                 if let Ok(pending) = serde_json::from_str::<Pending>(&entry.value) {
-                    let sending = Sending { message, settings, request: &request };
+                    let sending = Sending { message, settings: &settings, request: &request, expect };
                     return settle(&sending, &Record { key, revision: entry.revision, pending, bound });
                 }
             }
@@ -45,23 +81,64 @@ pub fn send(message: &EgressMessage, attempt: u32, settings: &EgressSettings) ->
             Err(error) => {
                 return Err(wait(
                     1000,
-                    &format!("cannot read where the message stands: {}", crate::state_error_text(error)),
+                    &format!("cannot read where the message stands: {}", crate::shared::state_error_text(error)),
                 ));
             }
         }
     }
     let started_ms = clock::unix_millis();
-    match outbound::post(&what, &request, settings) {
+    match post(&what, &request, &settings) {
         Err(SendError::Ambiguous(error)) => begin(&key, started_ms, error, bound),
         outcome => outcome,
     }
 }
 
-/// The message being sent, and its request.
+/// Cancels a scheduled message of `account`: `POST …/Messages/{Sid}.json`
+/// with `Status=canceled`, as Twilio's API has it.
+pub fn cancel(account: Option<&str>, sid: &str) -> Result<Accepted, SendError> {
+    let account =
+        sending_account(account, || format!("account {} is not one this service serves", account.unwrap_or_default()))?;
+    let settings = settings::egress_settings(&account).map_err(configuration)?;
+    let request = message::prepare_cancel(sid, &settings)?;
+    post(&format!("cancel {sid}"), &request, &settings)
+}
+
+/// The account that sends, or why not: unknown is for an operator to fix,
+/// a lookup that cannot be made now is retried.
+fn sending_account(sid: Option<&str>, unknown: impl FnOnce() -> String) -> Result<Account, SendError> {
+    match accounts::resolve(sid) {
+        Found(account) => Ok(account),
+        Unknown => Err(configuration(unknown())),
+        Unavailable(reason) | Refused(reason) => Err(SendError::Retry(RetryHint {
+            after_ms: Some(1000),
+            reason: rest::local_error(format!("the account cannot be looked up now: {reason}"), ErrorClass::Retryable),
+        })),
+    }
+}
+
+/// A refusal only an operator can lift (a missing credential, an unknown account).
+fn configuration(reason: String) -> SendError {
+    SendError::Reject(rest::local_error(reason, ErrorClass::Configuration))
+}
+
+/// Makes one create or update call (`what`, for the log) and says what came
+/// of it, with the credentials redacted from any answer it quotes.
+fn post(what: &str, request: &PreparedRequest, settings: &EgressSettings) -> Result<Accepted, SendError> {
+    let outcome = http::exchange(request)
+        .and_then(|answer| message::classify_response(answer.status, answer.retry_after.as_deref(), &answer.body))
+        .map_err(|error| rest::redact_credentials(error, &settings.credentials));
+    if let Err(error) = &outcome {
+        log::log(Level::Warn, &format!("{what} failed: {}", http::describe(error)));
+    }
+    outcome
+}
+
+/// The message being sent, its request, and how it would look in Twilio's list.
 struct Sending<'a> {
     message: &'a EgressMessage,
     settings: &'a EgressSettings,
-    request: &'a egress::PreparedRequest,
+    request: &'a PreparedRequest,
+    expect: Expectation,
 }
 
 /// A message's record in the state store.
@@ -98,7 +175,11 @@ fn settle(sending: &Sending<'_>, record: &Record) -> Result<Accepted, SendError>
         return Ok(accepted(settled));
     }
     let now_ms = clock::unix_millis();
-    let expect = expectation(message, settings, pending.started_ms / 1000, now_ms / 1000)?;
+    let expect = Expectation {
+        earliest: (pending.started_ms / 1000).saturating_sub(reconcile::CLOCK_SKEW_SECONDS),
+        latest: now_ms / 1000 + reconcile::CLOCK_SKEW_SECONDS,
+        ..sending.expect.clone()
+    };
     let (lookup, found) = match find(&message.id, &expect, settings) {
         Ok(Some(found)) => (Lookup::Found, Some(found)),
         Ok(None) => (Lookup::NotFound, None),
@@ -141,7 +222,7 @@ fn resend(sending: &Sending<'_>, record: &Record) -> Result<Accepted, SendError>
         return Err(wait(reconcile::lookup_interval_ms(record.bound), "another attempt is settling this message"));
     }
     let what = format!("resend {}", sending.message.id);
-    match outbound::post(&what, sending.request, sending.settings) {
+    match post(&what, sending.request, sending.settings) {
         Ok(taken) => {
             let settled = Settled {
                 sid: taken.provider_message_id,
@@ -153,7 +234,7 @@ fn resend(sending: &Sending<'_>, record: &Record) -> Result<Accepted, SendError>
             // lost) is still `resending`, so it looks first and finds this send.
             let settled_record =
                 Pending { stage: Stage::Settled, settled: Some(settled.clone()), ..record.pending.clone() };
-            let _ = crate::state_overwrite(&record.key, &to_json(&settled_record));
+            let _ = crate::shared::state_overwrite(&record.key, &to_json(&settled_record));
             Ok(accepted(&settled))
         }
         Err(SendError::Ambiguous(mut error)) => {
@@ -178,7 +259,7 @@ fn find(id: &str, expect: &Expectation, settings: &EgressSettings) -> Result<Opt
     for sent_since in [Some(expect.earliest), None] {
         let mut request = reconcile::lookup(expect, sent_since, settings);
         for _ in 0..reconcile::MOST_PAGES {
-            let page: reconcile::Page = serde_json::from_slice(&outbound::rest(&request, &settings.credentials)?)
+            let page: reconcile::Page = serde_json::from_slice(&http::rest(&request, &settings.credentials)?)
                 .map_err(|e| format!("unreadable list: {e}"))?;
             for listed in page.messages.into_iter().filter(|listed| listed.matches(expect)) {
                 if claim(&listed.sid, id)? {
@@ -201,35 +282,29 @@ fn claim(sid: &str, id: &str) -> Result<bool, String> {
     match state::put(&key, id, None) {
         Ok(_) => Ok(true),
         Err(StateError::Conflict) => {
-            Ok(state::get(&key).map_err(crate::state_error_text)?.is_some_and(|entry| entry.value == id))
+            Ok(state::get(&key).map_err(crate::shared::state_error_text)?.is_some_and(|entry| entry.value == id))
         }
-        Err(error) => Err(crate::state_error_text(error)),
+        Err(error) => Err(crate::shared::state_error_text(error)),
     }
 }
 
-/// What the message looks like in Twilio's list, given when it was sent.
-fn expectation(
-    message: &EgressMessage,
-    settings: &EgressSettings,
-    started: u64,
-    now: u64,
-) -> Result<Expectation, SendError> {
-    let Ok(Destination::Address { to, from, messaging_service, .. }) = egress::check(message, &settings.senders) else {
-        return Err(SendError::Ambiguous(unknown("the message can no longer be reconciled".into())));
-    };
+/// What the message looks like in Twilio's list (its times are set when it
+/// is looked for); none for a conversation message, which is not reconciled.
+fn expectation(message: &EgressMessage, destination: &Destination<'_>) -> Option<Expectation> {
+    let Destination::Address { to, from, messaging_service, .. } = destination else { return None };
     let rewritten = message.template.is_some()
         || message
             .options
             .iter()
             .any(|(name, value)| BODY_REWRITING_OPTIONS.contains(&name.as_str()) && value == "true");
-    Ok(Expectation {
-        to: to.to_owned(),
-        from: if messaging_service.is_some() { None } else { from },
-        messaging_service,
+    Some(Expectation {
+        to: (*to).to_owned(),
+        from: if messaging_service.is_some() { None } else { from.clone() },
+        messaging_service: messaging_service.clone(),
         body: message.body.clone().filter(|body| !body.is_empty() && !rewritten),
         media: message.media_urls.len(),
-        earliest: started.saturating_sub(reconcile::CLOCK_SKEW_SECONDS),
-        latest: now + reconcile::CLOCK_SKEW_SECONDS,
+        earliest: 0,
+        latest: 0,
     })
 }
 
@@ -257,7 +332,7 @@ fn unknown(message: String) -> ProviderError {
 
 /// A state key for `name` under `prefix`: a hash, so any id makes a valid key.
 fn state_key(prefix: &str, name: &str) -> String {
-    format!("{prefix}.{}", crate::signature::hex(&sha2::Sha256::digest(name.as_bytes())))
+    format!("{prefix}.{}", crate::ingress::signature::hex(&sha2::Sha256::digest(name.as_bytes())))
 }
 
 fn to_json(pending: &Pending) -> String {

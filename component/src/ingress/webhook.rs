@@ -7,17 +7,19 @@
 //! | `POST /twilio/status` | a status event on `status` |
 //! | `POST /twilio/conversations` | `onMessageAdded` as an envelope on `conversations` |
 
-use crate::body::{self, ReadError};
-use crate::envelope::{self, Context, Params};
+use crate::ingress::consent;
+use crate::ingress::envelope::{self, Context, Params};
+use crate::ingress::signature::{self, SignatureError, SignedContent};
+use crate::ingress::status_memory::{self, Recorded};
 use crate::platform::connector::bus::{self, BusError, BusMessage};
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::metrics;
-use crate::signature::{self, SignatureError, SignedContent};
-use crate::status_memory::{self, Recorded};
+use crate::shared::accounts::{self, Account, AccountKind, Lookup};
+use crate::shared::body::{self, ReadError};
+use crate::shared::{clock, settings};
 use crate::wasi::http::types::{
     Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam, Scheme,
 };
-use crate::{clock, consent, settings};
 
 /// Twilio's bodies are small (a 1600-character body plus parameters); the host
 /// enforces its own limit first and answers 413.
@@ -79,52 +81,97 @@ fn answer(request: &IncomingRequest) -> Reply {
         Ok(body) => body,
         Err(reply) => return reply,
     };
-    let auth_token = match settings::secret("TWILIO_AUTH_TOKEN") {
-        Ok(token) => token,
-        Err(reason) => {
-            log::log(Level::Error, &format!("cannot verify webhooks: {reason}"));
-            return Reply::error(500, "the service cannot verify webhooks");
-        }
-    };
     let url = public_url(request, &header, &path_with_query);
     let is_form = header("content-type")
         .is_none_or(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
     let params: Vec<(String, String)> =
         if is_form { form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
     let content = if is_form { SignedContent::Form(&params) } else { SignedContent::Raw(&body) };
-    match verify(&auth_token, &url, content, header("x-twilio-signature").as_deref()) {
-        Ok(()) => {}
-        Err(SignatureError::Missing) => return Reply::error(400, "missing X-Twilio-Signature"),
-        Err(error) => {
-            log::log(Level::Warn, &format!("refused webhook on {path}: {error}"));
-            return Reply::error(403, "invalid X-Twilio-Signature");
-        }
+    let Some(signature) = header("x-twilio-signature") else {
+        return Reply::error(400, "missing X-Twilio-Signature");
+    };
+    // Only a signed request may cost an account lookup.
+    let account = match account_of(Params(&params), is_form, &body) {
+        Ok(account) => account,
+        Err(reply) => return reply,
+    };
+    if let Err(error) = verify(&account, &url, content, &signature) {
+        log::log(Level::Warn, &format!("refused webhook on {path} for {}: {error}", shown(&account)));
+        return Reply::error(403, "invalid X-Twilio-Signature");
     }
     if !is_form {
         return Reply::error(415, "Twilio webhooks are application/x-www-form-urlencoded");
     }
-    publish(route, Params(&params), &url)
+    publish(route, Params(&params), &url, &account)
 }
 
-/// Verifies against the Auth Token, and against `TWILIO_AUTH_TOKEN_SECONDARY`
-/// when set, so an operator can rotate the token without refusing traffic
-/// signed with either. Both are always checked: the time taken does not say
-/// which matched. The match is counted (`signature-primary`/`-secondary`).
-fn verify(primary: &str, url: &str, content: SignedContent<'_>, header: Option<&str>) -> Result<(), SignatureError> {
-    let with_primary = signature::validate(primary.as_bytes(), url, content, header);
-    let secondary = settings::secret("TWILIO_AUTH_TOKEN_SECONDARY").ok();
-    let with_secondary = secondary.map(|token| signature::validate(token.as_bytes(), url, content, header));
-    match (with_primary, with_secondary) {
-        (Ok(()), _) => {
-            metrics::count("signature-primary", 1);
-            Ok(())
+/// The account a webhook claims (its `AccountSid`: the form field, or the
+/// JSON body's), resolved; the default account when it names none. An
+/// account this service does not serve is refused with 403, as is one that
+/// cannot be looked up because lookups are at their bound (a flood of
+/// forged `AccountSid`s); one Twilio could not tell about now, with 503.
+fn account_of(params: Params<'_>, is_form: bool, body: &[u8]) -> Result<Account, Reply> {
+    let claimed = if is_form { params.get("AccountSid").map(str::to_owned) } else { json_account_sid(body) };
+    match accounts::resolve(claimed.as_deref()) {
+        Lookup::Found(account) => Ok(account),
+        Lookup::Unknown => {
+            metrics::count("webhook-unknown-account", 1);
+            Err(Reply::error(403, "the webhook's AccountSid is not an account this service serves"))
         }
-        (Err(_), Some(Ok(()))) => {
-            metrics::count("signature-secondary", 1);
-            Ok(())
+        Lookup::Refused(reason) => {
+            metrics::count("webhook-unknown-account", 1);
+            Err(Reply::error(403, format!("the webhook's AccountSid cannot be checked: {reason}")))
         }
-        (Err(error), _) => Err(error),
+        Lookup::Unavailable(reason) => {
+            log::log(Level::Warn, &format!("cannot look up the account of a webhook: {reason}"));
+            Err(Reply::error(503, "the webhook's account cannot be looked up now"))
+        }
     }
+}
+
+/// `AccountSid` (or `accountSid`, `account_sid`) at the top of a JSON body.
+fn json_account_sid(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    ["AccountSid", "accountSid", "account_sid"].iter().find_map(|key| value.get(key)?.as_str().map(str::to_owned))
+}
+
+/// How an account is named in a log line: its sid, or `the default account`.
+fn shown(account: &Account) -> &str {
+    if account.sid.is_empty() { "the default account" } else { &account.sid }
+}
+
+/// Verifies against `account`'s Auth Tokens only (primary, then the
+/// secondary while one is rotated in), so no account's token ever verifies
+/// a webhook that claims another. Every token is tried: the time taken does
+/// not say which matched. The match is counted (`signature-primary`/
+/// `-secondary`). A subaccount's token old enough to have been rotated is
+/// fetched again once before the webhook is refused.
+fn verify(account: &Account, url: &str, content: SignedContent<'_>, signature: &str) -> Result<(), SignatureError> {
+    if account.auth_tokens.is_empty() {
+        log::log(Level::Error, &format!("cannot verify webhooks for {}: no Auth Token is set", shown(account)));
+        return Err(SignatureError::Mismatch);
+    }
+    let outcomes: Vec<Result<(), SignatureError>> = account
+        .auth_tokens
+        .iter()
+        .map(|token| signature::validate(token.as_bytes(), url, content, Some(signature)))
+        .collect();
+    match outcomes.iter().position(Result::is_ok) {
+        Some(0) => metrics::count("signature-primary", 1),
+        Some(_) => metrics::count("signature-secondary", 1),
+        None if account.kind == AccountKind::Subaccount
+            && account.token_age_seconds >= accounts::REFRESH_AFTER_SECONDS =>
+        {
+            return match accounts::refresh(account) {
+                Lookup::Found(fresh) if fresh.auth_tokens != account.auth_tokens => {
+                    verify(&fresh, url, content, signature)
+                }
+                _ => Err(SignatureError::Mismatch),
+            };
+        }
+        None => return Err(outcomes.into_iter().find_map(Result::err).unwrap_or(SignatureError::Mismatch)),
+    }
+    Ok(())
 }
 
 /// Whether a Conversations event is the service's own message coming back
@@ -139,11 +186,11 @@ fn is_own_message(params: Params<'_>) -> bool {
     own
 }
 
-fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
+fn publish(route: Route, params: Params<'_>, url: &str, account: &Account) -> Reply {
     if matches!(route, Route::Conversations) && is_own_message(params) {
         return Reply::twiml();
     }
-    let outgoing = match messages_for(route, params, url) {
+    let outgoing = match messages_for(route, params, url, account) {
         Ok(outgoing) => outgoing,
         Err(reply) => return reply,
     };
@@ -163,7 +210,7 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
         }
     }
     if matches!(route, Route::Messaging) {
-        crate::whatsapp_window::record_inbound(params);
+        crate::shared::whatsapp_window::record_inbound(params, account);
     }
     // Status and Conversations webhooks ignore the body: the same empty TwiML serves all three.
     Reply::twiml()
@@ -172,7 +219,12 @@ fn publish(route: Route, params: Params<'_>, url: &str) -> Reply {
 /// What a webhook publishes: its envelope or status event, and a consent
 /// event when it carries one; nothing for Conversations events other than
 /// `onMessageAdded`.
-fn messages_for(route: Route, params: Params<'_>, url: &str) -> Result<Vec<(&'static str, String, BusMessage)>, Reply> {
+fn messages_for(
+    route: Route,
+    params: Params<'_>,
+    url: &str,
+    account: &Account,
+) -> Result<Vec<(&'static str, String, BusMessage)>, Reply> {
     // One clock read per webhook: the envelope and its consent event share it.
     let now = clock::now_rfc3339();
     let context = || Context { id: clock::uuid_v4(), received_at: now.clone() };
@@ -180,7 +232,7 @@ fn messages_for(route: Route, params: Params<'_>, url: &str) -> Result<Vec<(&'st
     let (mut outgoing, consent) = match route {
         Route::Messaging => {
             let mut envelope = envelope::inbound_message(params, &context()).map_err(malformed)?;
-            crate::media_fetch::fetch_all(&mut envelope.media);
+            crate::ingress::media_fetch::fetch_all(&mut envelope.media, account);
             let main = ("messaging", envelope.provider_message_id.clone(), BusMessage::Envelope(envelope));
             (vec![main], consent::from_inbound(params, &now))
         }

@@ -2,7 +2,7 @@
 //! because of one, as consent events scoped to the sender (a number or a
 //! Messaging Service) they concern. Pure: the caller supplies the time.
 
-use crate::envelope::Params;
+use crate::ingress::envelope::Params;
 use crate::platform::connector::types::{ConsentAction, ConsentEvent};
 
 /// Twilio's code for a send to a recipient who replied STOP.

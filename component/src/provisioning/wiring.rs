@@ -17,7 +17,7 @@
 
 use serde::Deserialize;
 
-use crate::egress::{PreparedRequest, Verb, path_segment};
+use crate::shared::rest::{PreparedRequest, Verb, path_segment};
 
 /// The route Twilio posts inbound messages to.
 pub const MESSAGING_ROUTE: &str = "/twilio/messaging";
@@ -318,7 +318,7 @@ pub fn conversations_resource(
 
 /// A sid that is not `prefix` + 32 hex digits cannot be put in a path safely.
 fn sid_problem(sid: &str, prefix: &str) -> Option<String> {
-    (!crate::egress::is_sid(sid, prefix)).then(|| format!("{sid:?} is not a {prefix}… sid"))
+    (!crate::shared::rest::is_sid(sid, prefix)).then(|| format!("{sid:?} is not a {prefix}… sid"))
 }
 
 /// Where one setting stands after looking (and, with `wire`, after changing).

@@ -1,6 +1,6 @@
 //! Inbound media, fetched safely: which hosts get the account's credentials,
 //! which redirects are followed, which answers are kept. Pure; the calls are
-//! in [`crate::media_fetch`].
+//! in [`crate::ingress::media_fetch`].
 //!
 //! Twilio serves an MMS or WhatsApp attachment at its API host
 //! (`https://api.twilio.com/2010-04-01/Accounts/AC…/Messages/MM…/Media/ME…`),

@@ -5,12 +5,13 @@
 //! user last wrote to each sender (the host's state store) and refuses such a
 //! send itself, before calling Twilio, saying to send a template.
 
-use crate::egress::{self, Destination};
-use crate::envelope::Params;
+use crate::egress::message::Destination;
+use crate::ingress::envelope::Params;
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::state;
 use crate::platform::connector::types::{EgressMessage, ErrorClass, ProviderError, RetryHint, SendError};
-use crate::{clock, settings};
+use crate::shared::accounts::{Account, AccountKind};
+use crate::shared::{clock, settings};
 
 /// The window's length.
 const WINDOW_SECONDS: u64 = 24 * 3600;
@@ -20,9 +21,16 @@ fn enforced() -> bool {
 }
 
 /// The state key for `user` writing to `sender` (a WhatsApp number or a
-/// Messaging Service), or `None` for addresses that are not plain ones.
-fn key(sender: &str, user: &str) -> Option<String> {
-    Some(format!("wa.{}.{}", plain(sender)?, plain(user)?))
+/// Messaging Service) of `account`, or `None` for addresses that are not
+/// plain ones. The default account keeps the keys it had before there were
+/// other accounts; every other account's keys name it, so two accounts'
+/// windows never mix.
+fn key(account: &Account, sender: &str, user: &str) -> Option<String> {
+    let (sender, user) = (plain(sender)?, plain(user)?);
+    Some(match account.kind {
+        AccountKind::Default => format!("wa.{sender}.{user}"),
+        _ => format!("wa.{}.{sender}.{user}", account.sid),
+    })
 }
 
 /// An address without its channel prefix and `+`, when that leaves only
@@ -41,7 +49,7 @@ pub fn is_open(last: Option<u64>, now: u64) -> bool {
 /// Remembers an inbound WhatsApp message's time for the number it was sent
 /// to and, when it came through one, its Messaging Service. A store that
 /// cannot be written costs only the check, not the webhook: logged.
-pub fn record_inbound(params: Params<'_>) {
+pub fn record_inbound(params: Params<'_>, account: &Account) {
     // Most webhooks are not WhatsApp: they need not read the setting.
     let Some(user) = params.get("From").filter(|from| from.starts_with("whatsapp:")) else { return };
     if !enforced() {
@@ -49,28 +57,26 @@ pub fn record_inbound(params: Params<'_>) {
     }
     let now = clock::unix_seconds().to_string();
     for sender in [params.get("To"), params.get("MessagingServiceSid")].into_iter().flatten() {
-        let Some(key) = key(sender, user) else { continue };
-        if let Err(reason) = crate::state_overwrite(&key, &now) {
+        let Some(key) = key(account, sender, user) else { continue };
+        if let Err(reason) = crate::shared::state_overwrite(&key, &now) {
             log::log(Level::Warn, &format!("cannot record the WhatsApp window of {key}: {reason}"));
         }
     }
 }
 
 /// Why `message` must not be sent now, when it is a free-form WhatsApp
-/// message to a user outside the window of its sender.
-pub fn refusal(message: &EgressMessage) -> Option<SendError> {
+/// message to a user outside the window of its sender (`destination`, as
+/// checked), of `account`.
+pub fn refusal(message: &EgressMessage, destination: &Destination<'_>, account: &Account) -> Option<SendError> {
     let to = message.to.as_deref().filter(|to| to.starts_with("whatsapp:"))?;
     if message.template.is_some() || !enforced() {
         return None;
     }
     // The sender egress picks (its own number first, then its pool): the
     // window is the one this user opened with it.
-    let Ok(Destination::Address { from, messaging_service, .. }) = egress::check(message, &settings::sender_defaults())
-    else {
-        return None;
-    };
-    let sender = from.or(messaging_service)?;
-    let key = key(&sender, to)?;
+    let Destination::Address { from, messaging_service, .. } = destination else { return None };
+    let sender = from.as_ref().or(messaging_service.as_ref())?;
+    let key = key(account, sender, to)?;
     let error =
         |message: String, class| ProviderError { code: None, message, http_status: None, more_info: None, class };
     let last = match state::get(&key) {
@@ -104,15 +110,23 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_plain_and_scoped_to_the_sender() {
+    fn keys_are_plain_and_scoped_to_the_sender_and_account() {
+        let default =
+            crate::shared::accounts::tests::account(AccountKind::Default, "AC00000000000000000000000000000001");
+        let other =
+            crate::shared::accounts::tests::account(AccountKind::Configured, "AC00000000000000000000000000000002");
         assert_eq!(
-            key("whatsapp:+15005550006", "whatsapp:+14155550100").as_deref(),
+            key(&default, "whatsapp:+15005550006", "whatsapp:+14155550100").as_deref(),
             Some("wa.15005550006.14155550100")
         );
         assert_eq!(
-            key("MG00000000000000000000000000000001", "whatsapp:+1").as_deref(),
+            key(&default, "MG00000000000000000000000000000001", "whatsapp:+1").as_deref(),
             Some("wa.MG00000000000000000000000000000001.1")
         );
-        assert_eq!(key("whatsapp:+1 555", "whatsapp:+2"), None);
+        assert_eq!(
+            key(&other, "whatsapp:+15005550006", "whatsapp:+14155550100").as_deref(),
+            Some("wa.AC00000000000000000000000000000002.15005550006.14155550100")
+        );
+        assert_eq!(key(&default, "whatsapp:+1 555", "whatsapp:+2"), None);
     }
 }

@@ -1,9 +1,10 @@
-//! Sending through `wasi:http/outgoing-handler`: the only way out of the sandbox.
+//! HTTP through `wasi:http/outgoing-handler`: the only way out of the sandbox.
+//! Every call is bounded (connect, first byte, between bytes, answer size),
+//! and a failure says whether the request may have reached Twilio.
 
-use crate::body::{self, ReadError, WriteError};
-use crate::egress::{self, PreparedRequest, TransportFailure, Verb};
-use crate::platform::connector::log::{self, Level};
-use crate::platform::connector::types::{Accepted, EgressMessage, ErrorClass, ProviderError, SendError};
+use crate::platform::connector::types::SendError;
+use crate::shared::body::{self, ReadError, WriteError};
+use crate::shared::rest::{self, PreparedRequest, TransportFailure, Verb};
 use crate::wasi::http::outgoing_handler;
 use crate::wasi::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
 
@@ -14,49 +15,6 @@ const BETWEEN_BYTES_TIMEOUT_NS: u64 = 10_000_000_000;
 /// Twilio's answers are a few KiB; more is not a Twilio answer.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
-/// Sends one egress message and says what came of it; `attempt` > 1 may
-/// first settle what an earlier, ambiguous attempt did.
-pub fn send(message: &EgressMessage, attempt: u32) -> Result<Accepted, SendError> {
-    if let Some(refusal) = crate::whatsapp_window::refusal(message) {
-        return Err(refusal);
-    }
-    let settings = egress_settings()?;
-    crate::reconciler::send(message, attempt, &settings)
-}
-
-/// Cancels a scheduled message: `POST …/Messages/{Sid}.json` with
-/// `Status=canceled`, as Twilio's API has it.
-pub fn cancel(sid: &str) -> Result<Accepted, SendError> {
-    let settings = egress_settings()?;
-    let request = egress::prepare_cancel(sid, &settings)?;
-    post(&format!("cancel {sid}"), &request, &settings)
-}
-
-/// The settings every REST call needs; their absence is the operator's to fix.
-fn egress_settings() -> Result<egress::EgressSettings, SendError> {
-    crate::settings::egress_settings().map_err(|reason| {
-        SendError::Reject(ProviderError {
-            code: None,
-            message: reason,
-            http_status: None,
-            more_info: None,
-            class: ErrorClass::Configuration,
-        })
-    })
-}
-
-/// Makes one create or update call (`what`, for the log) and says what came
-/// of it, with the credentials redacted from any answer it quotes.
-pub fn post(what: &str, request: &PreparedRequest, settings: &egress::EgressSettings) -> Result<Accepted, SendError> {
-    let outcome = exchange(request)
-        .and_then(|answer| egress::classify_response(answer.status, answer.retry_after.as_deref(), &answer.body))
-        .map_err(|error| egress::redact_credentials(error, &settings.credentials));
-    if let Err(error) = &outcome {
-        log::log(Level::Warn, &format!("{what} failed: {}", describe(error)));
-    }
-    outcome
-}
-
 /// Makes one REST call whose answer is JSON (a lookup or an update of a
 /// resource): the body of a 2xx answer, or what went wrong in one line, with
 /// the credentials redacted.
@@ -64,9 +22,9 @@ pub fn rest(request: &PreparedRequest, credentials: &(String, String)) -> Result
     exchange(request)
         .and_then(|answer| match answer.status {
             200..=299 => Ok(answer.body),
-            status => Err(egress::refusal(status, answer.retry_after.as_deref(), &answer.body)),
+            status => Err(rest::refusal(status, answer.retry_after.as_deref(), &answer.body)),
         })
-        .map_err(|error| describe(&egress::redact_credentials(error, credentials)))
+        .map_err(|error| describe(&rest::redact_credentials(error, credentials)))
 }
 
 /// A failed call in one line, for the log.
@@ -84,6 +42,7 @@ pub fn describe(error: &SendError) -> String {
 }
 
 /// An HTTP answer, read whole.
+#[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
@@ -94,7 +53,7 @@ pub struct Answer {
 }
 
 /// Makes one REST call, reading at most Twilio's answer size.
-fn exchange(prepared: &PreparedRequest) -> Result<Answer, SendError> {
+pub fn exchange(prepared: &PreparedRequest) -> Result<Answer, SendError> {
     exchange_bounded(prepared, MAX_RESPONSE_BYTES, FIRST_BYTE_TIMEOUT_NS)
 }
 
@@ -106,11 +65,11 @@ pub fn exchange_bounded(
     first_byte_timeout_ns: u64,
 ) -> Result<Answer, SendError> {
     let url = url::Url::parse(&prepared.url)
-        .map_err(|e| egress::classify_transport(TransportFailure::Denied, format!("invalid URL: {e}")))?;
+        .map_err(|e| rest::classify_transport(TransportFailure::Denied, format!("invalid URL: {e}")))?;
     let entries: Vec<(String, Vec<u8>)> =
         prepared.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     let headers = Fields::from_list(&entries)
-        .map_err(|e| egress::classify_transport(TransportFailure::Denied, format!("invalid header: {e:?}")))?;
+        .map_err(|e| rest::classify_transport(TransportFailure::Denied, format!("invalid header: {e:?}")))?;
     let request = OutgoingRequest::new(headers);
     let scheme = match url.scheme() {
         "http" => Scheme::Http,
@@ -131,7 +90,7 @@ pub fn exchange_bounded(
         && request.set_authority(Some(&authority)).is_ok()
         && request.set_path_with_query(Some(path)).is_ok();
     if !set {
-        return Err(egress::classify_transport(TransportFailure::Denied, format!("cannot address {}", prepared.url)));
+        return Err(rest::classify_transport(TransportFailure::Denied, format!("cannot address {}", prepared.url)));
     }
     let options = RequestOptions::new();
     // Setting a timeout the host does not support is not fatal: the host bounds every call anyway.
@@ -183,11 +142,11 @@ fn read_response_body(
 }
 
 fn before_sending(message: &str) -> SendError {
-    egress::classify_transport(TransportFailure::BeforeSending, message.to_owned())
+    rest::classify_transport(TransportFailure::BeforeSending, message.to_owned())
 }
 
 fn ambiguous(message: &str) -> SendError {
-    egress::classify_transport(TransportFailure::AfterSending, message.to_owned())
+    rest::classify_transport(TransportFailure::AfterSending, message.to_owned())
 }
 
 /// Whether a transport error happened before the request could reach Twilio.
@@ -210,5 +169,5 @@ fn transport_error(code: ErrorCode) -> SendError {
         | ErrorCode::HttpRequestMethodInvalid => TransportFailure::Denied,
         _ => TransportFailure::AfterSending,
     };
-    egress::classify_transport(failure, format!("transport: {code:?}"))
+    rest::classify_transport(failure, format!("transport: {code:?}"))
 }

@@ -1,12 +1,14 @@
 //! `twilio wire` and `twilio status`: reads the resources that carry the
 //! service's webhooks from Twilio's REST API and, for `wire`, updates what
-//! differs. The planning is in [`crate::wiring`].
+//! differs. The planning is in [`crate::provisioning::wiring`].
 
-use crate::egress::{EgressSettings, rest_headers};
+use crate::egress::message::EgressSettings;
 use crate::exports::platform::connector::provisioning::{SettingState, WebhookSetting, WiringReport};
-use crate::outbound;
-use crate::settings;
-use crate::wiring::{self, Line, Resource, State};
+use crate::provisioning::wiring::{self, Line, Resource, State};
+use crate::shared::accounts::{self, Lookup};
+use crate::shared::http;
+use crate::shared::rest::rest_headers;
+use crate::shared::settings;
 
 /// At most this many pages of numbers (1,000 each) are read.
 const MAX_NUMBER_PAGES: usize = 100;
@@ -21,32 +23,41 @@ struct Context {
 }
 
 impl Context {
-    fn load(public_url: &str) -> Result<Self, String> {
-        let rest = settings::egress_settings()?;
-        let headers = rest_headers(&rest);
-        Ok(Self { messaging_base: settings::messaging_base(), headers, base: wiring::public_base(public_url)?, rest })
+    /// The context of `account` (the default when none).
+    fn load(account: Option<&str>, public_url: &str) -> Result<Self, String> {
+        let account = match accounts::resolve(account) {
+            Lookup::Found(account) => account,
+            Lookup::Unknown => {
+                return Err(format!("account {} is not one this service serves", account.unwrap_or_default()));
+            }
+            Lookup::Unavailable(reason) | Lookup::Refused(reason) => return Err(reason),
+        };
+        let rest = settings::egress_settings(&account)?;
+        let headers = rest_headers(&rest.credentials);
+        let messaging_base = settings::messaging_base(&account);
+        Ok(Self { messaging_base, headers, base: wiring::public_base(public_url)?, rest })
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(&self, url: String, what: &str) -> Result<T, String> {
-        let body = outbound::rest(&wiring::lookup(url, &self.headers), &self.rest.credentials)
+        let body = http::rest(&wiring::lookup(url, &self.headers), &self.rest.credentials)
             .map_err(|e| format!("reading {what}: {e}"))?;
         serde_json::from_slice(&body).map_err(|e| format!("reading {what}: Twilio's answer does not read: {e}"))
     }
 }
 
 /// What is wired now against `public_url`, or the connector's own public URL.
-pub fn inspect(public_url: Option<String>) -> Result<WiringReport, String> {
+pub fn inspect(account: Option<&str>, public_url: Option<String>) -> Result<WiringReport, String> {
     let public_url = public_url.or_else(settings::webhook_base_url).ok_or(
         "no public URL: give one (--public-url) or set TWILIO_WEBHOOK_BASE_URL, the URL Twilio calls".to_owned(),
     )?;
-    let context = Context::load(&public_url)?;
+    let context = Context::load(account, &public_url)?;
     let (resources, warnings) = resources(&context)?;
     Ok(report(resources.iter().flat_map(wiring::inspected).collect(), warnings, &resources))
 }
 
 /// Points the webhooks at `public_url`; with `dry_run`, only says what it would change.
-pub fn wire(public_url: String, dry_run: bool) -> Result<WiringReport, String> {
-    let context = Context::load(&public_url)?;
+pub fn wire(account: Option<&str>, public_url: String, dry_run: bool) -> Result<WiringReport, String> {
+    let context = Context::load(account, &public_url)?;
     let (resources, warnings) = resources(&context)?;
     let lines = resources
         .iter()
@@ -58,7 +69,7 @@ pub fn wire(public_url: String, dry_run: bool) -> Result<WiringReport, String> {
 /// The resources to look at, and the warnings about the whole account.
 fn resources(context: &Context) -> Result<(Vec<Resource>, Vec<String>), String> {
     let mut warnings = wiring::signature_warnings(&context.base, settings::webhook_base_url().as_deref());
-    let mut resources = match settings::sender_defaults().messaging_service_sid {
+    let mut resources = match context.rest.senders.messaging_service_sid.clone() {
         Some(service) => vec![messaging_service(context, &service)?],
         None => numbers(context)?,
     };
@@ -113,7 +124,7 @@ fn apply(resource: &Resource, context: &Context) -> Vec<Line> {
         (None, Some(update)) => update,
         _ => return wiring::inspected(resource),
     };
-    let outcome = outbound::rest(&update, &context.rest.credentials).and_then(|body| {
+    let outcome = http::rest(&update, &context.rest.credentials).and_then(|body| {
         let answer: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| format!("Twilio's answer does not read: {e}"))?;
         match wiring::not_taken(resource, &answer).as_slice() {

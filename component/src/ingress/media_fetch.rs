@@ -1,32 +1,34 @@
 //! Fetches an inbound message's media over `wasi:http` and hands the bytes to
 //! the host's blob store, when `TWILIO_MEDIA_FETCH` is on (the rules are in
-//! [`crate::media`]). A failure leaves the item as the webhook named it (its
+//! [`crate::ingress::media`]). A failure leaves the item as the webhook named it (its
 //! URL is still there) and is counted; it never refuses the webhook.
 
-use crate::egress::{PreparedRequest, Verb};
-use crate::media::{self, Policy};
-use crate::outbound;
+use crate::ingress::media::{self, Policy};
 use crate::platform::connector::blobs::{self, BlobError};
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::metrics;
 use crate::platform::connector::types::Media;
+use crate::shared::accounts::Account;
+use crate::shared::http;
+use crate::shared::rest::{PreparedRequest, Verb};
 
-/// Fetches and stores each item of `items`, filling in its hash, size and stored URL.
-pub fn fetch_all(items: &mut [Media]) {
-    if items.is_empty() || !crate::settings::media_fetch() {
+/// Fetches and stores each item of `items`, filling in its hash, size and
+/// stored URL, with the credentials of `account`, whose message it is.
+pub fn fetch_all(items: &mut [Media], account: &Account) {
+    if items.is_empty() || !crate::shared::settings::media_fetch() {
         return;
     }
-    let settings = match crate::settings::egress_settings() {
+    let settings = match crate::shared::settings::egress_settings(account) {
         Ok(settings) => settings,
         Err(reason) => return log::log(Level::Warn, &format!("media not fetched: {reason}")),
     };
     let Ok(api) = url::Url::parse(&settings.api_base) else { return };
     let policy = Policy {
         api_origin: api.origin(),
-        max_bytes: crate::settings::media_max_bytes(),
-        types: crate::settings::media_types(),
+        max_bytes: crate::shared::settings::media_max_bytes(),
+        types: crate::shared::settings::media_types(),
     };
-    let authorization = crate::egress::basic_auth(&settings.credentials);
+    let authorization = crate::shared::rest::basic_auth(&settings.credentials);
     let deadline = std::time::Instant::now() + media::BUDGET;
     for item in items {
         if std::time::Instant::now() >= deadline {
@@ -54,13 +56,13 @@ fn fetch(raw: &str, policy: &Policy, authorization: &str) -> Result<(String, Vec
     let mut not_found = 0;
     let mut redirects = 0;
     loop {
-        let mut headers = vec![("accept".to_owned(), "*/*".to_owned()), crate::egress::user_agent()];
+        let mut headers = vec![("accept".to_owned(), "*/*".to_owned()), crate::shared::rest::user_agent()];
         if policy.credentials_for(&url) {
             headers.push(("authorization".to_owned(), authorization.to_owned()));
         }
         let request = PreparedRequest { verb: Verb::Get, url: url.to_string(), headers, form: vec![] };
-        let answer = outbound::exchange_bounded(&request, policy.max_bytes, media::FIRST_BYTE_TIMEOUT_NS)
-            .map_err(|e| outbound::describe(&e))?;
+        let answer = http::exchange_bounded(&request, policy.max_bytes, media::FIRST_BYTE_TIMEOUT_NS)
+            .map_err(|e| http::describe(&e))?;
         match answer.status {
             200 => {
                 let content_type = answer.content_type.unwrap_or_default();

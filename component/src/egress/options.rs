@@ -90,7 +90,7 @@ pub fn form_fields(message: &EgressMessage) -> Result<Vec<(String, String)>, Str
 
 /// A Content API template sid: `HX` and 32 hex digits.
 fn template_sid(id: &str) -> Result<String, String> {
-    if crate::egress::is_sid(id, "HX") {
+    if crate::shared::rest::is_sid(id, "HX") {
         Ok(id.to_owned())
     } else {
         Err(format!("template id {id:?} is not a Content sid (HX…)"))
@@ -123,7 +123,7 @@ mod tests {
     use crate::platform::connector::types::Template;
 
     fn message() -> EgressMessage {
-        let mut message = crate::egress::tests::sms("whatsapp:+14155550100", "");
+        let mut message = crate::egress::message::tests::sms("whatsapp:+14155550100", "");
         message.body = None;
         message.sender_pool = Some("MG00000000000000000000000000000001".into());
         message

@@ -1,6 +1,6 @@
 //! Signed example webhooks, shaped as Twilio sends them, for local testing.
 
-use crate::signature;
+use crate::ingress::signature;
 
 /// A webhook ready to post.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +105,7 @@ fn inbound_sms(options: &Options<'_>, id: &Identity<'_>) -> Params {
         ("SmsStatus", "received"),
         ("Body", body),
         ("To", options.get("to").unwrap_or("+15005550006")),
-        ("NumSegments", &crate::segments::count(body).segments.to_string()),
+        ("NumSegments", &crate::shared::segments::count(body).segments.to_string()),
         ("MessageSid", &message_sid),
         ("AccountSid", id.account_sid),
         ("From", options.get("from").unwrap_or("+14155550100")),
@@ -173,7 +173,7 @@ fn message_added(options: &Options<'_>, id: &Identity<'_>) -> Params {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::{SignedContent, validate};
+    use crate::ingress::signature::{SignedContent, validate};
 
     #[test]
     fn simulated_webhooks_verify() {

@@ -7,9 +7,10 @@
 //! for the message (`To`, `From`, `DateSent>`) and matches it by sender, body
 //! and time. Found: the message was sent. Not found after a bound: it is sent
 //! once more. Pure: the queries, the matching and the record of where a
-//! message stands; [`crate::reconciler`] does the calls.
+//! message stands; [`crate::egress::send`] does the calls.
 
-use crate::egress::{EgressSettings, PreparedRequest, Verb, twilio_count};
+use crate::egress::message::EgressSettings;
+use crate::shared::rest::{PreparedRequest, Verb, twilio_count};
 
 /// How far Twilio's clock may be from ours, and how long before our request
 /// Twilio may have stamped the message (its `date_created` is in seconds).
@@ -137,10 +138,15 @@ pub fn lookup(expect: &Expectation, sent_since: Option<u64>, settings: &EgressSe
     let url = format!(
         "{}/2010-04-01/Accounts/{}/Messages.json?{}",
         settings.api_base,
-        crate::egress::path_segment(&settings.account_sid),
+        crate::shared::rest::path_segment(&settings.account_sid),
         query.finish()
     );
-    PreparedRequest { verb: Verb::Get, url, headers: crate::egress::rest_headers(settings), form: vec![] }
+    PreparedRequest {
+        verb: Verb::Get,
+        url,
+        headers: crate::shared::rest::rest_headers(&settings.credentials),
+        form: vec![],
+    }
 }
 
 /// The next page of a lookup: Twilio's `next_page_uri`, on the same host.
@@ -150,7 +156,7 @@ pub fn next_page(uri: &str, settings: &EgressSettings) -> Option<PreparedRequest
     path_ok.then(|| PreparedRequest {
         verb: Verb::Get,
         url: format!("{}{uri}", settings.api_base),
-        headers: crate::egress::rest_headers(settings),
+        headers: crate::shared::rest::rest_headers(&settings.credentials),
         form: vec![],
     })
 }
@@ -281,7 +287,7 @@ mod tests {
 
     #[test]
     fn the_lookup_is_the_list_query_twilio_documents() {
-        let settings = crate::egress::tests::settings();
+        let settings = crate::egress::message::tests::settings();
         let request = lookup(&expectation(), Some(1_795_000_000 - CLOCK_SKEW_SECONDS), &settings);
         assert_eq!(request.verb, Verb::Get);
         assert_eq!(

@@ -1,8 +1,11 @@
 //! The connector's settings, read from the host's `config` and `secrets`
 //! imports on each call (so a changed grant or value takes effect at once).
 
+use crate::egress::message::{EgressSettings, SenderDefaults};
 use crate::platform::connector::config;
 use crate::platform::connector::secrets::{self, SecretError};
+use crate::shared::accounts::{Account, AccountKind};
+use crate::shared::rest;
 
 /// A plain setting; empty counts as unset.
 pub fn setting(key: &str) -> Option<String> {
@@ -18,10 +21,6 @@ pub fn secret(name: &str) -> Result<String, String> {
     }
 }
 
-fn optional_secret(name: &str) -> Option<String> {
-    secret(name).ok()
-}
-
 /// The identity whose Conversations messages are the service's own echo, when
 /// they are to be skipped (`TWILIO_SKIP_OWN_MESSAGES`, default true).
 pub fn own_identity_to_skip() -> Option<String> {
@@ -34,70 +33,52 @@ pub fn webhook_base_url() -> Option<String> {
     setting("TWILIO_WEBHOOK_BASE_URL").map(|url| url.trim_end_matches('/').to_owned())
 }
 
-/// What an Access Token needs.
-#[derive(Debug)]
-pub struct TokenSettings {
-    pub account_sid: String,
-    pub api_key_sid: String,
-    pub api_secret: String,
-    pub chat_service_sid: Option<String>,
-    pub region: Option<String>,
-    pub identity: Option<String>,
-}
-
-impl TokenSettings {
-    pub fn load() -> Result<Self, String> {
-        Ok(Self {
-            account_sid: secret("TWILIO_ACCOUNT_SID")?,
-            api_key_sid: secret("TWILIO_API_KEY")?,
-            api_secret: secret("TWILIO_API_SECRET")?,
-            chat_service_sid: optional_secret("TWILIO_CHAT_SERVICE_SID"),
-            region: setting("TWILIO_REGION"),
-            identity: setting("TWILIO_IDENTITY"),
-        })
-    }
-}
-
-/// The default senders: plain settings, so checking a message needs no secret.
-pub fn sender_defaults() -> crate::egress::SenderDefaults {
-    crate::egress::SenderDefaults {
+/// The default account's senders: plain settings, so checking a message needs no secret.
+pub fn sender_defaults() -> SenderDefaults {
+    SenderDefaults {
         messaging_service_sid: setting("TWILIO_MESSAGING_SERVICE_SID"),
         from_number: setting("TWILIO_FROM_NUMBER"),
     }
 }
 
-/// What sending needs: REST auth prefers the API key, else the Auth Token.
-pub fn egress_settings() -> Result<crate::egress::EgressSettings, String> {
-    let account_sid = secret("TWILIO_ACCOUNT_SID")?;
-    let credentials = match (optional_secret("TWILIO_API_KEY"), optional_secret("TWILIO_API_SECRET")) {
-        (Some(key), Some(api_secret)) => (key, api_secret),
-        _ => (account_sid.clone(), secret("TWILIO_AUTH_TOKEN")?),
-    };
-    let edge = setting("TWILIO_EDGE");
-    let region = setting("TWILIO_REGION");
-    let base = |override_key: &str, product: &str| {
-        setting(override_key)
-            .map(|url| url.trim_end_matches('/').to_owned())
-            .unwrap_or_else(|| crate::egress::product_base(product, edge.as_deref(), region.as_deref()))
-    };
-    Ok(crate::egress::EgressSettings {
-        api_base: base("TWILIO_API_BASE_URL", "api"),
-        conversations_base: base("TWILIO_CONVERSATIONS_BASE_URL", "conversations"),
-        account_sid,
+/// The base URL of Twilio product `product` for `account`: the override
+/// variable when set (a proxy, a test's fake), else Twilio's host for the
+/// account's edge and region.
+fn product_base(account: &Account, override_key: &str, product: &str) -> String {
+    setting(override_key)
+        .map(|url| url.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| rest::product_base(product, account.edge.as_deref(), account.region.as_deref()))
+}
+
+/// Where `account`'s 2010 API is (`https://api.twilio.com` by default).
+pub fn api_base(account: &Account) -> String {
+    product_base(account, "TWILIO_API_BASE_URL", "api")
+}
+
+/// What sending as `account` needs; its credentials missing is the operator's to fix.
+pub fn egress_settings(account: &Account) -> Result<EgressSettings, String> {
+    let credentials = account.rest_credentials.clone().ok_or_else(|| match account.kind {
+        AccountKind::Default => {
+            "secret TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) is not set".to_owned()
+        }
+        _ => format!("account {} has no REST credentials", account.sid),
+    })?;
+    Ok(EgressSettings {
+        api_base: api_base(account),
+        conversations_base: product_base(account, "TWILIO_CONVERSATIONS_BASE_URL", "conversations"),
+        account_sid: account.sid.clone(),
         credentials,
-        chat_service_sid: optional_secret("TWILIO_CHAT_SERVICE_SID"),
-        senders: sender_defaults(),
-        identity: setting("TWILIO_IDENTITY"),
+        chat_service_sid: account.chat_service_sid.clone(),
+        senders: account.senders.clone(),
+        identity: account.identity.clone(),
         default_status_callback: webhook_base_url().map(|base| format!("{base}/twilio/status")),
     })
 }
 
-/// Where Messaging Services are managed: `https://messaging.twilio.com` for
-/// the configured edge and region, or `TWILIO_MESSAGING_BASE_URL`.
-pub fn messaging_base() -> String {
-    setting("TWILIO_MESSAGING_BASE_URL").map(|url| url.trim_end_matches('/').to_owned()).unwrap_or_else(|| {
-        crate::egress::product_base("messaging", setting("TWILIO_EDGE").as_deref(), setting("TWILIO_REGION").as_deref())
-    })
+/// Where `account`'s Messaging Services are managed: `https://messaging.twilio.com`
+/// for its edge and region, or `TWILIO_MESSAGING_BASE_URL`.
+pub fn messaging_base(account: &Account) -> String {
+    product_base(account, "TWILIO_MESSAGING_BASE_URL", "messaging")
 }
 
 /// How long to look for an ambiguous send in Twilio's list before sending it
@@ -110,7 +91,7 @@ pub fn reconcile_seconds() -> u64 {
 /// Where Conversations media is: the Media Content Service of the configured
 /// edge and region (`TWILIO_EDGE`, `TWILIO_REGION`).
 pub fn media_content_base() -> String {
-    crate::envelope::media_content_base(setting("TWILIO_EDGE").as_deref(), setting("TWILIO_REGION").as_deref())
+    crate::ingress::envelope::media_content_base(setting("TWILIO_EDGE").as_deref(), setting("TWILIO_REGION").as_deref())
 }
 
 /// Whether inbound MMS and WhatsApp media is fetched and stored (`TWILIO_MEDIA_FETCH`, default false).
@@ -125,7 +106,7 @@ pub fn media_max_bytes() -> usize {
 
 /// The content-type prefixes kept (`TWILIO_MEDIA_TYPES`, comma-separated).
 pub fn media_types() -> Vec<String> {
-    setting("TWILIO_MEDIA_TYPES").map_or_else(crate::media::default_types, |list| {
+    setting("TWILIO_MEDIA_TYPES").map_or_else(crate::ingress::media::default_types, |list| {
         list.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect()
     })
 }
