@@ -72,6 +72,10 @@ class Server:
     # the measured start finds the compile cache in its data directory, as a
     # restart does. The first start's peak memory is recorded in COLD_START_RSS.
     compiles: bool = False
+    # More environment for it, and which signature files it is loaded with
+    # (`warm` + suffix, `measure` + suffix).
+    env: dict = field(default_factory=dict)
+    signatures: str = ""
 
     def start(self, port, data, extra_env=None):
         if self.compiles and not (data / "compile-cache").exists():
@@ -591,7 +595,7 @@ def write_results(args, results, on_nats, egress, costs, profiled):
         "`MessageSid`; each server fresh, on the same loopback port, sharing the 2 cores with wrk. "
         "CPU is the server process's user + system time over the measurement, divided by its requests.",
         *(ingress_table(results, c) for c in concurrencies),
-        "![latency by percentile](results/latency.png)",
+        f"![latency by percentile]({os.path.relpath(args.plot, args.results.parent)})",
         "",
         *(["## Ingress on NATS JetStream, one host and two", "",
             "The same webhooks at 32 connections in all, through the service with `BUS_URL=nats://…` "
@@ -603,7 +607,8 @@ def write_results(args, results, on_nats, egress, costs, profiled):
         "",
         targets(results),
         "Why the misses, part by part, with what was removed and what was measured and left: "
-        "[docs/performance.md](../docs/performance.md#what-limits-the-service).",
+        f"[docs/performance.md]({os.path.relpath(ROOT / 'docs/performance.md', args.results.parent)}"
+        "#what-limits-the-service).",
         "",
     ]
     if costs:
@@ -617,7 +622,7 @@ def write_results(args, results, on_nats, egress, costs, profiled):
             "",
             *profiled,
         ]
-    (ROOT / "bench/RESULTS.md").write_text("\n".join(text))
+    args.results.write_text("\n".join(text))
 
 
 def costs(release):
@@ -655,6 +660,9 @@ def main():
     parser.add_argument("--egress-node-messages", type=int, default=5000, help="messages the Node client sends")
     parser.add_argument("--no-nats", dest="nats", action="store_false", help="skip the NATS JetStream runs")
     parser.add_argument("--profile", action="store_true", help="add the service's perf profile to RESULTS.md")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench/RESULTS.md",
+                        help="where the table goes; a focused run (--servers) writes elsewhere so RESULTS.md keeps "
+                             "the whole table, its plot and JSON beside it")
     parser.add_argument("--release-dir", type=Path, required=True, help="where the release binaries are")
     args = parser.parse_args()
     args.passed = [a for a in sys.argv[1:] if not a.startswith("--release-dir") and a != str(args.release_dir)]
@@ -703,11 +711,14 @@ def main():
                   flush=True)
         profiled = profile(service, args, files, port) if args.profile and service else []
     shown = list(median_by(results, lambda m: (m.short, m.connections)).values())
-    plot(shown, ROOT / "bench/results/latency.png")
+    args.results = args.results.resolve()
+    stem = "" if args.results == (ROOT / "bench/RESULTS.md") else args.results.stem + "-"
+    args.plot = ROOT / f"bench/results/{stem}latency.png"
+    plot(shown, args.plot)
     raw = [dict(vars(m), latency_us={str(k): v for k, v in m.latency_us.items()}) for m in shown]
-    (ROOT / "bench/results/ingress.json").write_text(json.dumps(raw, indent=1) + "\n")
+    (ROOT / f"bench/results/{stem}ingress.json").write_text(json.dumps(raw, indent=1) + "\n")
     write_results(args, shown, on_nats, egress, costs(args.release_dir), profiled)
-    print((ROOT / "bench/RESULTS.md").read_text())
+    print(args.results.read_text())
 
 
 if __name__ == "__main__":

@@ -178,6 +178,16 @@ async fn accounts_added_changed_and_removed_take_effect_while_running() {
     };
     assert!(eventually(Duration::from_secs(10), admin_shows_it).await, "the malformed folder is named, not quoted");
     assert_eq!(status_with(DIR_TOKEN).await, 200, "a malformed neighbour changes nothing");
+    // Unchanged, the directory is not read again (reading it must not look like a change).
+    let readings = || async {
+        let (_, text) = harness::get(service.admin_addr, "/admin/connectors").await;
+        let listed: ConnectorList<ConnectorView> = serde_json::from_str(&text).unwrap();
+        listed.connectors[0].credential_sets.clone().unwrap().readings
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let settled = readings().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(readings().await, settled, "the directory was read again while nothing changed");
     // The token rotated in place: the old one stops verifying.
     let rotated = "e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2";
     harness.add_account(DIR_SID, &[("TWILIO_AUTH_TOKEN", rotated)]);

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use notify::{PollWatcher, RecommendedWatcher, RecursiveMode, Watcher};
-use notify_debouncer_mini::{Config, DebounceEventResult, new_debouncer_opt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -115,33 +114,75 @@ fn watch_directories(
 /// Watches `dirs` (with `mode`), debounced: the kernel's notifications, or
 /// polling where they fail or `config` asks for it. Each settled batch of
 /// changed paths goes to `changes`; dropping the backend stops it.
+///
+/// The debouncing is done here rather than by `notify-debouncer-mini`, which
+/// drops each event's kind: notify's inotify backend reports every `open`,
+/// so our own reading of a watched file would count as a change, and every
+/// reload would set off the next one (a directory of 10,000 accounts read
+/// again and again, measured in `bench/run`). Access events are left out.
 pub(crate) fn watch_paths(
     config: &WatchConfig,
     dirs: &[&Path],
     mode: RecursiveMode,
     changes: mpsc::UnboundedSender<Vec<PathBuf>>,
 ) -> anyhow::Result<Backend> {
-    let handler = |changes: mpsc::UnboundedSender<Vec<PathBuf>>| {
-        move |result: DebounceEventResult| match result {
-            Ok(events) => {
-                let _ = changes.send(events.into_iter().map(|event| event.path).collect());
-            }
-            Err(error) => tracing::warn!(%error, "file watcher error"),
+    let (raw, settled) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+    let handler = move |result: notify::Result<notify::Event>| match result {
+        Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
+        Ok(event) => {
+            let _ = raw.send(event.paths);
         }
+        Err(error) => tracing::warn!(%error, "file watcher error"),
     };
-    let debounce = Config::default().with_timeout(config.settle).with_batch_mode(true);
-    if !config.polling {
-        let native = new_debouncer_opt::<_, RecommendedWatcher>(debounce.clone(), handler(changes.clone()))
-            .and_then(|mut debouncer| watch_all(debouncer.watcher(), dirs, mode).map(|()| debouncer));
-        match native {
-            Ok(debouncer) => return Ok(Box::new(debouncer)),
-            Err(error) => tracing::warn!(%error, "kernel file notifications unavailable; polling instead"),
+    let backend: Backend = match config.polling {
+        false => match RecommendedWatcher::new(handler.clone(), notify::Config::default())
+            .and_then(|mut watcher| watch_all(&mut watcher, dirs, mode).map(|()| watcher))
+        {
+            Ok(watcher) => Box::new(watcher),
+            Err(error) => {
+                tracing::warn!(%error, "kernel file notifications unavailable; polling instead");
+                Box::new(polling(config, dirs, mode, handler)?)
+            }
+        },
+        true => Box::new(polling(config, dirs, mode, handler)?),
+    };
+    let settle = config.settle;
+    std::thread::Builder::new()
+        .name("watch-settle".into())
+        .spawn(move || settle_batches(&settled, settle, &changes))?;
+    Ok(backend)
+}
+
+fn polling<H: notify::EventHandler>(
+    config: &WatchConfig,
+    dirs: &[&Path],
+    mode: RecursiveMode,
+    handler: H,
+) -> notify::Result<PollWatcher> {
+    let mut watcher = PollWatcher::new(handler, notify::Config::default().with_poll_interval(config.settle))?;
+    watch_all(&mut watcher, dirs, mode)?;
+    Ok(watcher)
+}
+
+/// Gathers changed paths until none came for `settle` (so a copy in progress
+/// is seen once, whole), then hands the batch on; ends with the watcher.
+fn settle_batches(
+    raw: &std::sync::mpsc::Receiver<Vec<PathBuf>>,
+    settle: std::time::Duration,
+    changes: &mpsc::UnboundedSender<Vec<PathBuf>>,
+) {
+    while let Ok(mut batch) = raw.recv() {
+        // A file written without pause is still handed on, every 8 settle times.
+        let latest = std::time::Instant::now() + settle * 8;
+        while let Ok(more) = raw.recv_timeout(settle.min(latest.saturating_duration_since(std::time::Instant::now()))) {
+            batch.extend(more);
+        }
+        batch.sort();
+        batch.dedup();
+        if changes.send(batch).is_err() {
+            return;
         }
     }
-    let polling = debounce.with_notify_config(notify::Config::default().with_poll_interval(config.settle));
-    let mut debouncer = new_debouncer_opt::<_, PollWatcher>(polling, handler(changes))?;
-    watch_all(debouncer.watcher(), dirs, mode)?;
-    Ok(Box::new(debouncer))
 }
 
 fn watch_all(watcher: &mut dyn Watcher, dirs: &[&Path], mode: RecursiveMode) -> notify::Result<()> {

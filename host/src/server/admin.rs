@@ -54,6 +54,8 @@ pub struct ConnectorView {
 pub struct CredentialSetsView {
     /// Sets loaded.
     pub loaded: usize,
+    /// Times the directory was read since start (at start, then on each change).
+    pub readings: u64,
     /// `path: what is wrong`, one per problem.
     pub problems: Vec<String>,
 }
@@ -207,6 +209,7 @@ fn view(slot: &ConnectorSlot) -> ConnectorView {
             let summary = sets.summary();
             CredentialSetsView {
                 loaded: summary.loaded,
+                readings: summary.readings,
                 problems: summary.problems.iter().map(ToString::to_string).collect(),
             }
         }),

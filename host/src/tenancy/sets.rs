@@ -19,6 +19,9 @@ pub type SetValues = Arc<[(String, Secret)]>;
 pub struct CredentialSets {
     config: CredentialSetsConfig,
     current: ArcSwap<Loaded>,
+    /// How many times the directory was read: a watcher that fed on its own
+    /// reads would make this climb while nothing changes.
+    readings: std::sync::atomic::AtomicU64,
 }
 
 /// What one reading of the directory found.
@@ -34,6 +37,8 @@ struct Loaded {
 pub struct SetsSummary {
     /// Sets loaded.
     pub loaded: usize,
+    /// Times the directory was read since start.
+    pub readings: u64,
     /// What made the other folders unusable.
     pub problems: Vec<Problem>,
 }
@@ -42,7 +47,7 @@ impl CredentialSets {
     /// Reads every set in the configured directory (none when it does not exist).
     pub fn load(config: CredentialSetsConfig) -> Self {
         let loaded = scan(&config);
-        Self { config, current: ArcSwap::from_pointee(loaded) }
+        Self { config, current: ArcSwap::from_pointee(loaded), readings: 1.into() }
     }
 
     /// Where the folders are.
@@ -65,13 +70,15 @@ impl CredentialSets {
     /// How the last reading went.
     pub fn summary(&self) -> SetsSummary {
         let current = self.current.load();
-        SetsSummary { loaded: current.sets.len(), problems: current.problems.clone() }
+        let readings = self.readings.load(std::sync::atomic::Ordering::Relaxed);
+        SetsSummary { loaded: current.sets.len(), readings, problems: current.problems.clone() }
     }
 
     /// Reads the directory again and swaps the result in whole: a request
     /// sees the sets from before or from after, never a mix.
     pub fn reload(&self) -> SetsSummary {
         self.current.store(Arc::new(scan(&self.config)));
+        self.readings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.summary()
     }
 }
@@ -207,7 +214,7 @@ mod tests {
         assert_eq!(summary.loaded, 0, "an unknown file makes the folder malformed");
         assert!(summary.problems[0].message.contains("not a setting"), "{summary:?}");
         std::fs::remove_dir_all(dir.path().join(SID_A)).expect("rm");
-        assert_eq!(sets.reload(), SetsSummary { loaded: 0, problems: Vec::new() });
+        assert_eq!(sets.reload(), SetsSummary { loaded: 0, readings: 4, problems: Vec::new() });
     }
 
     #[test]
