@@ -6,6 +6,8 @@
 //! ambiguous message stands, so any host, after any restart, goes on from
 //! there; Twilio's Messages list says whether the message exists.
 
+use std::sync::Arc;
+
 use sha2::Digest as _;
 
 use crate::egress::message::{self, Destination, EgressSettings, local_reject};
@@ -29,8 +31,8 @@ const BODY_REWRITING_OPTIONS: [&str; 2] = ["ShortenUrls", "SmartEncoded"];
 /// that cannot be looked up now is not a refusal: the send decides.
 pub fn check(message: &EgressMessage) -> Result<String, String> {
     let (senders, scope) = match accounts::resolve(message.account.as_deref()) {
-        Found(account) if account.kind == AccountKind::Default => (account.senders, None),
-        Found(account) => (account.senders, Some(account.sid)),
+        Found(account) if account.kind == AccountKind::Default => (account.senders.clone(), None),
+        Found(account) => (account.senders.clone(), Some(account.sid.clone())),
         Unknown => return Err(unknown_account(message)),
         // Only a subaccount is looked up, and a subaccount has no default sender.
         Unavailable(_) | Refused(_) => (Default::default(), message.account.clone()),
@@ -96,8 +98,7 @@ pub fn send(message: &EgressMessage, attempt: u32) -> Result<Accepted, SendError
 /// Cancels a scheduled message of `account`: `POST …/Messages/{Sid}.json`
 /// with `Status=canceled`, as Twilio's API has it.
 pub fn cancel(account: Option<&str>, sid: &str) -> Result<Accepted, SendError> {
-    let account =
-        sending_account(account, || format!("account {} is not one this service serves", account.unwrap_or_default()))?;
+    let account = sending_account(account, || accounts::not_served(account))?;
     let settings = settings::egress_settings(&account).map_err(configuration)?;
     let request = message::prepare_cancel(sid, &settings)?;
     post(&format!("cancel {sid}"), &request, &settings)
@@ -105,7 +106,7 @@ pub fn cancel(account: Option<&str>, sid: &str) -> Result<Accepted, SendError> {
 
 /// The account that sends, or why not: unknown is for an operator to fix,
 /// a lookup that cannot be made now is retried.
-fn sending_account(sid: Option<&str>, unknown: impl FnOnce() -> String) -> Result<Account, SendError> {
+fn sending_account(sid: Option<&str>, unknown: impl FnOnce() -> String) -> Result<Arc<Account>, SendError> {
     match accounts::resolve(sid) {
         Found(account) => Ok(account),
         Unknown => Err(configuration(unknown())),

@@ -7,6 +7,8 @@
 //! | `POST /twilio/status` | a status event on `status` |
 //! | `POST /twilio/conversations` | `onMessageAdded` as an envelope on `conversations` |
 
+use std::sync::Arc;
+
 use crate::ingress::consent;
 use crate::ingress::envelope::{self, Context, Params};
 use crate::ingress::signature::{self, SignatureError, SignedContent};
@@ -110,7 +112,7 @@ fn answer(request: &IncomingRequest) -> Reply {
 /// account this service does not serve is refused with 403, as is one that
 /// cannot be looked up because lookups are at their bound (a flood of
 /// forged `AccountSid`s); one Twilio could not tell about now, with 503.
-fn account_of(params: Params<'_>, is_form: bool, body: &[u8]) -> Result<Account, Reply> {
+fn account_of(params: Params<'_>, is_form: bool, body: &[u8]) -> Result<Arc<Account>, Reply> {
     let claimed = if is_form { params.get("AccountSid").map(str::to_owned) } else { json_account_sid(body) };
     match accounts::resolve(claimed.as_deref()) {
         Lookup::Found(account) => Ok(account),

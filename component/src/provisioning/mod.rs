@@ -18,10 +18,7 @@ use crate::shared::{clock, settings};
 pub fn issue_token(request: TokenRequest) -> Result<AccessToken, TokenError> {
     let account = match accounts::resolve(request.account.as_deref()) {
         Lookup::Found(account) => account,
-        Lookup::Unknown => {
-            let sid = request.account.unwrap_or_default();
-            return Err(TokenError::InvalidRequest(format!("account {sid} is not one this service serves")));
-        }
+        Lookup::Unknown => return Err(TokenError::InvalidRequest(accounts::not_served(request.account.as_deref()))),
         Lookup::Unavailable(reason) | Lookup::Refused(reason) => return Err(TokenError::NotConfigured(reason)),
     };
     let Some((api_key_sid, api_secret)) = &account.api_key else {

@@ -27,9 +27,7 @@ impl Context {
     fn load(account: Option<&str>, public_url: &str) -> Result<Self, String> {
         let account = match accounts::resolve(account) {
             Lookup::Found(account) => account,
-            Lookup::Unknown => {
-                return Err(format!("account {} is not one this service serves", account.unwrap_or_default()));
-            }
+            Lookup::Unknown => return Err(accounts::not_served(account)),
             Lookup::Unavailable(reason) | Lookup::Refused(reason) => return Err(reason),
         };
         let rest = settings::egress_settings(&account)?;

@@ -13,7 +13,7 @@
 //!   [`UNKNOWN_TTL_SECONDS`]. Fetches are bounded by the host in rate and in
 //!   number, so forged `AccountSid`s cost refusals, not API calls.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::egress::message::SenderDefaults;
 use crate::platform::connector::cache::{self, FetchRefused};
@@ -65,11 +65,11 @@ pub struct Account {
     pub token_age_seconds: u32,
 }
 
-/// What looking an account up found.
+/// What looking an account up found. An account is shared, not copied:
+/// the default one is handed out on every webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(clippy::large_enum_variant, reason = "one per request, moved once, never kept in a collection")]
 pub enum Lookup {
-    Found(Account),
+    Found(Arc<Account>),
     /// Not an account this service serves.
     Unknown,
     /// Not looked up: lookups are at their bound (a flood of unknown sids).
@@ -83,7 +83,7 @@ pub fn resolve(sid: Option<&str>) -> Lookup {
     let default = default_account();
     let Some(sid) = sid.filter(|sid| *sid != default.sid) else { return Lookup::Found(default.clone()) };
     if let Some(values) = credential_sets::reveal(sid) {
-        return Lookup::Found(configured(sid, &values, default));
+        return Lookup::Found(Arc::new(configured(sid, &values, default)));
     }
     if !subaccounts_enabled() || !rest::is_sid(sid, "AC") {
         return Lookup::Unknown;
@@ -99,14 +99,14 @@ pub fn refresh(stale: &Account) -> Lookup {
 
 /// The default account, read once per instance: its secrets and settings are
 /// the host's grants, which do not change while an instance lives.
-pub fn default_account() -> &'static Account {
-    static DEFAULT: OnceLock<Account> = OnceLock::new();
+pub fn default_account() -> &'static Arc<Account> {
+    static DEFAULT: OnceLock<Arc<Account>> = OnceLock::new();
     DEFAULT.get_or_init(|| {
         let sid = secret("TWILIO_ACCOUNT_SID").unwrap_or_default();
         let tokens = ["TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN_SECONDARY"].into_iter().filter_map(|n| secret(n).ok());
         let api_key = secret("TWILIO_API_KEY").ok().zip(secret("TWILIO_API_SECRET").ok());
         let auth_tokens: Vec<String> = tokens.collect();
-        Account {
+        Arc::new(Account {
             rest_credentials: rest_credentials(&sid, api_key.as_ref(), auth_tokens.first()),
             sid,
             kind: AccountKind::Default,
@@ -118,8 +118,13 @@ pub fn default_account() -> &'static Account {
             region: setting("TWILIO_REGION"),
             edge: setting("TWILIO_EDGE"),
             token_age_seconds: 0,
-        }
+        })
     })
+}
+
+/// Why a command or request naming account `sid` is refused.
+pub fn not_served(sid: Option<&str>) -> String {
+    format!("account {} is not one this service serves", sid.unwrap_or_default())
 }
 
 fn rest_credentials(
@@ -215,7 +220,7 @@ fn subaccount(sid: &str, parent: &Account, refetch: bool) -> Lookup {
 fn remembered(sid: &str, key: &str, parent: &Account) -> Option<Lookup> {
     let cached = cache::get(key)?;
     Some(match cached.value.strip_prefix(KNOWN_PREFIX) {
-        Some(token) => Lookup::Found(as_subaccount(sid, token.to_owned(), parent, cached.age_seconds)),
+        Some(token) => Lookup::Found(Arc::new(as_subaccount(sid, token.to_owned(), parent, cached.age_seconds))),
         None => Lookup::Unknown,
     })
 }
@@ -261,7 +266,7 @@ fn fetch(sid: &str, key: &str, parent: &Account) -> Lookup {
         Decided::Subaccount(token) => {
             metrics::count("account-discovered", 1);
             cache::put(key, &format!("{KNOWN_PREFIX}{token}"), KNOWN_TTL_SECONDS);
-            Lookup::Found(as_subaccount(sid, token, parent, 0))
+            Lookup::Found(Arc::new(as_subaccount(sid, token, parent, 0)))
         }
         Decided::NotOurs(why) => {
             metrics::count("account-unknown", 1);

@@ -155,10 +155,6 @@ impl credential_sets::Host for InstanceState {
             .reveal(&name)
             .map(|values| values.iter().map(|(key, value)| (key.clone(), value.reveal().to_owned())).collect()))
     }
-
-    async fn names(&mut self) -> wasmtime::Result<Vec<String>> {
-        Ok(self.grants.credential_sets.as_ref().map(|sets| sets.names()).unwrap_or_default())
-    }
 }
 
 impl cache::Host for InstanceState {

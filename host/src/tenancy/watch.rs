@@ -91,7 +91,7 @@ async fn watch(config: WatchConfig, connector: &str, sets: &CredentialSets, stop
 
 /// Reads the sets again; says how it went, naming malformed folders by path
 /// and setting.
-pub fn reload(connector: &str, sets: &CredentialSets) {
+fn reload(connector: &str, sets: &CredentialSets) {
     let summary = sets.reload();
     metrics::credential_sets(connector, summary.loaded, summary.problems.len());
     tracing::info!(connector, loaded = summary.loaded, left_out = summary.problems.len(), "credential sets read");
