@@ -12,7 +12,9 @@ use ingress_egress::config::{self, Env, Secrets};
 use twilio_connector::egress::message::classify_response;
 use twilio_connector::ingress::envelope::{self, Context, Params};
 use twilio_connector::ingress::signature::{self, SignedContent};
+use twilio_connector::ingress::signature_settings;
 use twilio_connector::shared::rest::{TransportFailure, classify_transport, redact_credentials};
+use twilio_connector::shared::webhook_keys;
 
 /// One target's check: panics when the input breaks the parser or a property.
 pub type Check = fn(&[u8]);
@@ -20,6 +22,7 @@ pub type Check = fn(&[u8]);
 /// The targets by name, as `fuzz/fuzz_targets/<name>.rs` and `fuzz/regressions/<name>/` call them.
 pub const TARGETS: &[(&str, Check)] = &[
     ("signature", signature),
+    ("signature_settings", signature_settings),
     ("webhook_envelope", webhook_envelope),
     ("conversations_json", conversations_json),
     ("rest_response", rest_response),
@@ -56,6 +59,30 @@ pub fn signature(data: &[u8]) {
     changed[0] = if changed[0] == b'A' { b'B' } else { b'A' };
     let changed = String::from_utf8(changed).expect("base64 is ASCII");
     assert!(signature::validate(AUTH_TOKEN, &url, SignedContent::Form(&params), Some(&changed)).is_err());
+}
+
+/// Any settings header, key list, URL and form: parsing answers, never
+/// panics; a key named by the settings signs what then verifies with it,
+/// and not under the other algorithm; a parsed key list written back as
+/// `id=secret` entries parses to the same keys.
+pub fn signature_settings(data: &[u8]) {
+    let [header, keys, url, body] = <[String; 4]>::try_from(parts(data, 4)).expect("four parts");
+    let params = form(&body);
+    if let Ok(Some(settings)) = signature_settings::parse(Some(&header)) {
+        let key = settings.key_id.as_bytes();
+        let correct = signature::compute_with(settings.algorithm, key, &url, &params);
+        let content = SignedContent::Form(&params);
+        assert!(signature::validate_with(settings.algorithm, key, &url, content, Some(&correct)).is_ok());
+        let other = match settings.algorithm {
+            signature::Algorithm::HmacSha1 => signature::Algorithm::HmacSha256,
+            signature::Algorithm::HmacSha256 => signature::Algorithm::HmacSha1,
+        };
+        assert!(signature::validate_with(other, key, &url, content, Some(&correct)).is_err());
+    }
+    if let Ok(parsed) = webhook_keys::parse(&keys) {
+        let written: Vec<String> = parsed.iter().map(|key| format!("{}={}", key.id, key.secret)).collect();
+        assert_eq!(webhook_keys::parse(&written.join(",")).expect("written back"), parsed);
+    }
 }
 
 fn context() -> Context {

@@ -148,6 +148,11 @@ fn envelope(sid: &str, params: Vec<(String, String)>) -> IngressEnvelope {
             .expect("RFC 3339"),
         attributes: Attributes(params),
         metadata: None,
+        profile: None,
+        location: None,
+        button: None,
+        reply_to: None,
+        referral: None,
     }
 }
 

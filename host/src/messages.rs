@@ -94,6 +94,8 @@ pub enum Channel {
     Whatsapp,
     /// A conversation message.
     Conversations,
+    /// An RCS message.
+    Rcs,
 }
 
 impl From<bindings::Channel> for Channel {
@@ -103,6 +105,7 @@ impl From<bindings::Channel> for Channel {
             bindings::Channel::Mms => Self::Mms,
             bindings::Channel::Whatsapp => Self::Whatsapp,
             bindings::Channel::Conversations => Self::Conversations,
+            bindings::Channel::Rcs => Self::Rcs,
         }
     }
 }
@@ -162,6 +165,104 @@ pub struct IngressEnvelope {
     pub attributes: Attributes,
     /// Structured data the provider attached (JSON), or null.
     pub metadata: Option<Box<RawValue>>,
+    /// What the channel says of the sender (envelopes published before
+    /// these fields existed read as null).
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    /// A location the sender shared.
+    #[serde(default)]
+    pub location: Option<Location>,
+    /// A button the sender pressed.
+    #[serde(default)]
+    pub button: Option<Button>,
+    /// The provider's id of the message this one replies to.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// The ad the conversation started from.
+    #[serde(default)]
+    pub referral: Option<Referral>,
+}
+
+/// Who sent a message, as the channel names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The display name (WhatsApp's `ProfileName`).
+    pub name: Option<String>,
+    /// The channel's own user id (WhatsApp's business-scoped user id).
+    pub external_user_id: Option<String>,
+    /// The id of the business portfolio's user the id belongs to.
+    pub parent_external_user_id: Option<String>,
+    /// The WhatsApp number, when the sender shares one.
+    pub wa_id: Option<String>,
+    /// The sender's username.
+    pub username: Option<String>,
+}
+
+/// A shared location, in degrees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// Degrees north, -90 to 90.
+    pub latitude: f64,
+    /// Degrees east, -180 to 180.
+    pub longitude: f64,
+    /// The address the sender's app gave, when it gave one.
+    pub address: Option<String>,
+    /// The place's name, when it has one.
+    pub label: Option<String>,
+}
+
+/// A pressed button: its text and the payload its sender set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    /// What the button said.
+    pub text: Option<String>,
+    /// What the message's sender set on the button, returned verbatim.
+    pub payload: Option<String>,
+}
+
+/// The ad a conversation started from (click-to-WhatsApp).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Referral {
+    /// The ad's text.
+    pub body: Option<String>,
+    /// The ad's headline.
+    pub headline: Option<String>,
+    /// The ad's id.
+    pub source_id: Option<String>,
+    /// `ad` or `post`.
+    pub source_type: Option<String>,
+    /// Where the ad leads.
+    pub source_url: Option<String>,
+    /// The ad's image or video.
+    pub media_url: Option<String>,
+    /// The click-to-WhatsApp click id, for attribution.
+    pub ctwa_clid: Option<String>,
+}
+
+impl From<bindings::Profile> for Profile {
+    fn from(p: bindings::Profile) -> Self {
+        let bindings::Profile { name, external_user_id, parent_external_user_id, wa_id, username } = p;
+        Self { name, external_user_id, parent_external_user_id, wa_id, username }
+    }
+}
+
+impl From<bindings::Location> for Location {
+    fn from(l: bindings::Location) -> Self {
+        Self { latitude: l.latitude, longitude: l.longitude, address: l.address, label: l.label }
+    }
+}
+
+impl From<bindings::Button> for Button {
+    fn from(b: bindings::Button) -> Self {
+        Self { text: b.text, payload: b.payload }
+    }
+}
+
+impl From<bindings::Referral> for Referral {
+    fn from(r: bindings::Referral) -> Self {
+        let bindings::Referral { body, headline, source_id, source_type, source_url, media_url, ctwa_clid } = r;
+        Self { body, headline, source_id, source_type, source_url, media_url, ctwa_clid }
+    }
 }
 
 impl From<bindings::IngressEnvelope> for IngressEnvelope {
@@ -182,6 +283,11 @@ impl From<bindings::IngressEnvelope> for IngressEnvelope {
             attributes: e.attributes.into(),
             // The connector checked it is JSON; anything else is dropped, not published broken.
             metadata: e.metadata_json.and_then(|text| RawValue::from_string(text).ok()),
+            profile: e.profile.map(Profile::from),
+            location: e.location.map(Location::from),
+            button: e.button.map(Button::from),
+            reply_to: e.reply_to,
+            referral: e.referral.map(Referral::from),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Every parameter Twilio sent is kept in `attributes` in its order; parameters
 //! this code does not know are never an error.
 
+use crate::ingress::typed_fields;
 use crate::platform::connector::types::{Attribute, Channel, IngressEnvelope, Media, StatusEvent};
 use crate::shared::segments;
 
@@ -76,13 +77,16 @@ pub fn inbound_message(params: Params<'_>, context: &Context) -> Result<IngressE
     let to = params.require("To")?;
     let body = params.get("Body").unwrap_or_default();
     let media = message_media(params);
-    let channel = if is_whatsapp(from) || is_whatsapp(to) {
+    let channel = if has_prefix(from, "whatsapp:") || has_prefix(to, "whatsapp:") {
         Channel::Whatsapp
+    } else if has_prefix(from, "rcs:") || has_prefix(to, "rcs:") {
+        Channel::Rcs
     } else if media.is_empty() {
         Channel::Sms
     } else {
         Channel::Mms
     };
+    let typed = typed_fields::read(params);
     Ok(IngressEnvelope {
         id: context.id.clone(),
         source: SOURCE.to_owned(),
@@ -98,11 +102,17 @@ pub fn inbound_message(params: Params<'_>, context: &Context) -> Result<IngressE
         received_at: context.received_at.clone(),
         attributes: params.attributes(),
         metadata_json: None,
+        profile: typed.profile,
+        location: typed.location,
+        button: typed.button,
+        reply_to: typed.reply_to,
+        referral: typed.referral,
     })
 }
 
-fn is_whatsapp(address: &str) -> bool {
-    address.get(..9).is_some_and(|prefix| prefix.eq_ignore_ascii_case("whatsapp:"))
+/// Whether `address` starts with the channel prefix `prefix`, in any case.
+fn has_prefix(address: &str, prefix: &str) -> bool {
+    address.get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 impl Media {
@@ -216,6 +226,11 @@ pub fn conversation_event(
         received_at: context.received_at.clone(),
         attributes: params.attributes(),
         metadata_json,
+        profile: None,
+        location: None,
+        button: None,
+        reply_to: None,
+        referral: None,
     }))
 }
 
@@ -272,6 +287,26 @@ mod tests {
         ("ApiVersion", "2010-04-01"),
         ("SomethingNew", "kept"),
     ];
+
+    #[test]
+    fn rcs_and_business_scoped_senders() {
+        let with = |from: &str, to: &str| {
+            let mut p = params(SMS);
+            for (name, value) in p.iter_mut() {
+                match name.as_str() {
+                    "From" => *value = from.to_owned(),
+                    "To" => *value = to.to_owned(),
+                    _ => {}
+                }
+            }
+            inbound_message(Params(&p), &context()).unwrap()
+        };
+        assert_eq!(with("rcs:+14155550100", "rcs:acme_agent").channel, Channel::Rcs);
+        assert_eq!(with("RCS:+14155550100", "+15005550006").channel, Channel::Rcs);
+        let bsuid = with("whatsapp:US.13491208655302741918", "whatsapp:+15005550006");
+        assert_eq!(bsuid.channel, Channel::Whatsapp);
+        assert_eq!(bsuid.from, "whatsapp:US.13491208655302741918", "no phone number, and no refusal");
+    }
 
     #[test]
     fn inbound_sms() {

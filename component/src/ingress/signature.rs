@@ -1,11 +1,13 @@
-//! X-Twilio-Signature: the HMAC-SHA1 Twilio puts on every webhook.
+//! X-Twilio-Signature: the HMAC Twilio puts on every webhook.
 //!
 //! Follows Twilio's reference validators (twilio-python's `RequestValidator`,
 //! twilio-node's `validateRequest`): the URL Twilio called, then every form
 //! parameter name (byte order) followed by each of its distinct values (sorted),
-//! keyed by the account's Auth Token. Twilio is inconsistent about default ports,
-//! so the URL is tried with the port and without it. A JSON body is signed through
-//! the `bodySHA256` query parameter instead of its parameters.
+//! keyed by the account's Auth Token (HMAC-SHA1), or by a shared key with the
+//! algorithm its settings header names (HMAC-SHA256). Twilio is inconsistent
+//! about default ports, so the URL is tried with the port and without it. A
+//! JSON body is signed through the `bodySHA256` query parameter instead of its
+//! parameters.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -13,6 +15,15 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+/// The HMAC a signature is computed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Keyed by the Auth Token: every webhook without a settings header.
+    HmacSha1,
+    /// Keyed by a shared key, when the settings header names it.
+    HmacSha256,
+}
 
 /// Why a webhook's signature was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,9 +55,15 @@ pub enum SignedContent<'a> {
     Raw(&'a [u8]),
 }
 
-/// Computes the signature Twilio would send for `url` and form `params`.
+/// Computes the signature Twilio would send for `url` and form `params`,
+/// signed with the Auth Token.
 pub fn compute(auth_token: &[u8], url: &str, params: &[(String, String)]) -> String {
-    sign_sorted(auth_token, url, &sorted_params(params))
+    compute_with(Algorithm::HmacSha1, auth_token, url, params)
+}
+
+/// Computes the signature Twilio would send with `algorithm` keyed by `key`.
+pub fn compute_with(algorithm: Algorithm, key: &[u8], url: &str, params: &[(String, String)]) -> String {
+    sign_sorted(algorithm, key, url, &sorted_params(params))
 }
 
 /// The parameters in the order Twilio signs them. Sorting whole pairs orders
@@ -59,8 +76,15 @@ fn sorted_params(params: &[(String, String)]) -> Vec<(&str, &str)> {
     sorted
 }
 
-fn sign_sorted(auth_token: &[u8], url: &str, sorted: &[(&str, &str)]) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token).expect("HMAC takes a key of any length");
+fn sign_sorted(algorithm: Algorithm, key: &[u8], url: &str, sorted: &[(&str, &str)]) -> String {
+    match algorithm {
+        Algorithm::HmacSha1 => sign_sorted_by::<Hmac<Sha1>>(key, url, sorted),
+        Algorithm::HmacSha256 => sign_sorted_by::<Hmac<Sha256>>(key, url, sorted),
+    }
+}
+
+fn sign_sorted_by<M: Mac + hmac::digest::KeyInit>(key: &[u8], url: &str, sorted: &[(&str, &str)]) -> String {
+    let mut mac = <M as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
     mac.update(url.as_bytes());
     for (name, value) in sorted {
         mac.update(name.as_bytes());
@@ -69,9 +93,22 @@ fn sign_sorted(auth_token: &[u8], url: &str, sorted: &[(&str, &str)]) -> String 
     BASE64.encode(mac.finalize().into_bytes())
 }
 
-/// Checks a webhook's `X-Twilio-Signature` against the public `url` it was sent to.
+/// Checks a webhook's `X-Twilio-Signature`, signed with the Auth Token,
+/// against the public `url` it was sent to.
 pub fn validate(
     auth_token: &[u8],
+    url: &str,
+    content: SignedContent<'_>,
+    signature: Option<&str>,
+) -> Result<(), SignatureError> {
+    validate_with(Algorithm::HmacSha1, auth_token, url, content, signature)
+}
+
+/// Checks a webhook's `X-Twilio-Signature` computed with `algorithm` keyed
+/// by `key`.
+pub fn validate_with(
+    algorithm: Algorithm,
+    key: &[u8],
     url: &str,
     content: SignedContent<'_>,
     signature: Option<&str>,
@@ -90,7 +127,7 @@ pub fn validate(
     };
     let sorted = sorted_params(params);
     let signed = |candidate: &str| {
-        bool::from(sign_sorted(auth_token, candidate, &sorted).as_bytes().ct_eq(signature.as_bytes()))
+        bool::from(sign_sorted(algorithm, key, candidate, &sorted).as_bytes().ct_eq(signature.as_bytes()))
     };
     // The URL as given first: in the common case one HMAC does. A signature
     // that fails is checked against every form, so its time does not depend
@@ -258,6 +295,26 @@ mod tests {
         assert_eq!(
             validate(TOKEN, url, SignedContent::Raw(tampered), Some(sig)),
             Err(SignatureError::BodyHashMismatch)
+        );
+    }
+
+    /// Answers of the official `twilio` npm package 6.3.1:
+    /// `getExpectedTwilioSignature("12345", url, params, "HMAC_SHA256")`.
+    #[test]
+    fn reference_answers_hmac_sha256() {
+        let url = "https://example.com/myapp.php?foo=1&bar=2";
+        let params = voice_params("+14158675310");
+        let sig = "qMztBq0IANMH/q0K9sCfKQJLylezvRdRzRS647SAVow=";
+        assert_eq!(compute_with(Algorithm::HmacSha256, TOKEN, url, &params), sig);
+        assert_eq!(validate_with(Algorithm::HmacSha256, TOKEN, url, SignedContent::Form(&params), Some(sig)), Ok(()));
+        // The same key under the other algorithm does not verify it.
+        assert_eq!(validate(TOKEN, url, SignedContent::Form(&params), Some(sig)), Err(SignatureError::Mismatch));
+        let json_url = "https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
+        let body = br#"{"property": "value", "boolean": true}"#;
+        let json_sig = "+UOCWf84gdgo/5Hpg4m5/EgKnJA2/TbOw5sPNVr3bPk=";
+        assert_eq!(
+            validate_with(Algorithm::HmacSha256, TOKEN, json_url, SignedContent::Raw(body), Some(json_sig)),
+            Ok(())
         );
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::ingress::consent;
 use crate::ingress::envelope::{self, Context, Params};
 use crate::ingress::signature::{self, SignatureError, SignedContent};
+use crate::ingress::signature_settings::{self, SignatureSettings};
 use crate::ingress::status_memory::{self, Recorded};
 use crate::platform::connector::bus::{self, BusError, BusMessage};
 use crate::platform::connector::log::{self, Level};
@@ -97,7 +98,8 @@ fn answer(request: &IncomingRequest) -> Reply {
         Ok(account) => account,
         Err(reply) => return reply,
     };
-    if let Err(error) = verify(&account, &url, content, &signature) {
+    let settings = header("x-twilio-webhooks-signature-settings");
+    if let Err(error) = verify(&account, &url, content, &signature, settings.as_deref()) {
         log::log(Level::Warn, &format!("refused webhook on {path} for {}: {error}", shown(&account)));
         return Reply::error(403, "invalid X-Twilio-Signature");
     }
@@ -142,13 +144,54 @@ fn shown(account: &Account) -> &str {
     if account.sid.is_empty() { "the default account" } else { &account.sid }
 }
 
+/// Verifies a webhook with the shared key its settings header names, or,
+/// without that header, with the account's Auth Tokens. A request that names
+/// a key is checked with that key and algorithm only: it never falls back
+/// on an Auth Token, and an unknown key or algorithm is refused.
+fn verify(
+    account: &Account,
+    url: &str,
+    content: SignedContent<'_>,
+    signature: &str,
+    settings_header: Option<&str>,
+) -> Result<(), String> {
+    match signature_settings::parse(settings_header).map_err(|error| error.to_string())? {
+        Some(settings) => verify_shared_key(account, settings, url, content, signature),
+        None => verify_auth_token(account, url, content, signature).map_err(|error| error.to_string()),
+    }
+}
+
+/// Verifies with the account's shared key `settings` names (counted as
+/// `signature-shared-key`). Key ids are not secret; the comparison of the
+/// signature is constant-time.
+fn verify_shared_key(
+    account: &Account,
+    settings: SignatureSettings<'_>,
+    url: &str,
+    content: SignedContent<'_>,
+    signature: &str,
+) -> Result<(), String> {
+    let Some(key) = account.shared_keys.iter().find(|key| key.id == settings.key_id) else {
+        return Err("the signature settings name a shared key this account does not hold".to_owned());
+    };
+    signature::validate_with(settings.algorithm, key.secret.as_bytes(), url, content, Some(signature))
+        .map_err(|error| format!("{error} (shared key {})", key.id))?;
+    metrics::count("signature-shared-key", 1);
+    Ok(())
+}
+
 /// Verifies against `account`'s Auth Tokens only (primary, then the
 /// secondary while one is rotated in), so no account's token ever verifies
 /// a webhook that claims another. Every token is tried: the time taken does
 /// not say which matched. The match is counted (`signature-primary`/
 /// `-secondary`). A subaccount's token old enough to have been rotated is
 /// fetched again once before the webhook is refused.
-fn verify(account: &Account, url: &str, content: SignedContent<'_>, signature: &str) -> Result<(), SignatureError> {
+fn verify_auth_token(
+    account: &Account,
+    url: &str,
+    content: SignedContent<'_>,
+    signature: &str,
+) -> Result<(), SignatureError> {
     if account.auth_tokens.is_empty() {
         log::log(Level::Error, &format!("cannot verify webhooks for {}: no Auth Token is set", shown(account)));
         return Err(SignatureError::Mismatch);
@@ -166,7 +209,7 @@ fn verify(account: &Account, url: &str, content: SignedContent<'_>, signature: &
         {
             return match accounts::refresh(account) {
                 Lookup::Found(fresh) if fresh.auth_tokens != account.auth_tokens => {
-                    verify(&fresh, url, content, signature)
+                    verify_auth_token(&fresh, url, content, signature)
                 }
                 _ => Err(SignatureError::Mismatch),
             };

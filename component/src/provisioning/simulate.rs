@@ -69,14 +69,21 @@ fn content_type(url: &str) -> &'static str {
     }
 }
 
-/// Builds a signed webhook of `kind`: `sms`, `status` or `conversation`.
+/// The kinds of webhook [`build`] makes.
+pub const KINDS: &str = "sms, rcs, location, button, status, conversation";
+
+/// Builds a signed webhook of `kind` (one of [`KINDS`]).
 pub fn build(kind: &str, options: &[(String, String)], id: &Identity<'_>) -> Result<Simulated, String> {
     let options = Options(options);
+    let messaging = |params: Params| ("/twilio/messaging".to_owned(), params);
     let (path_with_query, params) = match kind {
-        "sms" => ("/twilio/messaging".to_owned(), inbound_sms(&options, id)),
+        "sms" => messaging(inbound(&options, id, SMS_USER, SMS_NUMBER)),
+        "rcs" => messaging(inbound(&options, id, "rcs:+14155550100", "rcs:ingress_egress_agent")),
+        "location" => messaging(whatsapp_location(&options, id)),
+        "button" => messaging(whatsapp_button(&options, id)),
         "status" => status_callback(&options, id),
         "conversation" => ("/twilio/conversations".to_owned(), message_added(&options, id)),
-        other => return Err(format!("unknown webhook kind {other:?} (sms, status, conversation)")),
+        other => return Err(format!("unknown webhook kind {other:?} ({KINDS})")),
     };
     let url = format!("{}{path_with_query}", id.base_url.trim_end_matches('/'));
     let signature = signature::compute(id.auth_token.as_bytes(), &url, &params);
@@ -92,8 +99,14 @@ pub fn build(kind: &str, options: &[(String, String)], id: &Identity<'_>) -> Res
     })
 }
 
-/// An inbound SMS (MMS with `media-url`s) to the messaging webhook.
-fn inbound_sms(options: &Options<'_>, id: &Identity<'_>) -> Params {
+const SMS_USER: &str = "+14155550100";
+const SMS_NUMBER: &str = "+15005550006";
+const WHATSAPP_USER: &str = "whatsapp:+14155550100";
+const WHATSAPP_NUMBER: &str = "whatsapp:+15005550006";
+
+/// An inbound message (MMS with `media-url`s) to the messaging webhook,
+/// between `from` and `to` unless the options name others.
+fn inbound(options: &Options<'_>, id: &Identity<'_>, from: &str, to: &str) -> Params {
     let message_sid = options.sid("message-sid", "SM", id);
     let media: Vec<&str> = options.all("media-url").collect();
     let body = options.body();
@@ -104,11 +117,11 @@ fn inbound_sms(options: &Options<'_>, id: &Identity<'_>) -> Params {
         ("SmsSid", &message_sid),
         ("SmsStatus", "received"),
         ("Body", body),
-        ("To", options.get("to").unwrap_or("+15005550006")),
+        ("To", options.get("to").unwrap_or(to)),
         ("NumSegments", &crate::shared::segments::count(body).segments.to_string()),
         ("MessageSid", &message_sid),
         ("AccountSid", id.account_sid),
-        ("From", options.get("from").unwrap_or("+14155550100")),
+        ("From", options.get("from").unwrap_or(from)),
         ("ApiVersion", "2010-04-01"),
     ]);
     for (index, url) in media.iter().enumerate() {
@@ -117,6 +130,34 @@ fn inbound_sms(options: &Options<'_>, id: &Identity<'_>) -> Params {
             (&format!("MediaContentType{index}"), content_type(url)),
         ]));
     }
+    out
+}
+
+/// A WhatsApp location: Twilio's `MessageType=location` parameters.
+fn whatsapp_location(options: &Options<'_>, id: &Identity<'_>) -> Params {
+    let mut out = inbound(options, id, WHATSAPP_USER, WHATSAPP_NUMBER);
+    out.extend(params(&[
+        ("MessageType", "location"),
+        ("Latitude", "37.7879277"),
+        ("Longitude", "-122.4032951"),
+        ("Address", "375 Beale St, San Francisco, CA 94105"),
+        ("Label", "Twilio HQ"),
+        ("ProfileName", "Ana"),
+        ("WaId", "14155550100"),
+    ]));
+    out
+}
+
+/// A WhatsApp quick reply: the button's text is the body.
+fn whatsapp_button(options: &Options<'_>, id: &Identity<'_>) -> Params {
+    let mut out = inbound(options, id, WHATSAPP_USER, WHATSAPP_NUMBER);
+    out.extend(params(&[
+        ("MessageType", "button"),
+        ("ButtonText", options.body()),
+        ("ButtonPayload", "simulated-payload"),
+        ("ProfileName", "Ana"),
+        ("WaId", "14155550100"),
+    ]));
     out
 }
 
@@ -185,7 +226,7 @@ mod tests {
             base_url: "http://127.0.0.1:8080/",
             random_hex: random,
         };
-        for kind in ["sms", "status", "conversation"] {
+        for kind in KINDS.split(", ") {
             let options = vec![
                 ("media-url".to_owned(), "https://e.com/a.png".to_owned()),
                 ("egress-id".to_owned(), "e 1".to_owned()),
@@ -197,5 +238,30 @@ mod tests {
             assert_eq!(validate(b"tok", &url, SignedContent::Form(&params), sig), Ok(()), "{kind}");
         }
         assert!(build("fax", &[], &id).is_err());
+    }
+
+    #[test]
+    fn simulated_kinds_become_their_channels_and_typed_fields() {
+        use crate::ingress::envelope::{Context, Params, inbound_message};
+        use crate::platform::connector::types::Channel;
+        let id = Identity {
+            account_sid: "AC0123456789abcdef0123456789abcdef",
+            auth_token: "tok",
+            chat_service_sid: None,
+            base_url: "http://127.0.0.1:8080",
+            random_hex: || "0123456789abcdef0123456789abcdef".to_owned(),
+        };
+        let envelope = |kind: &str| {
+            let sim = build(kind, &[("body".to_owned(), "Yes".to_owned())], &id).unwrap();
+            let params: Vec<(String, String)> = form_urlencoded::parse(sim.body.as_bytes()).into_owned().collect();
+            let context = Context { id: "e".into(), received_at: "2026-12-07T00:00:00Z".into() };
+            inbound_message(Params(&params), &context).unwrap()
+        };
+        assert_eq!(envelope("rcs").channel, Channel::Rcs);
+        let location = envelope("location");
+        assert_eq!(location.channel, Channel::Whatsapp);
+        assert_eq!(location.location.unwrap().label.as_deref(), Some("Twilio HQ"));
+        let button = envelope("button").button.unwrap();
+        assert_eq!((button.text.as_deref(), button.payload.as_deref()), (Some("Yes"), Some("simulated-payload")));
     }
 }

@@ -22,6 +22,7 @@ use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::metrics;
 use crate::shared::rest::{self, PreparedRequest, Verb};
 use crate::shared::settings::{self, secret, setting};
+use crate::shared::webhook_keys::{self, SharedKey};
 
 /// How long a subaccount's token is used before it is fetched again.
 pub const KNOWN_TTL_SECONDS: u32 = 900;
@@ -51,6 +52,9 @@ pub struct Account {
     pub kind: AccountKind,
     /// The Auth Tokens a webhook signature may verify with, primary first.
     pub auth_tokens: Vec<String>,
+    /// The shared keys a webhook whose settings header names one verifies
+    /// with (a subaccount's are its parent's: the parent can act for it).
+    pub shared_keys: Vec<SharedKey>,
     /// HTTP Basic for REST: the account's API key, else its sid and Auth
     /// Token; a subaccount's parent's. None when neither is set.
     pub rest_credentials: Option<(String, String)>,
@@ -108,6 +112,7 @@ pub fn default_account() -> &'static Arc<Account> {
         let auth_tokens: Vec<String> = tokens.collect();
         Arc::new(Account {
             rest_credentials: rest_credentials(&sid, api_key.as_ref(), auth_tokens.first()),
+            shared_keys: shared_keys(&sid, secret("TWILIO_WEBHOOK_SHARED_KEYS").ok().as_deref()),
             sid,
             kind: AccountKind::Default,
             auth_tokens,
@@ -125,6 +130,16 @@ pub fn default_account() -> &'static Arc<Account> {
 /// Why a command or request naming account `sid` is refused.
 pub fn not_served(sid: Option<&str>) -> String {
     format!("account {} is not one this service serves", sid.unwrap_or_default())
+}
+
+/// The shared keys listed in `text`; none, said in the log, when the list
+/// is malformed (`check` refuses it first, by the setting's pattern).
+fn shared_keys(sid: &str, text: Option<&str>) -> Vec<SharedKey> {
+    webhook_keys::parse(text.unwrap_or_default()).unwrap_or_else(|problem| {
+        let account = if sid.is_empty() { "the default account" } else { sid };
+        log::log(Level::Error, &format!("TWILIO_WEBHOOK_SHARED_KEYS of {account}: {problem}; no shared key is used"));
+        Vec::new()
+    })
 }
 
 fn rest_credentials(
@@ -150,6 +165,7 @@ fn configured(sid: &str, values: &[(String, String)], default: &Account) -> Acco
         kind: AccountKind::Configured,
         rest_credentials: rest_credentials(sid, api_key.as_ref(), auth_tokens.first()),
         auth_tokens,
+        shared_keys: shared_keys(sid, value("TWILIO_WEBHOOK_SHARED_KEYS").as_deref()),
         api_key,
         chat_service_sid: value("TWILIO_CHAT_SERVICE_SID"),
         senders: SenderDefaults {
@@ -170,6 +186,7 @@ fn as_subaccount(sid: &str, token: String, parent: &Account, age: u32) -> Accoun
         sid: sid.to_owned(),
         kind: AccountKind::Subaccount,
         auth_tokens: vec![token],
+        shared_keys: parent.shared_keys.clone(),
         rest_credentials: parent.rest_credentials.clone(),
         api_key: None,
         chat_service_sid: None,
@@ -329,6 +346,7 @@ pub(crate) mod tests {
             sid: sid.into(),
             kind,
             auth_tokens: vec!["a".into()],
+            shared_keys: Vec::new(),
             rest_credentials: None,
             api_key: None,
             chat_service_sid: Some("IS1".into()),

@@ -1,6 +1,6 @@
 //! What every flow uses: the host's settings and accounts, HTTP out of the
 //! sandbox and Twilio's REST conventions, bodies, the clock, error classes,
-//! segment counting, and the WhatsApp window (recorded by ingress, checked by
+//! segment counting, webhook shared keys, and the WhatsApp window (recorded by ingress, checked by
 //! egress).
 
 pub mod accounts;
@@ -11,6 +11,7 @@ pub mod http;
 pub mod rest;
 pub mod segments;
 pub mod settings;
+pub mod webhook_keys;
 pub mod whatsapp_window;
 
 use crate::platform::connector::state::{self, StateError};

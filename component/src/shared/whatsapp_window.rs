@@ -34,10 +34,14 @@ fn key(account: &Account, sender: &str, user: &str) -> Option<String> {
 }
 
 /// An address without its channel prefix and `+`, when that leaves only
-/// letters and digits (what a state key may hold).
+/// letters and digits, or dots between them (WhatsApp's business-scoped user
+/// ids, `US.1349…`): what a state key may hold.
 fn plain(address: &str) -> Option<&str> {
     let bare = address.trim_start_matches("whatsapp:").trim_start_matches('+');
-    (!bare.is_empty() && bare.len() <= 40 && bare.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(bare)
+    let well_formed = bare.len() <= 64
+        && !bare.is_empty()
+        && bare.split('.').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()));
+    well_formed.then_some(bare)
 }
 
 /// Whether a user who last wrote at `last` (Unix seconds) may get a free-form
@@ -128,5 +132,12 @@ mod tests {
             Some("wa.AC00000000000000000000000000000002.15005550006.14155550100")
         );
         assert_eq!(key(&default, "whatsapp:+1 555", "whatsapp:+2"), None);
+        assert_eq!(
+            key(&default, "whatsapp:+15005550006", "whatsapp:US.13491208655302741918").as_deref(),
+            Some("wa.15005550006.US.13491208655302741918"),
+            "a business-scoped user id has a window too"
+        );
+        assert_eq!(key(&default, "whatsapp:+15005550006", "whatsapp:US..1"), None);
+        assert_eq!(key(&default, "whatsapp:+15005550006", "whatsapp:.US"), None);
     }
 }

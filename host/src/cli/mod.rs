@@ -175,7 +175,7 @@ pub struct TailArgs {
 /// `simulate`: post a signed sample webhook to a running service.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// sms, status or conversation.
+    /// sms, rcs, location, button (WhatsApp), status or conversation.
     pub kind: String,
     /// The sender of the sample message.
     #[arg(long)]

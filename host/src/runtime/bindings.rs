@@ -65,8 +65,8 @@ pub mod webhook_simulator {
 pub use exports::platform::connector::connector::{Descriptor, EgressPlan};
 pub use platform::connector::bus::{BusError, BusMessage, Receipt};
 pub use platform::connector::types::{
-    Accepted, Attribute, Channel, ConsentAction, ConsentEvent, EgressMessage, ErrorClass, IngressEnvelope, Media,
-    ProviderError, Reconciliation, RetryHint, SendError, StatusEvent, Template,
+    Accepted, Attribute, Button, Channel, ConsentAction, ConsentEvent, EgressMessage, ErrorClass, IngressEnvelope,
+    Location, Media, Profile, ProviderError, Reconciliation, Referral, RetryHint, SendError, StatusEvent, Template,
 };
 pub use provisioner::{SettingState, WebhookSetting, WiringReport};
 pub use token_issuer::{AccessToken, TokenError, TokenRequest};
