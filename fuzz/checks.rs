@@ -11,6 +11,7 @@ use std::path::Path;
 use ingress_egress::config::{self, Env, Secrets};
 use twilio_connector::egress::message::classify_response;
 use twilio_connector::ingress::envelope::{self, Context, Params};
+use twilio_connector::ingress::event_streams::{self, Kind};
 use twilio_connector::ingress::signature::{self, SignedContent};
 use twilio_connector::ingress::signature_settings;
 use twilio_connector::shared::rest::{TransportFailure, classify_transport, redact_credentials};
@@ -23,6 +24,7 @@ pub type Check = fn(&[u8]);
 pub const TARGETS: &[(&str, Check)] = &[
     ("signature", signature),
     ("signature_settings", signature_settings),
+    ("event_batch", event_batch),
     ("webhook_envelope", webhook_envelope),
     ("conversations_json", conversations_json),
     ("rest_response", rest_response),
@@ -100,6 +102,32 @@ pub fn webhook_envelope(data: &[u8]) {
         assert!(envelope::status_dedup_key(&event).is_some());
     }
     let _ = envelope::conversation_event(Params(&params), &context(), &envelope::media_content_base(None, None));
+}
+
+/// Any Event Streams body: events, never a panic; each event's raw form is
+/// JSON (it is published as such when rejected); a status event carries one
+/// `MessageStatus`; every published kind goes through its webhook twin's
+/// builder without a panic.
+pub fn event_batch(data: &[u8]) {
+    let events = event_streams::read_batch(data);
+    for event in &events {
+        assert!(serde_json::from_str::<serde_json::Value>(&event.raw).is_ok(), "raw is JSON: {}", event.raw);
+        let params = Params(&event.params);
+        match &event.kind {
+            Kind::Status => {
+                assert_eq!(event.params.iter().filter(|(name, _)| name == "MessageStatus").count(), 1);
+                let _ = envelope::status_callback(params, None, "now".into());
+            }
+            Kind::Inbound => drop(envelope::inbound_message(params, &context())),
+            Kind::ConversationMessage => {
+                let _ = envelope::conversation_event(params, &context(), &envelope::media_content_base(None, None));
+            }
+            Kind::Other | Kind::Malformed(_) => assert!(event.params.is_empty()),
+        }
+    }
+    if let Some(account) = event_streams::batch_account(&events) {
+        assert!(events.iter().any(|event| event.account.as_deref() == Some(account)));
+    }
 }
 
 /// Any `Media` and `Attributes` JSON in an otherwise valid `onMessageAdded`.

@@ -268,6 +268,8 @@ async fn wiring_requests_satisfy_twilios_openapi() {
         ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
     ];
     let base = "https://hooks.example.com";
+    // Messaging URLs with the default connection overrides (a URL fragment).
+    let hooks = wiring::Webhooks { base, overrides: Some("ct=3000&rt=5000&rc=3&rp=ct,rt,5xx&tt=15000") };
 
     // The numbers: the list, then an update of a number that points elsewhere.
     let list = wiring::lookup(wiring::numbers_url(&api.base_url(), account), &headers);
@@ -281,7 +283,8 @@ async fn wiring_requests_satisfy_twilios_openapi() {
         "sms_url": "https://old.example.com", "sms_method": "GET",
     }))
     .unwrap();
-    let number = wiring::number_resource(number, base, &api.base_url(), account);
+    let number = wiring::number_resource(number, hooks, &api.base_url(), account);
+    assert!(number.update(&headers).unwrap().form[0].1.ends_with("#ct=3000&rt=5000&rc=3&rp=ct,rt,5xx&tt=15000"));
     let (status, body) = to_prism(&api, &number.update(&headers).unwrap()).await;
     request_kept_the_contract(status, &body, "updating a number");
 
@@ -294,9 +297,11 @@ async fn wiring_requests_satisfy_twilios_openapi() {
     }
     let found = serde_json::json!({ "sid": service_sid, "inbound_method": "GET" });
     let service =
-        wiring::messaging_service_resource(serde_json::from_value(found).unwrap(), base, &messaging.base_url());
+        wiring::messaging_service_resource(serde_json::from_value(found).unwrap(), hooks, &messaging.base_url());
     let update = service.update(&headers).unwrap();
     assert_eq!(update.form.len(), 3, "{update:?}");
+    let status_callback = update.form.iter().find(|(k, _)| k == "StatusCallback").unwrap();
+    assert!(status_callback.1.ends_with("/twilio/status#ct=3000&rt=5000&rc=3&rp=ct,rt,5xx&tt=15000"), "{update:?}");
     let (status, body) = to_prism(&messaging, &update).await;
     request_kept_the_contract(status, &body, "updating a Messaging Service");
 

@@ -40,6 +40,8 @@ async fn fake_and_harness() -> (FakeTwilio, Harness) {
     fake.edit_console(|c| *c = console());
     let mut harness = Harness::new();
     harness.with_twilio_at(&fake.base_url()).env.set("TWILIO_WEBHOOK_BASE_URL", PUBLIC_URL);
+    // Connection overrides have a test of their own.
+    harness.env.set("TWILIO_WEBHOOK_OVERRIDES", "none");
     (fake, harness)
 }
 
@@ -273,4 +275,30 @@ async fn wiring_works_per_account_and_across_all_accounts() {
 
     let (output, text) = run(&harness, &["twilio", "status", "--account", "AC00000000000000000000000000000bad"]);
     assert!(!output.status.success() && text.contains("not one this service serves"), "{text}");
+}
+
+/// With the default connection overrides, `status` flags a messaging URL
+/// without them and `wire` adds them; the service still verifies webhooks
+/// Twilio signs for such a URL (the fragment never reaches it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_adds_connection_overrides_and_status_flags_a_url_without_them() {
+    let (fake, mut harness) = fake_and_harness().await;
+    harness.env.set("TWILIO_WEBHOOK_OVERRIDES", "ct=3000&rt=5000&rc=3&rp=ct,rt,5xx&tt=15000");
+    let (output, text) = run(&harness, &["twilio", "status"]);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("no connection overrides"), "{text}");
+    let (output, text) = run(&harness, &["twilio", "wire", "--public-url", PUBLIC_URL]);
+    assert!(!output.status.success(), "the number on a TwiML App stays blocked: {text}");
+    let wanted = format!("{PUBLIC_URL}/twilio/messaging#ct=3000&rt=5000&rc=3&rp=ct,rt,5xx&tt=15000");
+    let posted = posts(&fake);
+    let sms_urls: Vec<&str> = posted
+        .iter()
+        .flat_map(|(_, form)| form.iter())
+        .filter(|(k, _)| k == "SmsUrl")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(sms_urls, [wanted.as_str(), wanted.as_str()], "both numbers, the wired one too");
+    let before = posted.len();
+    run(&harness, &["twilio", "wire", "--public-url", PUBLIC_URL]);
+    assert_eq!(posts(&fake).len(), before, "a second run changes nothing");
 }

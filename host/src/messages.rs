@@ -534,12 +534,38 @@ pub fn error_class_name(class: bindings::ErrorClass) -> &'static str {
     }
 }
 
+/// Something a provider delivered that could not become a message, kept
+/// with its reason on the connector's `rejected` topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RejectedDelivery {
+    /// The provider's id of what was delivered (a CloudEvent `id`).
+    pub id: String,
+    /// The route it came on (`events`).
+    pub route: String,
+    /// Why it is not a message.
+    pub reason: String,
+    /// The provider account it claimed, when it did.
+    pub account_sid: Option<String>,
+    /// When the service received it (RFC 3339).
+    pub received_at: String,
+    /// What was delivered, as it came (JSON; a string when it was not JSON).
+    pub payload: serde_json::Value,
+}
+
+impl From<bindings::RejectedDelivery> for RejectedDelivery {
+    fn from(r: bindings::RejectedDelivery) -> Self {
+        let payload = serde_json::from_str(&r.payload_json).unwrap_or(serde_json::Value::String(r.payload_json));
+        Self { id: r.id, route: r.route, reason: r.reason, account_sid: r.account, received_at: r.received_at, payload }
+    }
+}
+
 /// What a connector publishes, as the bus stores it.
 pub fn encode(message: bindings::BusMessage) -> Vec<u8> {
     let encoded = match message {
         bindings::BusMessage::Envelope(envelope) => serde_json::to_vec(&IngressEnvelope::from(envelope)),
         bindings::BusMessage::Status(event) => serde_json::to_vec(&StatusEvent::from(event)),
         bindings::BusMessage::Consent(event) => serde_json::to_vec(&ConsentEvent::from(event)),
+        bindings::BusMessage::Rejected(rejected) => serde_json::to_vec(&RejectedDelivery::from(rejected)),
     };
     // Serialising these types cannot fail: no map has non-string keys.
     encoded.unwrap_or_default()

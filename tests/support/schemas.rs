@@ -20,6 +20,7 @@ static STATUS: LazyLock<Validator> = LazyLock::new(|| compile("status-event"));
 static EGRESS: LazyLock<Validator> = LazyLock::new(|| compile("egress-message"));
 static DEAD_LETTER: LazyLock<Validator> = LazyLock::new(|| compile("dead-letter"));
 static CONSENT: LazyLock<Validator> = LazyLock::new(|| compile("consent-event"));
+static REJECTED: LazyLock<Validator> = LazyLock::new(|| compile("rejected-delivery"));
 
 /// The schema of what `topic` carries, by the repository's topic names;
 /// `None` for topics whose payloads are a connector's own (the probe's events).
@@ -31,6 +32,7 @@ pub fn for_topic(topic: &str) -> Option<&'static Validator> {
         ["events", _, "consent"] => Some(&CONSENT),
         ["egress", _] => Some(&EGRESS),
         ["deadletter", _] => Some(&DEAD_LETTER),
+        ["deadletter", _, "ingress"] => Some(&REJECTED),
         _ => None,
     }
 }

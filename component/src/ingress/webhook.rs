@@ -6,11 +6,15 @@
 //! | `POST /twilio/messaging` | an ingress envelope on `messaging` |
 //! | `POST /twilio/status` | a status event on `status` |
 //! | `POST /twilio/conversations` | `onMessageAdded` as an envelope on `conversations` |
+//! | `POST /twilio/events` | an Event Streams batch, event by event ([`event_sink`]) |
+//!
+//! [`event_sink`]: crate::ingress::event_sink
 
 use std::sync::Arc;
 
 use crate::ingress::consent;
 use crate::ingress::envelope::{self, Context, Params};
+use crate::ingress::event_streams;
 use crate::ingress::signature::{self, SignatureError, SignedContent};
 use crate::ingress::signature_settings::{self, SignatureSettings};
 use crate::ingress::status_memory::{self, Recorded};
@@ -32,7 +36,7 @@ const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
 /// An HTTP answer.
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     content_type: &'static str,
     body: String,
@@ -43,7 +47,12 @@ impl Reply {
         Self { status: 200, content_type: "text/xml", body: EMPTY_TWIML.to_owned() }
     }
 
-    fn error(status: u16, message: impl Into<String>) -> Self {
+    /// 200 with no body (Event Streams reads only the status).
+    pub(crate) fn ok() -> Self {
+        Self { status: 200, content_type: "text/plain; charset=utf-8", body: String::new() }
+    }
+
+    pub(crate) fn error(status: u16, message: impl Into<String>) -> Self {
         let mut body = message.into();
         body.push('\n');
         Self { status, content_type: "text/plain; charset=utf-8", body }
@@ -51,10 +60,19 @@ impl Reply {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     Messaging,
     Status,
     Conversations,
+    Events,
+}
+
+/// Why a message was not published.
+pub(crate) enum Failure {
+    /// It cannot become a message as it is (Twilio must not retry it).
+    Malformed(String),
+    /// It could not be published now: the answer that says so.
+    Answer(Reply),
 }
 
 pub fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
@@ -69,6 +87,7 @@ fn answer(request: &IncomingRequest) -> Reply {
         "/twilio/messaging" => Route::Messaging,
         "/twilio/status" => Route::Status,
         "/twilio/conversations" => Route::Conversations,
+        "/twilio/events" => Route::Events,
         _ => return Reply::error(404, "no such route"),
     };
     if !matches!(request.method(), Method::Post) {
@@ -93,8 +112,14 @@ fn answer(request: &IncomingRequest) -> Reply {
     let Some(signature) = header("x-twilio-signature") else {
         return Reply::error(400, "missing X-Twilio-Signature");
     };
+    let events = (route == Route::Events && !is_form).then(|| event_streams::read_batch(&body));
+    let claimed = match &events {
+        Some(events) => event_streams::batch_account(events).map(str::to_owned),
+        None if is_form => Params(&params).get("AccountSid").map(str::to_owned),
+        None => json_account_sid(&body),
+    };
     // Only a signed request may cost an account lookup.
-    let account = match account_of(Params(&params), is_form, &body) {
+    let account = match account_of(claimed.as_deref()) {
         Ok(account) => account,
         Err(reply) => return reply,
     };
@@ -103,20 +128,22 @@ fn answer(request: &IncomingRequest) -> Reply {
         log::log(Level::Warn, &format!("refused webhook on {path} for {}: {error}", shown(&account)));
         return Reply::error(403, "invalid X-Twilio-Signature");
     }
-    if !is_form {
-        return Reply::error(415, "Twilio webhooks are application/x-www-form-urlencoded");
+    match events {
+        Some(events) => crate::ingress::event_sink::take(events, &url, &account),
+        None if route == Route::Events => Reply::error(415, "Event Streams batches are application/json"),
+        None if !is_form => Reply::error(415, "Twilio webhooks are application/x-www-form-urlencoded"),
+        None => publish(route, Params(&params), &url, &account),
     }
-    publish(route, Params(&params), &url, &account)
 }
 
-/// The account a webhook claims (its `AccountSid`: the form field, or the
-/// JSON body's), resolved; the default account when it names none. An
-/// account this service does not serve is refused with 403, as is one that
-/// cannot be looked up because lookups are at their bound (a flood of
-/// forged `AccountSid`s); one Twilio could not tell about now, with 503.
-fn account_of(params: Params<'_>, is_form: bool, body: &[u8]) -> Result<Arc<Account>, Reply> {
-    let claimed = if is_form { params.get("AccountSid").map(str::to_owned) } else { json_account_sid(body) };
-    match accounts::resolve(claimed.as_deref()) {
+/// The account a webhook claims (its `AccountSid`: the form field, the
+/// JSON body's, or a batch's first event's), resolved; the default account
+/// when it names none. An account this service does not serve is refused
+/// with 403, as is one that cannot be looked up because lookups are at their
+/// bound (a flood of forged `AccountSid`s); one Twilio could not tell about
+/// now, with 503.
+fn account_of(claimed: Option<&str>) -> Result<Arc<Account>, Reply> {
+    match accounts::resolve(claimed) {
         Lookup::Found(account) => Ok(account),
         Lookup::Unknown => {
             metrics::count("webhook-unknown-account", 1);
@@ -232,16 +259,22 @@ fn is_own_message(params: Params<'_>) -> bool {
 }
 
 fn publish(route: Route, params: Params<'_>, url: &str, account: &Account) -> Reply {
-    if matches!(route, Route::Conversations) && is_own_message(params) {
-        return Reply::twiml();
+    match deliver(route, params, url, account) {
+        // Status and Conversations webhooks ignore the body: the same empty TwiML serves all three.
+        Ok(()) => Reply::twiml(),
+        Err(Failure::Malformed(reason)) => Reply::error(400, reason),
+        Err(Failure::Answer(reply)) => reply,
     }
-    let outgoing = match messages_for(route, params, url, account) {
-        Ok(outgoing) => outgoing,
-        Err(reply) => return reply,
-    };
-    // Every message is durable before Twilio hears 200; on a failure it
-    // retries, and what was already published is a duplicate then.
-    for (stream, key, message) in &outgoing {
+}
+
+/// Publishes what a webhook (or an event read as one) carries, each message
+/// durable before this returns; on a failure Twilio retries, and what was
+/// already published is a duplicate then.
+pub(crate) fn deliver(route: Route, params: Params<'_>, url: &str, account: &Account) -> Result<(), Failure> {
+    if matches!(route, Route::Conversations) && is_own_message(params) {
+        return Ok(());
+    }
+    for (stream, key, message) in &messages_for(route, params, url, account)? {
         match bus::publish(stream, Some(key), message) {
             Ok(_) => {}
             // A deployment without a consent topic still takes the message itself.
@@ -251,14 +284,13 @@ fn publish(route: Route, params: Params<'_>, url: &str, account: &Account) -> Re
                     &format!("{key}: no consent topic is granted; the consent event is not published"),
                 );
             }
-            Err(error) => return refused(stream, key, error),
+            Err(error) => return Err(Failure::Answer(refused(stream, key, error))),
         }
     }
     if matches!(route, Route::Messaging) {
         crate::shared::whatsapp_window::record_inbound(params, account);
     }
-    // Status and Conversations webhooks ignore the body: the same empty TwiML serves all three.
-    Reply::twiml()
+    Ok(())
 }
 
 /// What a webhook publishes: its envelope or status event, and a consent
@@ -269,11 +301,11 @@ fn messages_for(
     params: Params<'_>,
     url: &str,
     account: &Account,
-) -> Result<Vec<(&'static str, String, BusMessage)>, Reply> {
+) -> Result<Vec<(&'static str, String, BusMessage)>, Failure> {
     // One clock read per webhook: the envelope and its consent event share it.
     let now = clock::now_rfc3339();
     let context = || Context { id: clock::uuid_v4(), received_at: now.clone() };
-    let malformed = |error: envelope::EnvelopeError| Reply::error(400, error.to_string());
+    let malformed = |error: envelope::EnvelopeError| Failure::Malformed(error.to_string());
     let (mut outgoing, consent) = match route {
         Route::Messaging => {
             let mut envelope = envelope::inbound_message(params, &context()).map_err(malformed)?;
@@ -301,12 +333,14 @@ fn messages_for(
                 }
                 Err(reason) => {
                     log::log(Level::Error, &format!("{sid}: {reason}"));
-                    return Err(Reply::error(503, "the message's status cannot be checked now"));
+                    return Err(Failure::Answer(Reply::error(503, "the message's status cannot be checked now")));
                 }
             }
             let key = envelope::status_dedup_key(&event).unwrap_or_default();
             (vec![("status", key, BusMessage::Status(event))], consent::from_status_callback(params, &now))
         }
+        // A batch is taken event by event, each as the route it stands for.
+        Route::Events => return Err(Failure::Malformed("an Event Streams batch is not one message".to_owned())),
     };
     if let Some(event) = consent {
         outgoing.push(("consent", consent::dedup_key(&event), BusMessage::Consent(event)));
@@ -315,7 +349,7 @@ fn messages_for(
 }
 
 /// The answer to a webhook whose message the bus did not take.
-fn refused(stream: &str, key: &str, error: BusError) -> Reply {
+pub(crate) fn refused(stream: &str, key: &str, error: BusError) -> Reply {
     match error {
         BusError::Unavailable(reason) => {
             log::log(Level::Error, &format!("bus unavailable for {key}: {reason}"));

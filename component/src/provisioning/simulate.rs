@@ -70,11 +70,14 @@ fn content_type(url: &str) -> &'static str {
 }
 
 /// The kinds of webhook [`build`] makes.
-pub const KINDS: &str = "sms, rcs, location, button, status, conversation";
+pub const KINDS: &str = "sms, rcs, location, button, status, conversation, event-streams";
 
 /// Builds a signed webhook of `kind` (one of [`KINDS`]).
 pub fn build(kind: &str, options: &[(String, String)], id: &Identity<'_>) -> Result<Simulated, String> {
     let options = Options(options);
+    if kind == "event-streams" {
+        return Ok(event_streams_batch(&options, id));
+    }
     let messaging = |params: Params| ("/twilio/messaging".to_owned(), params);
     let (path_with_query, params) = match kind {
         "sms" => messaging(inbound(&options, id, SMS_USER, SMS_NUMBER)),
@@ -103,6 +106,54 @@ const SMS_USER: &str = "+14155550100";
 const SMS_NUMBER: &str = "+15005550006";
 const WHATSAPP_USER: &str = "whatsapp:+14155550100";
 const WHATSAPP_NUMBER: &str = "whatsapp:+15005550006";
+
+/// An Event Streams batch: one `inbound-message.received` CloudEvent and,
+/// with `status`, a message status event, signed as Twilio signs JSON
+/// webhooks (the URL carries the body's `bodySHA256`).
+fn event_streams_batch(options: &Options<'_>, id: &Identity<'_>) -> Simulated {
+    let message_sid = options.sid("message-sid", "SM", id);
+    let source = format!("/2010-04-01/Accounts/{}/Messages/{message_sid}.json", id.account_sid);
+    let event = |kind: &str, data: serde_json::Value| {
+        serde_json::json!({
+            "specversion": "1.0",
+            "type": kind,
+            "source": source,
+            "id": fresh_sid("EZ", id),
+            "datacontenttype": "application/json",
+            "time": "2026-01-01T00:00:00.000Z",
+            "data": data,
+        })
+    };
+    let body = options.body();
+    let mut events = vec![event(
+        "com.twilio.messaging.inbound-message.received",
+        serde_json::json!({
+            "messageSid": message_sid, "accountSid": id.account_sid,
+            "from": options.get("from").unwrap_or(SMS_USER), "to": options.get("to").unwrap_or(SMS_NUMBER),
+            "body": body, "numMedia": 0, "numSegments": crate::shared::segments::count(body).segments,
+        }),
+    )];
+    if let Some(status) = options.get("status") {
+        let data = serde_json::json!({
+            "messageSid": message_sid, "accountSid": id.account_sid,
+            "messageStatus": status.to_ascii_uppercase(), "errorCode": options.get("error-code"),
+        });
+        events.push(event(&format!("com.twilio.messaging.message.{status}"), data));
+    }
+    let body = serde_json::Value::Array(events).to_string();
+    let hash = signature::hex(&<sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
+    let path_with_query = format!("/twilio/events?bodySHA256={hash}");
+    let url = format!("{}{path_with_query}", id.base_url.trim_end_matches('/'));
+    Simulated {
+        path_with_query,
+        headers: vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("x-twilio-signature".to_owned(), signature::compute(id.auth_token.as_bytes(), &url, &[])),
+            ("user-agent".to_owned(), "Twilio-Event-Streams".to_owned()),
+        ],
+        body,
+    }
+}
 
 /// An inbound message (MMS with `media-url`s) to the messaging webhook,
 /// between `from` and `to` unless the options name others.
@@ -230,12 +281,17 @@ mod tests {
             let options = vec![
                 ("media-url".to_owned(), "https://e.com/a.png".to_owned()),
                 ("egress-id".to_owned(), "e 1".to_owned()),
+                ("status".to_owned(), "sent".to_owned()),
             ];
             let sim = build(kind, &options, &id).unwrap();
             let params: Vec<(String, String)> = form_urlencoded::parse(sim.body.as_bytes()).into_owned().collect();
+            let content = match kind {
+                "event-streams" => SignedContent::Raw(sim.body.as_bytes()),
+                _ => SignedContent::Form(&params),
+            };
             let url = format!("http://127.0.0.1:8080{}", sim.path_with_query);
             let sig = sim.headers.iter().find(|(k, _)| k == "x-twilio-signature").map(|(_, v)| v.as_str());
-            assert_eq!(validate(b"tok", &url, SignedContent::Form(&params), sig), Ok(()), "{kind}");
+            assert_eq!(validate(b"tok", &url, content, sig), Ok(()), "{kind}");
         }
         assert!(build("fax", &[], &id).is_err());
     }
@@ -258,6 +314,13 @@ mod tests {
             inbound_message(Params(&params), &context).unwrap()
         };
         assert_eq!(envelope("rcs").channel, Channel::Rcs);
+        let batch = build("event-streams", &[("status".to_owned(), "sent".to_owned())], &id).unwrap();
+        let kinds: Vec<_> = crate::ingress::event_streams::read_batch(batch.body.as_bytes())
+            .into_iter()
+            .map(|event| event.kind)
+            .collect();
+        use crate::ingress::event_streams::Kind;
+        assert_eq!(kinds, [Kind::Inbound, Kind::Status]);
         let location = envelope("location");
         assert_eq!(location.channel, Channel::Whatsapp);
         assert_eq!(location.location.unwrap().label.as_deref(), Some("Twilio HQ"));

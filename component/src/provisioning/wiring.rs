@@ -59,6 +59,28 @@ pub fn signature_warnings(public_base: &str, verified_base: Option<&str>) -> Vec
     }
 }
 
+/// Where the service's webhooks are: its public base, and the connection
+/// overrides (`ct=…&rt=…&rc=…&rp=…`) messaging webhook URLs carry, so that
+/// Twilio retries a webhook that timed out or got a 5xx instead of giving up
+/// after one retry at most. An override is a URL fragment, which never
+/// reaches the server: Twilio signs the URL without it, and signatures still
+/// verify.
+#[derive(Debug, Clone, Copy)]
+pub struct Webhooks<'a> {
+    pub base: &'a str,
+    pub overrides: Option<&'a str>,
+}
+
+impl Webhooks<'_> {
+    /// A messaging webhook's URL, with the overrides.
+    fn messaging(&self, route: &str) -> String {
+        match self.overrides {
+            Some(overrides) => format!("{}{route}#{overrides}", self.base),
+            None => format!("{}{route}", self.base),
+        }
+    }
+}
+
 /// One setting of one resource: where it stands and where it should.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
@@ -159,7 +181,7 @@ pub struct IncomingNumber {
 }
 
 /// A number's plan: `SmsUrl` at the messaging route, `SmsMethod` POST.
-pub fn number_resource(number: IncomingNumber, base: &str, api_base: &str, account_sid: &str) -> Resource {
+pub fn number_resource(number: IncomingNumber, webhooks: Webhooks<'_>, api_base: &str, account_sid: &str) -> Resource {
     let label = format!("number {} ({})", number.phone_number.as_deref().unwrap_or("?"), number.sid);
     let update_url = format!(
         "{api_base}/2010-04-01/Accounts/{}/IncomingPhoneNumbers/{}.json",
@@ -173,7 +195,7 @@ pub fn number_resource(number: IncomingNumber, base: &str, api_base: &str, accou
     Resource {
         blocked: blocked.or_else(|| sid_problem(&number.sid, "PN")),
         settings: vec![
-            Setting::single("SmsUrl", "sms_url", number.sms_url, format!("{base}{MESSAGING_ROUTE}")),
+            Setting::single("SmsUrl", "sms_url", number.sms_url, webhooks.messaging(MESSAGING_ROUTE)),
             Setting::single(
                 "SmsMethod",
                 "sms_method",
@@ -210,7 +232,7 @@ pub struct MessagingService {
 
 /// A Messaging Service's plan: inbound to the messaging route (POST), status
 /// callbacks to the status route.
-pub fn messaging_service_resource(service: MessagingService, base: &str, messaging_base: &str) -> Resource {
+pub fn messaging_service_resource(service: MessagingService, webhooks: Webhooks<'_>, messaging_base: &str) -> Resource {
     let label = match &service.friendly_name {
         Some(name) if !name.is_empty() => format!("messaging service {name} ({})", service.sid),
         _ => format!("messaging service {}", service.sid),
@@ -230,7 +252,7 @@ pub fn messaging_service_resource(service: MessagingService, base: &str, messagi
                 "InboundRequestUrl",
                 "inbound_request_url",
                 service.inbound_request_url,
-                format!("{base}{MESSAGING_ROUTE}"),
+                webhooks.messaging(MESSAGING_ROUTE),
             ),
             Setting::single(
                 "InboundMethod",
@@ -242,7 +264,7 @@ pub fn messaging_service_resource(service: MessagingService, base: &str, messagi
                 "StatusCallback",
                 "status_callback",
                 service.status_callback,
-                format!("{base}{STATUS_ROUTE}"),
+                webhooks.messaging(STATUS_ROUTE),
             ),
         ],
         label,
@@ -386,9 +408,18 @@ fn line(resource: &Resource, setting: &Setting, state: State, note: Option<Strin
     }
 }
 
-/// A URL setting that points somewhere else: where Twilio sends it now.
+/// A URL setting that is not as wanted: wired without (or with other)
+/// connection overrides, or pointing somewhere else.
 fn elsewhere(setting: &Setting) -> Option<String> {
+    let without_fragment = |url: &str| url.split('#').next().unwrap_or_default().to_owned();
     let is_url = setting.current.starts_with("http://") || setting.current.starts_with("https://");
+    if is_url && without_fragment(&setting.current) == without_fragment(&setting.wanted) {
+        return Some(if setting.current.contains('#') {
+            "other connection overrides than TWILIO_WEBHOOK_OVERRIDES".to_owned()
+        } else {
+            "no connection overrides: Twilio retries it at most once; `wire` adds them".to_owned()
+        });
+    }
     is_url.then(|| format!("points elsewhere: Twilio sends these to {}", setting.current))
 }
 
@@ -423,6 +454,8 @@ mod tests {
     use super::*;
 
     const BASE: &str = "https://hooks.example.com/ie";
+    /// Without connection overrides, as `TWILIO_WEBHOOK_OVERRIDES=none` wires.
+    const HOOKS: Webhooks<'static> = Webhooks { base: BASE, overrides: None };
     const API: &str = "https://api.twilio.com";
     const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
     const NUMBER_SID: &str = "PN0123456789abcdef0123456789abcdef";
@@ -449,7 +482,7 @@ mod tests {
     #[test]
     fn a_number_pointing_elsewhere_is_updated_with_exactly_what_differs() {
         let resource =
-            number_resource(number(Some("https://old.example.com/sms"), Some("POST"), None), BASE, API, ACCOUNT);
+            number_resource(number(Some("https://old.example.com/sms"), Some("POST"), None), HOOKS, API, ACCOUNT);
         let lines = inspected(&resource);
         assert_eq!(lines[0].state, State::WouldChange);
         assert_eq!(
@@ -463,16 +496,33 @@ mod tests {
     }
 
     #[test]
+    fn messaging_urls_carry_the_connection_overrides_and_status_names_their_absence() {
+        let overrides = "ct=3000&rt=5000&rc=3&rp=ct,rt,5xx";
+        let hooks = Webhooks { base: BASE, overrides: Some(overrides) };
+        let plain = format!("{BASE}/twilio/messaging");
+        let resource = number_resource(number(Some(&plain), Some("POST"), None), hooks, API, ACCOUNT);
+        let lines = inspected(&resource);
+        assert_eq!(lines[0].state, State::WouldChange);
+        assert_eq!(lines[0].wanted, format!("{plain}#{overrides}"));
+        assert!(lines[0].note.as_deref().unwrap().starts_with("no connection overrides"), "{lines:?}");
+        let other = number_resource(number(Some(&format!("{plain}#rc=1")), Some("POST"), None), hooks, API, ACCOUNT);
+        assert!(inspected(&other)[0].note.as_deref().unwrap().starts_with("other connection overrides"));
+        let wired =
+            number_resource(number(Some(&format!("{plain}#{overrides}")), Some("POST"), None), hooks, API, ACCOUNT);
+        assert!(wired.update(&[]).is_none());
+    }
+
+    #[test]
     fn a_wired_number_needs_no_update_and_a_lowercase_method_counts() {
         let wired = number(Some(&format!("{BASE}/twilio/messaging")), Some("post"), None);
-        let resource = number_resource(wired, BASE, API, ACCOUNT);
+        let resource = number_resource(wired, HOOKS, API, ACCOUNT);
         assert!(resource.update(&[]).is_none());
         assert!(inspected(&resource).iter().all(|line| line.state == State::Wired));
     }
 
     #[test]
     fn a_number_on_a_twiml_app_is_blocked_not_changed() {
-        let resource = number_resource(number(None, None, Some("AP0123")), BASE, API, ACCOUNT);
+        let resource = number_resource(number(None, None, Some("AP0123")), HOOKS, API, ACCOUNT);
         let lines = inspected(&resource);
         assert!(lines.iter().all(|l| l.state == State::Blocked), "{lines:?}");
         assert!(lines[0].note.as_deref().unwrap().contains("SmsApplicationSid"));
@@ -515,7 +565,7 @@ mod tests {
             status_callback: Some("https://old.example.com/status".into()),
             use_inbound_webhook_on_number: Some(true),
         };
-        let resource = messaging_service_resource(service, BASE, "https://messaging.twilio.com");
+        let resource = messaging_service_resource(service, HOOKS, "https://messaging.twilio.com");
         let form = resource.update(&[]).unwrap().form;
         let names: Vec<&str> = form.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["InboundRequestUrl", "StatusCallback"]);
@@ -533,7 +583,7 @@ mod tests {
 
     #[test]
     fn an_update_twilio_did_not_take_is_named() {
-        let resource = number_resource(number(None, Some("GET"), None), BASE, API, ACCOUNT);
+        let resource = number_resource(number(None, Some("GET"), None), HOOKS, API, ACCOUNT);
         let answer = serde_json::json!({ "sms_url": format!("{BASE}/twilio/messaging"), "sms_method": "GET" });
         assert_eq!(not_taken(&resource, &answer), ["SmsMethod"]);
         let answer = serde_json::json!({ "sms_url": format!("{BASE}/twilio/messaging"), "sms_method": "POST" });

@@ -20,6 +20,8 @@ struct Context {
     headers: Vec<(String, String)>,
     /// The service's public base URL, checked.
     base: String,
+    /// The connection overrides messaging webhooks carry.
+    overrides: Option<String>,
 }
 
 impl Context {
@@ -33,7 +35,12 @@ impl Context {
         let rest = settings::egress_settings(&account)?;
         let headers = rest_headers(&rest.credentials);
         let messaging_base = settings::messaging_base(&account);
-        Ok(Self { messaging_base, headers, base: wiring::public_base(public_url)?, rest })
+        let overrides = settings::webhook_overrides();
+        Ok(Self { messaging_base, headers, base: wiring::public_base(public_url)?, overrides, rest })
+    }
+
+    fn webhooks(&self) -> wiring::Webhooks<'_> {
+        wiring::Webhooks { base: &self.base, overrides: self.overrides.as_deref() }
     }
 
     fn get_json<T: serde::de::DeserializeOwned>(&self, url: String, what: &str) -> Result<T, String> {
@@ -90,7 +97,7 @@ fn numbers(context: &Context) -> Result<Vec<Resource>, String> {
         let Some(url) = next.take() else { break };
         let page: wiring::NumbersPage = context.get_json(url, "the incoming phone numbers")?;
         next = page.next_url(api, account);
-        let to_resource = |number| wiring::number_resource(number, &context.base, api, account);
+        let to_resource = |number| wiring::number_resource(number, context.webhooks(), api, account);
         resources.extend(page.incoming_phone_numbers.into_iter().map(to_resource));
     }
     if next.is_some() {
@@ -106,7 +113,7 @@ fn numbers(context: &Context) -> Result<Vec<Resource>, String> {
 fn messaging_service(context: &Context, service: &str) -> Result<Resource, String> {
     let url = wiring::messaging_service_url(&context.messaging_base, service);
     let found = context.get_json(url, &format!("messaging service {service}"))?;
-    Ok(wiring::messaging_service_resource(found, &context.base, &context.messaging_base))
+    Ok(wiring::messaging_service_resource(found, context.webhooks(), &context.messaging_base))
 }
 
 /// The Conversations service's webhook configuration (`TWILIO_CHAT_SERVICE_SID`).

@@ -33,6 +33,14 @@ pub fn webhook_base_url() -> Option<String> {
     setting("TWILIO_WEBHOOK_BASE_URL").map(|url| url.trim_end_matches('/').to_owned())
 }
 
+/// The connection overrides `twilio wire` puts on messaging webhook URLs
+/// (`TWILIO_WEBHOOK_OVERRIDES`, without its `#`); none when `none`.
+pub fn webhook_overrides() -> Option<String> {
+    let overrides = setting("TWILIO_WEBHOOK_OVERRIDES")?;
+    let overrides = overrides.trim().trim_start_matches('#');
+    (!overrides.is_empty() && !overrides.eq_ignore_ascii_case("none")).then(|| overrides.to_owned())
+}
+
 /// The default account's senders: plain settings, so checking a message needs no secret.
 pub fn sender_defaults() -> SenderDefaults {
     SenderDefaults {

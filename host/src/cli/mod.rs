@@ -175,7 +175,8 @@ pub struct TailArgs {
 /// `simulate`: post a signed sample webhook to a running service.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// sms, rcs, location, button (WhatsApp), status or conversation.
+    /// sms, rcs, location, button (WhatsApp), status, conversation or event-streams (a batch;
+    /// with --status, a status event too).
     pub kind: String,
     /// The sender of the sample message.
     #[arg(long)]

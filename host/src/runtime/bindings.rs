@@ -66,7 +66,8 @@ pub use exports::platform::connector::connector::{Descriptor, EgressPlan};
 pub use platform::connector::bus::{BusError, BusMessage, Receipt};
 pub use platform::connector::types::{
     Accepted, Attribute, Button, Channel, ConsentAction, ConsentEvent, EgressMessage, ErrorClass, IngressEnvelope,
-    Location, Media, Profile, ProviderError, Reconciliation, Referral, RetryHint, SendError, StatusEvent, Template,
+    Location, Media, Profile, ProviderError, Reconciliation, Referral, RejectedDelivery, RetryHint, SendError,
+    StatusEvent, Template,
 };
 pub use provisioner::{SettingState, WebhookSetting, WiringReport};
 pub use token_issuer::{AccessToken, TokenError, TokenRequest};
