@@ -32,6 +32,7 @@ fn console() -> Console {
         messaging_services: vec![fake_console::messaging_service(SERVICE)],
         conversations: vec![(CHAT_SERVICE_SID.to_owned(), fake_console::conversations_webhooks(CHAT_SERVICE_SID))],
         page_size: 2,
+        ..Console::default()
     }
 }
 
@@ -142,7 +143,7 @@ async fn a_messaging_service_is_wired_instead_of_the_numbers() {
     let (fake, mut harness) = fake_and_harness().await;
     harness.env.set("TWILIO_MESSAGING_SERVICE_SID", SERVICE);
     let connector = harness.load_twilio().await;
-    let report = harness::answer(connector.wire(None, PUBLIC_URL, false).await).unwrap();
+    let report = harness::answer(connector.wire(None, PUBLIC_URL, false, &[]).await).unwrap();
     assert!(
         report.settings.iter().all(|s| matches!(s.state, SettingState::Wired | SettingState::Changed)),
         "{report:?}"
@@ -158,7 +159,7 @@ async fn a_messaging_service_is_wired_instead_of_the_numbers() {
             ])
         )
     );
-    let again = harness::answer(connector.inspect_wiring(None, None).await).unwrap();
+    let again = harness::answer(connector.inspect_wiring(None, None, &[]).await).unwrap();
     assert!(again.settings.iter().all(|s| s.state == SettingState::Wired), "{again:?}");
 }
 
@@ -168,15 +169,15 @@ async fn twilio_refusing_is_a_clear_error_without_credentials() {
     fake.edit_console(|c| c.numbers.clear());
     let connector = harness.load_twilio().await;
     // An account without numbers is said, not an error.
-    let report: WiringReport = harness::answer(connector.inspect_wiring(None, None).await).unwrap();
+    let report: WiringReport = harness::answer(connector.inspect_wiring(None, None, &[]).await).unwrap();
     assert!(report.warnings.iter().any(|w| w.contains("no incoming phone numbers")), "{report:?}");
     // Twilio's 404 for the Conversations service reaches the operator as Twilio's words.
     fake.edit_console(|c| c.conversations.clear());
-    let error = harness::answer(connector.wire(None, PUBLIC_URL, false).await).unwrap_err();
+    let error = harness::answer(connector.wire(None, PUBLIC_URL, false, &[]).await).unwrap_err();
     assert!(error.contains("conversations service") && error.contains("20404"), "{error}");
     assert!(!error.contains(API_SECRET), "{error}");
     // A bad public URL changes nothing.
-    let error = harness::answer(connector.wire(None, "hooks.example.com", false).await).unwrap_err();
+    let error = harness::answer(connector.wire(None, "hooks.example.com", false, &[]).await).unwrap_err();
     assert!(error.contains("public URL"), "{error}");
     assert!(fake.posts().is_empty());
 }
@@ -227,10 +228,10 @@ async fn wire_sends_what_twilio_python_sends_for_the_same_change() {
 
     // Numbers and Conversations, then the Messaging Service.
     let connector = harness.load_twilio().await;
-    harness::answer(connector.wire(None, PUBLIC_URL, false).await).unwrap();
+    harness::answer(connector.wire(None, PUBLIC_URL, false, &[]).await).unwrap();
     harness.env.set("TWILIO_MESSAGING_SERVICE_SID", SERVICE);
     let with_service = harness.load_twilio().await;
-    harness::answer(with_service.wire(None, PUBLIC_URL, false).await).unwrap();
+    harness::answer(with_service.wire(None, PUBLIC_URL, false, &[]).await).unwrap();
 
     let ours: Vec<Recorded> = ours.received();
     let theirs = official_requests(&theirs, &["onMessageAdd", "onMessageAdded"]);
@@ -301,4 +302,62 @@ async fn wire_adds_connection_overrides_and_status_flags_a_url_without_them() {
     let before = posted.len();
     run(&harness, &["twilio", "wire", "--public-url", PUBLIC_URL]);
     assert_eq!(posts(&fake).len(), before, "a second run changes nothing");
+}
+
+/// `--event-streams`: a webhook sink at the events route is created
+/// (one event per request); once Twilio has validated it, a subscription to
+/// every type the service publishes; a type it lacks is added; then nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wire_creates_the_event_streams_sink_then_its_subscription() {
+    let (fake, harness) = fake_and_harness().await;
+    let wire = ["twilio", "wire", "--public-url", PUBLIC_URL, "--event-streams"];
+    let events_posts = |fake: &FakeTwilio| -> Vec<(String, Vec<(String, String)>)> {
+        posts(fake)
+            .into_iter()
+            .filter(|(path, _)| path.starts_with("/v1/Sinks") || path.starts_with("/v1/Subscriptions"))
+            .collect()
+    };
+    let (_, text) = run(&harness, &wire);
+    let created = events_posts(&fake);
+    assert_eq!(created.len(), 1, "{text}");
+    assert_eq!(created[0].0, "/v1/Sinks");
+    let configuration = &created[0].1.iter().find(|(k, _)| k == "SinkConfiguration").unwrap().1;
+    let configuration: serde_json::Value = serde_json::from_str(configuration).unwrap();
+    assert_eq!(configuration["destination"], format!("{PUBLIC_URL}/twilio/events"));
+    assert_eq!(configuration["batch_events"], false);
+
+    // Not validated yet: shown as such, and no subscription is tried.
+    let (output, text) = run(&harness, &["twilio", "status", "--event-streams"]);
+    assert!(!output.status.success());
+    assert!(text.contains("is initialized"), "{text}");
+    run(&harness, &wire);
+    assert_eq!(events_posts(&fake).len(), 1, "nothing more until the sink is active");
+
+    fake.edit_console(|console| console.sinks[0]["status"] = "active".into());
+    run(&harness, &wire);
+    let subscribe = events_posts(&fake).pop().unwrap();
+    assert_eq!(subscribe.0, "/v1/Subscriptions");
+    let types = subscribe.1.iter().filter(|(k, _)| k == "Types").count();
+    assert_eq!(types, 8, "{subscribe:?}");
+
+    // A type removed in the console is added back on its own.
+    fake.edit_console(|console| {
+        console.subscriptions[0].1.retain(|t| t != "com.twilio.messaging.message.read");
+    });
+    run(&harness, &wire);
+    let added = events_posts(&fake).pop().unwrap();
+    assert!(added.0.ends_with("/SubscribedEvents"), "{added:?}");
+    assert!(added.1.contains(&("Type".to_owned(), "com.twilio.messaging.message.read".to_owned())));
+    let before = events_posts(&fake).len();
+    run(&harness, &wire);
+    assert_eq!(events_posts(&fake).len(), before, "everything in place: nothing changes");
+
+    // The flag comes from architecture.yaml's wiring_parts; the connector names what it offers.
+    let (output, text) = run(&harness, &["twilio", "wire", "--help"]);
+    assert!(output.status.success() && text.contains("--event-streams"), "{text}");
+    let (output, text) = run(&harness, &["twilio", "status", "--kinesis"]);
+    assert!(!output.status.success() && text.contains("--kinesis"), "{text}");
+    let connector = harness.load_twilio().await;
+    let error = harness::answer(connector.wire(None, PUBLIC_URL, true, &["kinesis".to_owned()]).await).unwrap_err();
+    assert!(error.contains("the Twilio connector offers event-streams"), "{error}");
 }

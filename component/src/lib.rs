@@ -79,12 +79,21 @@ impl exports::platform::connector::message_control::Guest for Component {
 }
 
 impl exports::platform::connector::provisioning::Guest for Component {
-    fn inspect(account: Option<String>, public_url: Option<String>) -> Result<WiringReport, String> {
-        provisioning::wiring_calls::inspect(account.as_deref(), public_url)
+    fn inspect(
+        account: Option<String>,
+        public_url: Option<String>,
+        parts: Vec<String>,
+    ) -> Result<WiringReport, String> {
+        provisioning::wiring_calls::inspect(account.as_deref(), public_url, &parts)
     }
 
-    fn wire(account: Option<String>, public_url: String, dry_run: bool) -> Result<WiringReport, String> {
-        provisioning::wiring_calls::wire(account.as_deref(), public_url, dry_run)
+    fn wire(
+        account: Option<String>,
+        public_url: String,
+        dry_run: bool,
+        parts: Vec<String>,
+    ) -> Result<WiringReport, String> {
+        provisioning::wiring_calls::wire(account.as_deref(), public_url, dry_run, &parts)
     }
 }
 

@@ -1,8 +1,9 @@
 //! The part of the fake Twilio that holds the resources `twilio wire`
 //! changes, as Twilio's console would: incoming phone numbers (listed a page
 //! at a time), Messaging Services and a Conversations service's webhook
-//! configuration. Updates change them, so a second `wire` finds them wired;
-//! a parameter Twilio does not know is refused, as a typo would be.
+//! configuration, and Event Streams sinks and subscriptions. Updates change
+//! them, so a second `wire` finds them wired; a parameter Twilio does not
+//! know is refused, as a typo would be.
 
 use serde_json::{Value, json};
 
@@ -16,11 +17,22 @@ pub struct Console {
     /// Conversations webhook configurations, by chat service sid.
     pub conversations: Vec<(String, Value)>,
     pub page_size: usize,
+    /// Event Streams sinks; one is created `initialized` (a test makes it `active`).
+    pub sinks: Vec<Value>,
+    /// Event Streams subscriptions, with the event types each has.
+    pub subscriptions: Vec<(Value, Vec<String>)>,
 }
 
 impl Default for Console {
     fn default() -> Self {
-        Self { numbers: Vec::new(), messaging_services: Vec::new(), conversations: Vec::new(), page_size: 50 }
+        Self {
+            numbers: Vec::new(),
+            messaging_services: Vec::new(),
+            conversations: Vec::new(),
+            page_size: 50,
+            sinks: Vec::new(),
+            subscriptions: Vec::new(),
+        }
     }
 }
 
@@ -79,8 +91,62 @@ impl Console {
                 let config = self.conversations.iter_mut().find(|(s, _)| s == sid).map(|(_, c)| c);
                 Some(if method == "GET" { found(config) } else { update_conversations(config, form) })
             }
+            ("GET", ["v1", "Sinks"]) => Some(list("sinks", self.sinks.clone())),
+            ("POST", ["v1", "Sinks"]) => Some(self.create_sink(form)),
+            ("GET", ["v1", "Subscriptions"]) => {
+                let sink = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "SinkSid").map(|(_, v)| v);
+                let of_sink = self.subscriptions.iter().map(|(s, _)| s.clone());
+                Some(list(
+                    "subscriptions",
+                    of_sink.filter(|s| sink.as_deref().is_none_or(|sid| s["sink_sid"] == sid)).collect(),
+                ))
+            }
+            ("POST", ["v1", "Subscriptions"]) => Some(self.create_subscription(form)),
+            (_, ["v1", "Subscriptions", sid, "SubscribedEvents"]) => {
+                let (subscription, types) = self.subscriptions.iter_mut().find(|(s, _)| s["sid"] == *sid)?;
+                if method == "GET" {
+                    let items = types
+                        .iter()
+                        .map(|t| json!({"type": t, "schema_version": 1, "subscription_sid": subscription["sid"]}));
+                    return Some(list("types", items.collect()));
+                }
+                let kind = form.iter().find(|(k, _)| k == "Type").map(|(_, v)| v.clone())?;
+                types.push(kind.clone());
+                Some(Reply::json(201, &json!({"type": kind, "schema_version": 1, "subscription_sid": sid}).to_string()))
+            }
             _ => None,
         }
+    }
+
+    fn create_sink(&mut self, form: &[(String, String)]) -> Reply {
+        let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let Ok(configuration) = serde_json::from_str::<Value>(&field("SinkConfiguration")) else {
+            return Reply::error(400, 20001, "SinkConfiguration is not JSON");
+        };
+        let sink = json!({
+            "sid": format!("DG{:032x}", self.sinks.len() + 1), "description": field("Description"),
+            "sink_type": field("SinkType"), "status": "initialized", "sink_configuration": configuration,
+        });
+        self.sinks.push(sink.clone());
+        Reply::json(201, &sink.to_string())
+    }
+
+    fn create_subscription(&mut self, form: &[(String, String)]) -> Reply {
+        let sink_sid = form.iter().find(|(k, _)| k == "SinkSid").map(|(_, v)| v.clone()).unwrap_or_default();
+        if !self.sinks.iter().any(|s| s["sid"] == sink_sid.as_str() && s["status"] == "active") {
+            return Reply::error(400, 20001, "Sink must be active for the subscription to be created");
+        }
+        let types: Vec<String> = form
+            .iter()
+            .filter(|(k, _)| k == "Types")
+            .filter_map(|(_, v)| serde_json::from_str::<Value>(v).ok()?["type"].as_str().map(str::to_owned))
+            .collect();
+        let description = form.iter().find(|(k, _)| k == "Description").map(|(_, v)| v.clone());
+        let subscription = json!({
+            "sid": format!("DF{:032x}", self.subscriptions.len() + 1), "sink_sid": sink_sid, "description": description,
+        });
+        self.subscriptions.push((subscription.clone(), types));
+        Reply::json(201, &subscription.to_string())
     }
 
     /// One page of the numbers, `Page` counted from 0, with Twilio's page fields.
@@ -101,6 +167,12 @@ impl Console {
         });
         Reply::json(200, &body.to_string())
     }
+}
+
+/// An Events API list page: its items under `key`, with Twilio's `meta`.
+fn list(key: &str, items: Vec<Value>) -> Reply {
+    let meta = json!({"page": 0, "page_size": 100, "next_page_url": null, "key": key});
+    Reply::json(200, &json!({ key: items, "meta": meta }).to_string())
 }
 
 fn found(resource: Option<&mut Value>) -> Reply {

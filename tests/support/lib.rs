@@ -147,7 +147,8 @@ impl Harness {
         self.env
             .set("TWILIO_API_BASE_URL", base)
             .set("TWILIO_CONVERSATIONS_BASE_URL", base)
-            .set("TWILIO_MESSAGING_BASE_URL", base);
+            .set("TWILIO_MESSAGING_BASE_URL", base)
+            .set("TWILIO_EVENTS_BASE_URL", base);
         self
     }
 
@@ -343,6 +344,7 @@ pub const SERVICE_VARS: &[&str] = &[
     "TWILIO_API_BASE_URL",
     "TWILIO_CONVERSATIONS_BASE_URL",
     "TWILIO_MESSAGING_BASE_URL",
+    "TWILIO_EVENTS_BASE_URL",
     "TWILIO_MESSAGING_SERVICE_SID",
     "LISTEN_ADDR",
     "ADMIN_ADDR",

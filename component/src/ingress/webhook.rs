@@ -104,8 +104,13 @@ fn answer(request: &IncomingRequest) -> Reply {
         Err(reply) => return reply,
     };
     let url = public_url(request, &header, &path_with_query);
-    let is_form = header("content-type")
-        .is_none_or(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    // Twilio's webhooks are forms, named or not; an Event Streams batch is
+    // JSON unless it says it is a form.
+    let says_form = |ct: String| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded");
+    let is_form = match route {
+        Route::Events => header("content-type").is_some_and(says_form),
+        _ => header("content-type").is_none_or(says_form),
+    };
     let params: Vec<(String, String)> =
         if is_form { form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
     let content = if is_form { SignedContent::Form(&params) } else { SignedContent::Raw(&body) };

@@ -1,8 +1,10 @@
 //! What the service hands out or sets up rather than carries: access tokens
 //! for the Conversations SDK ([`token`]), signed example webhooks
 //! ([`simulate`]), and pointing an account's webhooks at the service
-//! ([`wiring`], pure, and [`wiring_calls`], its REST calls).
+//! ([`wiring`] and [`event_streams_wiring`], pure, and [`wiring_calls`],
+//! their REST calls).
 
+pub mod event_streams_wiring;
 pub mod simulate;
 pub mod token;
 pub mod wiring;

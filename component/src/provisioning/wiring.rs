@@ -423,6 +423,22 @@ fn elsewhere(setting: &Setting) -> Option<String> {
     is_url.then(|| format!("points elsewhere: Twilio sends these to {}", setting.current))
 }
 
+/// The answer's `field`; `a.b` is field `b` of `a`, which Twilio may send
+/// as an object or as the JSON text of one (an Event Streams sink's
+/// `sink_configuration`).
+fn answered(answer: &serde_json::Value, field: &str) -> serde_json::Value {
+    let mut value = answer.clone();
+    for key in field.split('.') {
+        if let serde_json::Value::String(text) = &value
+            && let Ok(parsed) = serde_json::from_str::<serde_json::Value>(text)
+        {
+            value = parsed;
+        }
+        value = value.get(key).cloned().unwrap_or(serde_json::Value::Null);
+    }
+    value
+}
+
 /// What Twilio answered to an update, checked against what was asked: the
 /// settings it did not take, by name.
 pub fn not_taken(resource: &Resource, answer: &serde_json::Value) -> Vec<&'static str> {
@@ -431,8 +447,7 @@ pub fn not_taken(resource: &Resource, answer: &serde_json::Value) -> Vec<&'stati
         .iter()
         .filter(|setting| !setting.is_wired())
         .filter(|setting| {
-            let value = &answer[setting.field];
-            let now = match value {
+            let now = match answered(answer, setting.field) {
                 serde_json::Value::Array(items) => {
                     items.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join(",")
                 }

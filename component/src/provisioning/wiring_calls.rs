@@ -4,6 +4,7 @@
 
 use crate::egress::message::EgressSettings;
 use crate::exports::platform::connector::provisioning::{SettingState, WebhookSetting, WiringReport};
+use crate::provisioning::event_streams_wiring::{self as streams, Page, Sink, SubscribedEvent, Subscription};
 use crate::provisioning::wiring::{self, Line, Resource, State};
 use crate::shared::accounts::{self, Lookup};
 use crate::shared::http;
@@ -22,6 +23,7 @@ struct Context {
     base: String,
     /// The connection overrides messaging webhooks carry.
     overrides: Option<String>,
+    events_base: String,
 }
 
 impl Context {
@@ -36,7 +38,8 @@ impl Context {
         let headers = rest_headers(&rest.credentials);
         let messaging_base = settings::messaging_base(&account);
         let overrides = settings::webhook_overrides();
-        Ok(Self { messaging_base, headers, base: wiring::public_base(public_url)?, overrides, rest })
+        let events_base = settings::events_base(&account);
+        Ok(Self { messaging_base, headers, base: wiring::public_base(public_url)?, overrides, events_base, rest })
     }
 
     fn webhooks(&self) -> wiring::Webhooks<'_> {
@@ -51,19 +54,24 @@ impl Context {
 }
 
 /// What is wired now against `public_url`, or the connector's own public URL.
-pub fn inspect(account: Option<&str>, public_url: Option<String>) -> Result<WiringReport, String> {
+pub fn inspect(account: Option<&str>, public_url: Option<String>, parts: &[String]) -> Result<WiringReport, String> {
     let public_url = public_url.or_else(settings::webhook_base_url).ok_or(
         "no public URL: give one (--public-url) or set TWILIO_WEBHOOK_BASE_URL, the URL Twilio calls".to_owned(),
     )?;
     let context = Context::load(account, &public_url)?;
-    let (resources, warnings) = resources(&context)?;
+    let (resources, warnings) = resources(&context, parts)?;
     Ok(report(resources.iter().flat_map(wiring::inspected).collect(), warnings, &resources))
 }
 
 /// Points the webhooks at `public_url`; with `dry_run`, only says what it would change.
-pub fn wire(account: Option<&str>, public_url: String, dry_run: bool) -> Result<WiringReport, String> {
+pub fn wire(
+    account: Option<&str>,
+    public_url: String,
+    dry_run: bool,
+    parts: &[String],
+) -> Result<WiringReport, String> {
     let context = Context::load(account, &public_url)?;
-    let (resources, warnings) = resources(&context)?;
+    let (resources, warnings) = resources(&context, parts)?;
     let lines = resources
         .iter()
         .flat_map(|resource| if dry_run { wiring::inspected(resource) } else { apply(resource, &context) })
@@ -71,8 +79,14 @@ pub fn wire(account: Option<&str>, public_url: String, dry_run: bool) -> Result<
     Ok(report(lines, warnings, &resources))
 }
 
+/// The optional parts of the wiring, by name (`wiring_parts:` makes each a flag).
+const EVENT_STREAMS: &str = "event-streams";
+
 /// The resources to look at, and the warnings about the whole account.
-fn resources(context: &Context) -> Result<(Vec<Resource>, Vec<String>), String> {
+fn resources(context: &Context, parts: &[String]) -> Result<(Vec<Resource>, Vec<String>), String> {
+    if let Some(unknown) = parts.iter().find(|part| *part != EVENT_STREAMS) {
+        return Err(format!("unknown part {unknown:?} to parts: the Twilio connector offers {EVENT_STREAMS}"));
+    }
     let mut warnings = wiring::signature_warnings(&context.base, settings::webhook_base_url().as_deref());
     let mut resources = match context.rest.senders.messaging_service_sid.clone() {
         Some(service) => vec![messaging_service(context, &service)?],
@@ -85,7 +99,33 @@ fn resources(context: &Context) -> Result<(Vec<Resource>, Vec<String>), String> 
         Some(service) => resources.push(conversations(context, service)?),
         None => warnings.push("TWILIO_CHAT_SERVICE_SID is not set: Conversations is not wired".to_owned()),
     }
+    if !parts.is_empty() {
+        resources.extend(event_streams(context)?);
+    }
     Ok((resources, warnings))
+}
+
+/// The Event Streams sink at the service's events route and, once Twilio
+/// has validated it, its subscription (the first page of sinks is read).
+fn event_streams(context: &Context) -> Result<Vec<Resource>, String> {
+    let base = &context.events_base;
+    let destination = format!("{}{}", context.base, streams::ROUTE);
+    let sinks: Page<Sink> = context.get_json(streams::sinks_url(base), "the Event Streams sinks")?;
+    let sink = streams::find_sink(sinks.items, &destination);
+    let mut resources = vec![streams::sink_resource(sink.as_ref(), &destination, base)];
+    let Some(sink) = sink.filter(|sink| sink.status.as_deref() == Some("active")) else { return Ok(resources) };
+    let url = streams::subscriptions_url(base, &sink.sid);
+    let subscriptions: Page<Subscription> = context.get_json(url, "the Event Streams subscriptions")?;
+    let found = streams::own_subscription(&subscriptions.items);
+    let subscribed: Vec<SubscribedEvent> = match found {
+        Some(subscription) => {
+            let url = streams::subscribed_events_url(base, &subscription.sid);
+            context.get_json::<Page<SubscribedEvent>>(url, "the subscribed event types")?.items
+        }
+        None => Vec::new(),
+    };
+    resources.extend(streams::subscription_resources(&sink, found.map(|s| (s, subscribed.as_slice())), base));
+    Ok(resources)
 }
 
 /// Every incoming number of the account, page after page.

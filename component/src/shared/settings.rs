@@ -89,6 +89,12 @@ pub fn messaging_base(account: &Account) -> String {
     product_base(account, "TWILIO_MESSAGING_BASE_URL", "messaging")
 }
 
+/// Where `account`'s Event Streams sinks and subscriptions are managed:
+/// `https://events.twilio.com` for its edge and region, or `TWILIO_EVENTS_BASE_URL`.
+pub fn events_base(account: &Account) -> String {
+    product_base(account, "TWILIO_EVENTS_BASE_URL", "events")
+}
+
 /// How long to look for an ambiguous send in Twilio's list before sending it
 /// once more (`TWILIO_RECONCILE_SECONDS`, default 20); 0 never resends: an
 /// ambiguous send is dead-lettered with its outcome unknown.

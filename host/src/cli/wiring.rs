@@ -68,6 +68,29 @@ impl ConnectorCommand {
     }
 }
 
+/// The command line of `<connector> wire|status`, with a `--PART` flag for
+/// each optional part the connector offers (`wiring_parts:` in
+/// architecture.yaml): the host names no provider's parts itself.
+fn command_with_parts(name: &str, parts: &[String]) -> clap::Command {
+    let flag = |part: &String| {
+        clap::Arg::new(part.clone())
+            .long(part.clone())
+            .action(clap::ArgAction::SetTrue)
+            .help(format!("also the connector's optional part {part}"))
+    };
+    let mut command = ConnectorCli::command().bin_name(format!("ingress-egress {name}"));
+    for subcommand in ["wire", "status"] {
+        command = command.mut_subcommand(subcommand, |sub| parts.iter().fold(sub, |sub, part| sub.arg(flag(part))));
+    }
+    command
+}
+
+/// The parts whose flags `matches` holds.
+fn parts_given(matches: &clap::ArgMatches, parts: &[String]) -> Vec<String> {
+    let Some((_, sub)) = matches.subcommand() else { return Vec::new() };
+    parts.iter().filter(|part| sub.get_flag(part)).cloned().collect()
+}
+
 /// Whether `name` (the first word of an unknown command) is a connector of
 /// `config`; the error names the commands and connectors there are.
 pub fn check_connector_name(config: &ServiceConfig, name: &str) -> anyhow::Result<()> {
@@ -84,12 +107,12 @@ pub fn check_connector_name(config: &ServiceConfig, name: &str) -> anyhow::Resul
 /// Runs `words` (`<connector> wire|status …`) against the named connector.
 pub async fn run(config: ServiceConfig, words: Vec<String>) -> anyhow::Result<()> {
     let name = words.first().cloned().unwrap_or_default();
-    let parsed = ConnectorCli::command()
-        .bin_name(format!("ingress-egress {name}"))
+    let offered = config.connectors.iter().find(|c| c.name == name).map(|c| c.wiring_parts.clone()).unwrap_or_default();
+    let parsed = command_with_parts(&name, &offered)
         .try_get_matches_from(&words)
-        .and_then(|matches| ConnectorCli::from_arg_matches(&matches));
-    let cli = match parsed {
-        Ok(cli) => cli,
+        .and_then(|matches| Ok((ConnectorCli::from_arg_matches(&matches)?, parts_given(&matches, &offered))));
+    let (cli, parts) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) if e.use_stderr() => {
             let text = e.render().to_string();
             anyhow::bail!("{}", text.trim_start_matches("error: ").trim_end())
@@ -112,7 +135,7 @@ pub async fn run(config: ServiceConfig, words: Vec<String>) -> anyhow::Result<()
         if accounts.len() > 1 {
             println!("== account {}", account.as_deref().unwrap_or("(default)"));
         }
-        unsettled += run_for(&slot.current(), &cli.command, account.as_deref()).await?;
+        unsettled += run_for(&slot.current(), &cli.command, account.as_deref(), &parts).await?;
     }
     match (&cli.command, unsettled) {
         (_, 0) | (ConnectorCommand::Wire(WireArgs { dry_run: true, .. }), _) => Ok(()),
@@ -125,10 +148,15 @@ pub async fn run(config: ServiceConfig, words: Vec<String>) -> anyhow::Result<()
 
 /// Runs the command for one account and prints its report; returns how many
 /// settings are not where the command wants them.
-async fn run_for(connector: &Connector, command: &ConnectorCommand, account: Option<&str>) -> anyhow::Result<usize> {
+async fn run_for(
+    connector: &Connector,
+    command: &ConnectorCommand,
+    account: Option<&str>,
+    parts: &[String],
+) -> anyhow::Result<usize> {
     let report = match command {
-        ConnectorCommand::Wire(args) => connector.wire(account, &args.public_url, args.dry_run).await,
-        ConnectorCommand::Status(args) => connector.inspect_wiring(account, args.public_url.as_deref()).await,
+        ConnectorCommand::Wire(args) => connector.wire(account, &args.public_url, args.dry_run, parts).await,
+        ConnectorCommand::Status(args) => connector.inspect_wiring(account, args.public_url.as_deref(), parts).await,
     }
     .map_err(|failure| refusal(failure, |reason| reason))?;
     print!("{}", render(&report));

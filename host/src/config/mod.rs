@@ -272,6 +272,8 @@ pub struct ConnectorConfig {
     pub credential_sets: Option<CredentialSetsConfig>,
     /// Its in-memory cache, when it is granted one.
     pub cache: Option<CacheConfig>,
+    /// Optional parts of `<connector> wire|status`, each a `--PART` flag.
+    pub wiring_parts: Vec<String>,
 }
 
 /// The whole service, resolved: one section per capability.
@@ -495,6 +497,7 @@ fn resolve_connector(
         .credential_sets
         .map(|sets| tenancy::resolve_credential_sets(&name, sets, &declared, &variables.values, secrets_dir, problems));
     let cache = def.cache.as_ref().map(|cache| tenancy::resolve_cache(&name, cache, problems));
+    check_wiring_parts(&name, &def.wiring_parts, problems);
     ConnectorConfig {
         name,
         enabled,
@@ -509,6 +512,30 @@ fn resolve_connector(
         blobs: None,
         credential_sets,
         cache,
+        wiring_parts: def.wiring_parts,
+    }
+}
+
+/// The flags `wire` and `status` take themselves, which no part may shadow.
+pub const WIRING_FLAGS: [&str; 5] = ["public-url", "dry-run", "account", "all-accounts", "help"];
+
+/// Each wiring part becomes a flag: lowercase words joined by hyphens, none
+/// of the commands' own flags.
+fn check_wiring_parts(connector: &str, parts: &[String], problems: &mut Problems) {
+    for part in parts {
+        let words_ok = !part.is_empty()
+            && part
+                .split('-')
+                .all(|word| !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        if !words_ok || WIRING_FLAGS.contains(&part.as_str()) {
+            problems.add(
+                format!("{connector}.wiring_parts"),
+                format!(
+                    "{part:?} cannot be a flag of wire and status: lowercase words joined by hyphens, not one of {}",
+                    WIRING_FLAGS.join(", ")
+                ),
+            );
+        }
     }
 }
 

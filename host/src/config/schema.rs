@@ -150,6 +150,10 @@ pub struct ConnectorDef {
     /// A bounded in-memory cache with bounded fetches; absent, none is granted.
     #[serde(default)]
     pub cache: Option<CacheDef>,
+    /// Optional parts of `<connector> wire|status` the connector offers,
+    /// each a flag of its own (`--PART`).
+    #[serde(default)]
+    pub wiring_parts: Vec<String>,
 }
 
 /// A connector's credential sets (`credential_sets:`): one folder per set,

@@ -328,3 +328,16 @@ fn credential_sets_may_hold_only_declared_values() {
     assert!(found.contains(&"acme.credential_sets.required".to_owned()), "{found:?}");
     assert!(found.contains(&"acme.cache.max_entries".to_owned()), "{found:?}");
 }
+
+#[test]
+fn wiring_parts_become_flags_that_cannot_shadow_the_commands_own() {
+    let with_parts = |parts: &str| {
+        ARCHITECTURE.replace("        outbound:\n", &format!("        wiring_parts: {parts}\n        outbound:\n"))
+    };
+    let config = load(&with_parts("[event-streams, v2]"), &full_env());
+    assert_eq!(config.connectors[0].wiring_parts, ["event-streams", "v2"]);
+    for bad in ["[dry-run]", "[Event-Streams]", "[\"event streams\"]", "[-x]", "[\"\"]"] {
+        let found = names(problems(&with_parts(bad), &full_env()));
+        assert_eq!(found, ["acme.wiring_parts"], "{bad}");
+    }
+}

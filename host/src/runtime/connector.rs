@@ -300,17 +300,22 @@ impl Connector {
     }
 
     /// What `account`'s webhooks (the default account's when none) point at
-    /// now, compared with `public_url`, when the component exports `provisioning`.
+    /// now, compared with `public_url`, when the component exports
+    /// `provisioning`; `parts` names optional parts of the wiring.
     pub async fn inspect_wiring(
         &self,
         account: Option<&str>,
         public_url: Option<&str>,
+        parts: &[String],
     ) -> Result<WiringReport, CallFailure<String>> {
         let indices = self.optional.provisioning.as_ref().ok_or(CallFailure::NotExported("provisioning"))?;
         let result = self
             .with_instance("inspect-wiring", async |warm| {
                 let provisioning = indices.load(&mut warm.store, &warm.instance)?;
-                provisioning.platform_connector_provisioning().call_inspect(&mut warm.store, account, public_url).await
+                provisioning
+                    .platform_connector_provisioning()
+                    .call_inspect(&mut warm.store, account, public_url, parts)
+                    .await
             })
             .await;
         CallFailure::flatten(result)
@@ -324,6 +329,7 @@ impl Connector {
         account: Option<&str>,
         public_url: &str,
         dry_run: bool,
+        parts: &[String],
     ) -> Result<WiringReport, CallFailure<String>> {
         let indices = self.optional.provisioning.as_ref().ok_or(CallFailure::NotExported("provisioning"))?;
         let result = self
@@ -331,7 +337,7 @@ impl Connector {
                 let provisioning = indices.load(&mut warm.store, &warm.instance)?;
                 provisioning
                     .platform_connector_provisioning()
-                    .call_wire(&mut warm.store, account, public_url, dry_run)
+                    .call_wire(&mut warm.store, account, public_url, dry_run, parts)
                     .await
             })
             .await;
