@@ -19,6 +19,7 @@ import hmac
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -297,23 +298,29 @@ def profile(server, args, files, port):
 PUBLIC_URL = "https://hooks.example.com"
 
 
-def nats_server(data):
-    """A `nats-server -js` (the one `scripts/setup --test` installs) on a free port."""
+def nats_server(data, sync_always=False):
+    """A `nats-server -js` (the one `scripts/setup --test` installs) on a free
+    port; with `sync_always`, every write fsync'd before its PubAck
+    (`sync_interval: always`, what docs/bus.md asks of production servers)."""
     binary = ROOT / "tests/nats/.venv/bin/nats-server"
     port = free_port()
-    argv = [str(binary), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(data)]
+    conf = data / "nats.conf"
+    sync = "sync_interval: always" if sync_always else ""
+    conf.write_text(f'jetstream {{\n  store_dir: "{data}"\n  {sync}\n}}\n')
+    argv = [str(binary), "-c", str(conf), "-a", "127.0.0.1", "-p", str(port)]
     return spawn_listening(argv, port, data / "nats.log"), port
 
 
-def measure_nats(service, hosts, args, files):
+def measure_nats(service, hosts, args, files, sync_always=False):
     """The service on NATS JetStream, `hosts` hosts sharing one server and the
     load (32 connections in all, one wrk each, disjoint sids). Signatures are
     over TWILIO_WEBHOOK_BASE_URL, so any host takes any request. CPU counts
     the hosts and the NATS server."""
+    prefix = "nats-sync" if sync_always else "nats"
     with tempfile.TemporaryDirectory(prefix="bench-nats-") as data:
         data = Path(data)
         (data / "nats").mkdir()
-        nats, nats_port = nats_server(data / "nats")
+        nats, nats_port = nats_server(data / "nats", sync_always)
         env = {"BUS_URL": f"nats://127.0.0.1:{nats_port}", "TWILIO_WEBHOOK_BASE_URL": PUBLIC_URL}
         ports, processes = [free_port() for _ in range(hosts)], []
         try:
@@ -321,10 +328,10 @@ def measure_nats(service, hosts, args, files):
                 (data / f"host{n}").mkdir()
                 processes.append(service.start(port, data / f"host{n}", env))
             for n, port in enumerate(ports):
-                wrk(port, files[f"nats-warm{n}"], 32 // hosts, args.warmup)
+                wrk(port, files[f"{prefix}-warm{n}"], 32 // hosts, args.warmup)
             everything = [*processes, nats]
             cpu_before = sum(process_cpu_seconds(p.pid) for p in everything)
-            runs = [start_wrk(port, files[f"nats{n}"], 32 // hosts, args.seconds, threads=2 // hosts or 1)
+            runs = [start_wrk(port, files[f"{prefix}{n}"], 32 // hosts, args.seconds, threads=2 // hosts or 1)
                     for n, port in enumerate(ports)]
             results, rss_peak = wait_sampling_rss(runs, [p.pid for p in processes])
             cpu = sum(process_cpu_seconds(p.pid) for p in everything) - cpu_before
@@ -335,8 +342,9 @@ def measure_nats(service, hosts, args, files):
     failures = sum(r["status_errors"] + r["socket_errors"] + r["timeouts"] for r in results)
     requests = sum(r["requests"] for r in results) - failures
     return Measurement(
-        server=f"ingress-egress on NATS JetStream, {hosts} host{'s' if hosts > 1 else ''}",
-        short=f"nats-{hosts}",
+        server=f"ingress-egress on NATS JetStream, {hosts} host{'s' if hosts > 1 else ''}"
+               + (", server with sync_interval: always" if sync_always else ""),
+        short=f"nats-{hosts}" + ("-sync" if sync_always else ""),
         connections=32,
         requests=requests,
         seconds=max(r["duration_us"] for r in results) / 1e6,
@@ -389,14 +397,16 @@ def measure_egress(service, release, args):
         fake = spawn_listening([str(release / "fake-twilio"), f"127.0.0.1:{fake_port}"], fake_port,
                                data / "fake-twilio.log")
         base = f"http://127.0.0.1:{fake_port}"
+        admin_token = secrets.token_hex(32)
         env = {"TWILIO_API_BASE_URL": base, "TWILIO_CONVERSATIONS_BASE_URL": base,
-               "ADMIN_ADDR": f"127.0.0.1:{admin_port}"}
+               "ADMIN_ADDR": f"127.0.0.1:{admin_port}", "ADMIN_TOKEN": admin_token}
         fake_control(fake_port, "pause")
         process = service.start(port, data, env)
         try:
             enqueue = ["wrk", "-t1", "-c16", f"-d{args.egress_fill}s", "-s", str(ROOT / "bench/wrk/enqueue.lua"),
                        f"http://127.0.0.1:{admin_port}"]
-            filled = subprocess.run(enqueue, capture_output=True, text=True, timeout=args.egress_fill + 60).stdout
+            filled = subprocess.run(enqueue, capture_output=True, text=True, timeout=args.egress_fill + 60,
+                                    env={**os.environ, "ADMIN_TOKEN": admin_token}).stdout
             filled = json.loads(next(l for l in filled.splitlines() if l.startswith("WRK-JSON "))[9:])
             accepted = filled["requests"] - filled["status_errors"] - filled["socket_errors"]
             start = fake_twilio_received(fake_port)
@@ -602,7 +612,9 @@ def write_results(args, results, on_nats, egress, costs, profiled):
             "The same webhooks at 32 connections in all, through the service with `BUS_URL=nats://…` "
             "(a real `nats-server -js` on the same machine). With two hosts, each gets half the connections "
             "from its own wrk, with its own sids; all of it shares the same 2 cores, so the figure shows what "
-            "sharing costs, not scaling.", "", nats_table(on_nats)] if on_nats else []),
+            "sharing costs, not scaling. The last row is one host on a server with `sync_interval: always` "
+            "(every write fsync'd before its PubAck), the setting docs/bus.md asks of production servers.",
+            "", nats_table(on_nats)] if on_nats else []),
         *(["## Egress", "", *egress_lines(egress)] if egress else []),
         "## Targets",
         "",
@@ -703,9 +715,13 @@ def main():
                                  nats_url, f"9{n}", nats_rate * args.warmup)
                 write_signatures(files.setdefault(f"nats{n}", Path(scratch) / f"nats{n}.tsv"),
                                  nats_url, f"8{n}", nats_rate * args.seconds)
-            for hosts in (1, 2):
-                m = measure_nats(service, hosts, args, files)
-                print(f"bench: NATS, {hosts} host(s): {m.per_second:,.0f} req/s, p99 {m.latency_us[99.0] / 1e3:.2f} ms, "
+            write_signatures(files.setdefault("nats-sync-warm0", Path(scratch) / "nats-sync-warm0.tsv"),
+                             nats_url, "a0", nats_rate * args.warmup)
+            write_signatures(files.setdefault("nats-sync0", Path(scratch) / "nats-sync0.tsv"),
+                             nats_url, "b0", nats_rate * args.seconds)
+            for hosts, sync_always in ((1, False), (2, False), (1, True)):
+                m = measure_nats(service, hosts, args, files, sync_always)
+                print(f"bench: {m.server}: {m.per_second:,.0f} req/s, p99 {m.latency_us[99.0] / 1e3:.2f} ms, "
                       f"{m.cpu_us_per_request:.0f} µs CPU/req, {m.failures} failed", flush=True)
                 on_nats.append(m)
         egress = measure_egress(service, args.release_dir, args) if args.egress and service else None

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Harness, Signature, borrowed, minimal_sms, post, post_webhook};
+use harness::{Harness, Signature, borrowed, minimal_sms, post_webhook};
 
 const ROUNDS: usize = 5;
 
@@ -43,7 +43,7 @@ fn main() {
                     let _ = std::fs::remove_dir_all(cache);
                 }
                 let started = Instant::now();
-                let (status, body) = post(service.admin_addr, "/admin/reload", &[], Vec::new()).await;
+                let (status, body) = harness::admin_post(service, "/admin/reload", &[], Vec::new()).await;
                 assert!(status == 200 && body.contains("swapped"), "{status} {body}");
                 let sid = format!("SM{}{round:031x}", if cold { 'c' } else { 'w' });
                 let params = minimal_sms(&sid, "swap");

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use harness::fake_twilio::FakeTwilio;
-use harness::{ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, Harness, messages, metric, post, wait_for_messages};
+use harness::{
+    ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, Harness, admin_post, messages, metric, post, wait_for_messages,
+};
 use ingress_egress::server::admin::{ConnectorList, ConnectorView};
 use ingress_egress::service::RunningService;
 
@@ -135,7 +137,7 @@ async fn a_flood_of_forged_account_sids_is_refused_with_bounded_lookups() {
     let (status, _) = inbound(&service, &sid, AUTH_TOKEN, "SM00000000000000000000000000000f1f").await;
     assert_eq!(status, 403);
     assert_eq!(fake.account_fetches().iter().filter(|r| r.path == looked_up).count(), 1);
-    let (_, text) = harness::get(service.admin_addr, "/metrics").await;
+    let (_, text) = harness::admin_get(&service, "/metrics").await;
     assert!(metric(&text, "connector_cache_fetches_total{connector=\"twilio\",outcome=\"exhausted\"") > 0.0, "{text}");
 }
 
@@ -170,7 +172,7 @@ async fn accounts_added_changed_and_removed_take_effect_while_running() {
     let broken = "AC00000000000000000000000000000d02";
     harness.add_account(broken, &[("TWILIO_AUTH_TOKEN", "not-a-token-at-all")]);
     let admin_shows_it = || async {
-        let (_, text) = harness::get(service.admin_addr, "/admin/connectors").await;
+        let (_, text) = harness::admin_get(&service, "/admin/connectors").await;
         let listed: ConnectorList<ConnectorView> = serde_json::from_str(&text).unwrap();
         let sets = listed.connectors[0].credential_sets.clone().unwrap();
         let named = sets.problems.len() == 1 && sets.problems[0].contains(&format!("{broken}/TWILIO_AUTH_TOKEN"));
@@ -180,7 +182,7 @@ async fn accounts_added_changed_and_removed_take_effect_while_running() {
     assert_eq!(status_with(DIR_TOKEN).await, 200, "a malformed neighbour changes nothing");
     // Unchanged, the directory is not read again (reading it must not look like a change).
     let readings = || async {
-        let (_, text) = harness::get(service.admin_addr, "/admin/connectors").await;
+        let (_, text) = harness::admin_get(&service, "/admin/connectors").await;
         let listed: ConnectorList<ConnectorView> = serde_json::from_str(&text).unwrap();
         listed.connectors[0].credential_sets.clone().unwrap().readings
     };
@@ -225,9 +227,7 @@ async fn egress_goes_out_as_each_account_with_its_path_credentials_and_sender() 
     let (_harness, service) = three_accounts(&fake).await;
     let send = |body: String| {
         let service = &service;
-        async move {
-            post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.into_bytes()).await
-        }
+        async move { admin_post(service, "/v1/messages", &[("content-type", "application/json")], body.into_bytes()).await }
     };
     let default_sender = r#""from": "+15005550006""#;
     for (id, account, sender) in [
@@ -296,7 +296,7 @@ async fn tokens_are_signed_with_the_named_accounts_own_key() {
     );
     let service = harness.start().await;
     let ask = |body: &'static str| {
-        post(service.admin_addr, "/v1/tokens", &[("content-type", "application/json")], body.as_bytes().to_vec())
+        admin_post(&service, "/v1/tokens", &[("content-type", "application/json")], body.as_bytes().to_vec())
     };
     let (status, answer) = ask(r#"{"identity": "alice", "account_sid": "AC00000000000000000000000000000d01"}"#).await;
     assert_eq!(status, 200, "{answer}");

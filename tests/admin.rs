@@ -1,6 +1,8 @@
-//! The admin listener's credentials: with `ADMIN_TOKEN` set, every admin route
-//! wants it as a bearer token; `/metrics` can have a listener of its own that
-//! wants none; a non-loopback admin address without a token does not start.
+//! The admin listener's credentials: every admin route wants a bearer token,
+//! `ADMIN_TOKEN` or, without it, the one `serve` generates in
+//! `DATA_DIR/admin-token` (loopback included); `/metrics` can have a listener
+//! of its own that wants none; a non-loopback admin address without
+//! `ADMIN_TOKEN` does not start.
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
@@ -9,12 +11,13 @@ use harness::{Harness, get, post};
 const TOKEN: &str = "admin-token-0123456789abcdef";
 
 /// Every admin route, as (method, path).
-const ROUTES: [(&str, &str); 6] = [
+const ROUTES: [(&str, &str); 7] = [
     ("GET", "/metrics"),
     ("GET", "/admin/connectors"),
     ("POST", "/admin/reload"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/tokens"),
+    ("POST", "/v1/deadletters/redrive"),
     ("GET", "/v1/topics/ingress.twilio.messaging/events"),
 ];
 
@@ -24,10 +27,10 @@ async fn call(addr: std::net::SocketAddr, (method, path): (&str, &str), token: O
     if let Some(bearer) = &bearer {
         headers.push(("authorization", bearer.as_str()));
     }
-    let body = if path == "/v1/messages" {
-        br#"{"to": "+14155550100", "from": "+15005550006", "body": "hi"}"#.to_vec()
-    } else {
-        b"{}".to_vec()
+    let body = match path {
+        "/v1/messages" => br#"{"to": "+14155550100", "from": "+15005550006", "body": "hi"}"#.to_vec(),
+        "/v1/deadletters/redrive" => br#"{"topic": "deadletter.twilio", "dry_run": true}"#.to_vec(),
+        _ => b"{}".to_vec(),
     };
     match method {
         "GET" if path.ends_with("/events") => {
@@ -92,6 +95,56 @@ async fn with_a_token_every_admin_route_wants_it() {
     assert_eq!(get(metrics_addr, "/admin/connectors").await.0, 404, "metrics only");
     assert_eq!(post(metrics_addr, "/admin/reload", &[], Vec::new()).await.0, 404);
     service.stop().await.unwrap();
+}
+
+/// No ADMIN_TOKEN: `serve` writes a token of its own (0600, never logged),
+/// refuses every admin route without it on loopback, keeps it across a
+/// restart, and the CLI finds it in DATA_DIR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_serve_generates_one_and_loopback_is_not_open() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut harness = Harness::new();
+    let data_dir = std::path::PathBuf::from(harness.env.get("DATA_DIR").unwrap());
+    let log = harness.dir.path().join("serve.log");
+    let (admin, mut serve) = spawn_serve_logging(&mut harness, &log).await;
+    let file = data_dir.join("admin-token");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 64);
+    for route in ROUTES {
+        assert_eq!(call(admin, route, None).await, 401, "{route:?} on loopback without the token");
+    }
+    for route in ROUTES {
+        let status = call(admin, route, Some(&token)).await;
+        assert!((200..300).contains(&status), "{route:?} with the generated token: {status}");
+    }
+    // The CLI reads it from DATA_DIR: the README's second-terminal commands work unchanged.
+    let reload = harness.command(&["reload"], Some(&["DATA_DIR", "ADMIN_ADDR"])).output().unwrap();
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let (admin, mut serve) = spawn_serve_logging(&mut harness, &log).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token, "a restart keeps the token");
+    assert_eq!(call(admin, ROUTES[1], Some(&token)).await, 200);
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("admin token generated") && !logged.contains(&token), "{logged}");
+}
+
+/// `serve` as a child process whose log goes to `log` (appended); returns
+/// its admin address once it listens.
+async fn spawn_serve_logging(
+    harness: &mut Harness,
+    log: &std::path::Path,
+) -> (std::net::SocketAddr, std::process::Child) {
+    let (public, admin) = (harness::free_addr(), harness::free_addr());
+    harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let child = harness.command(&["serve"], None).stdout(std::process::Stdio::null()).stderr(file).spawn().unwrap();
+    harness::wait_for_listener(admin).await;
+    (admin, child)
 }
 
 #[test]

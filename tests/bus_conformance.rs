@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use harness::fake_twilio::{FakeTwilio, Reply};
 use harness::nats::NatsServer;
-use harness::{Harness, post, wait_for_messages};
+use harness::{Harness, admin_post, wait_for_messages};
 use ingress_egress::bus::nats::NatsBus;
 use ingress_egress::bus::sqlite::SqliteBus;
 use ingress_egress::bus::{Bus, BusError, Published, StateWrite};
@@ -54,7 +54,7 @@ impl Backend {
             Self::Nats(server) => {
                 // JetStream wants the duplicate window within the age limit.
                 config.nats.duplicate_window = config.nats.duplicate_window.min(retention);
-                Arc::new(NatsBus::connect(&format!("127.0.0.1:{}", server.port), &config).await.unwrap())
+                Arc::new(NatsBus::connect(&[format!("127.0.0.1:{}", server.port)], &config).await.unwrap())
             }
         }
     }
@@ -223,8 +223,7 @@ async fn an_egress_message_retried_to_the_end_is_dead_lettered_with_the_reason(b
     });
     let service = harness.start().await;
     let body = r#"{"id": "m-503", "to": "+14155550100", "from": "+15005550006", "body": "hi"}"#;
-    let (status, _) =
-        post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.into()).await;
+    let (status, _) = admin_post(&service, "/v1/messages", &[("content-type", "application/json")], body.into()).await;
     assert_eq!(status, 202);
     let dead = wait_for_messages(&service, "deadletter.twilio", 1).await;
     assert_eq!(dead.len(), 1);
@@ -353,7 +352,8 @@ conformance!(nats, Backend::Nats(NatsServer::start()));
 async fn nats_down_fails_fast_and_recovers_without_a_restart() {
     let mut server = NatsServer::start();
     let addr = format!("127.0.0.1:{}", server.port);
-    let bus = NatsBus::connect(&addr, &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
+    let bus =
+        NatsBus::connect(std::slice::from_ref(&addr), &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
     publish(&bus, STREAM, "before").await;
     server.kill();
     let started = Instant::now();
@@ -379,13 +379,13 @@ async fn nats_down_fails_fast_and_recovers_without_a_restart() {
 async fn nats_streams_are_created_or_reported_by_name() {
     let server = NatsServer::start();
     let addr = format!("127.0.0.1:{}", server.port);
-    NatsBus::connect(&addr, &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
+    NatsBus::connect(std::slice::from_ref(&addr), &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
     let shorter = BusConfig { retention: Duration::from_secs(3600), ..BusConfig::embedded(std::path::Path::new(".")) };
-    let error = NatsBus::connect(&addr, &shorter).await.unwrap_err();
+    let error = NatsBus::connect(std::slice::from_ref(&addr), &shorter).await.unwrap_err();
     let message = format!("{error:#}");
     assert!(message.contains("stream INGRESS: max_age"), "{message}");
     assert!(message.contains("stream EVENTS") && message.contains("stream DEADLETTER"), "{message}");
     assert!(!message.contains("stream EGRESS"), "the work queue keeps no age: {message}");
     // Nothing was changed: the original settings still load.
-    NatsBus::connect(&addr, &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
+    NatsBus::connect(std::slice::from_ref(&addr), &BusConfig::embedded(std::path::Path::new("."))).await.unwrap();
 }

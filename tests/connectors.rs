@@ -4,11 +4,12 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
-use harness::{Harness, get, post, signed_sms, wait_for_messages};
+use harness::{Harness, admin_get, admin_post, post, signed_sms, wait_for_messages};
 use ingress_egress::server::admin::{ConnectorList, ConnectorView};
+use ingress_egress::service::RunningService;
 
-async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
-    post(addr, path, &[("content-type", "application/json")], body.as_bytes().to_vec()).await
+async fn post_json(service: &RunningService, path: &str, body: &str) -> (u16, String) {
+    admin_post(service, path, &[("content-type", "application/json")], body.as_bytes().to_vec()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +17,7 @@ async fn a_second_connector_serves_beside_twilio_with_its_own_routes_topics_and_
     let mut harness = Harness::new();
     harness.with_probe("probe", &[]);
     let service = harness.start().await;
-    let (public, admin) = (service.public_addr, service.admin_addr);
+    let (public, admin) = (service.public_addr, &service);
 
     // Ingress: each connector publishes on its own topics only.
     assert_eq!(signed_sms(public, "SM00000000000000000000000000000001").await, 200);
@@ -48,14 +49,14 @@ async fn a_second_connector_serves_beside_twilio_with_its_own_routes_topics_and_
     assert_eq!((status, body.trim()), (501, "the connector does not export `tokens`"));
     let (status, _) = post_json(admin, "/v1/tokens?connector=twilio", r#"{"identity":"alice"}"#).await;
     assert_eq!(status, 200);
-    let (_, listed) = get(admin, "/admin/connectors").await;
+    let (_, listed) = admin_get(admin, "/admin/connectors").await;
     let listed: ConnectorList<ConnectorView> = serde_json::from_str(&listed).unwrap();
     let flags: Vec<(&str, bool, bool)> =
         listed.connectors.iter().map(|c| (c.name.as_str(), c.issues_tokens, c.simulates_webhooks)).collect();
     assert_eq!(flags, [("probe", false, false), ("twilio", true, true)]);
 
     // Route labels come from the configured routes.
-    let (_, metrics) = get(admin, "/metrics").await;
+    let (_, metrics) = admin_get(admin, "/metrics").await;
     let routes: Vec<&str> = metrics.lines().filter(|l| l.starts_with("ingress_http_requests_total{")).collect();
     assert!(routes.iter().any(|l| l.contains(r#"route="/probe/""#)), "{routes:?}");
     assert!(routes.iter().any(|l| l.contains(r#"route="/twilio/messaging""#)), "{routes:?}");

@@ -18,9 +18,13 @@ const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 /// The Kubernetes version the manifests are written for (`preStop.sleep` is in it).
 const KUBERNETES: &str = "1.30.0";
 
+/// The service's manifests (one workload each).
 fn manifests() -> Vec<String> {
     ["embedded-bus.yaml", "nats-bus.yaml"].iter().map(|f| format!("{REPO}/deploy/kubernetes/{f}")).collect()
 }
+
+/// The NATS cluster the service's promise asks for.
+const NATS_CLUSTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/nats-cluster.yaml");
 
 fn kubernetes_validate(files: &[String]) -> std::process::Output {
     let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/.venv/bin/kubernetes-validate");
@@ -30,7 +34,8 @@ fn kubernetes_validate(files: &[String]) -> std::process::Output {
 
 #[test]
 fn the_manifests_pass_the_kubernetes_schemas() {
-    let checked = kubernetes_validate(&manifests());
+    let all: Vec<String> = manifests().into_iter().chain([NATS_CLUSTER.to_owned()]).collect();
+    let checked = kubernetes_validate(&all);
     let said = String::from_utf8_lossy(&checked.stdout).into_owned() + &String::from_utf8_lossy(&checked.stderr);
     assert!(checked.status.success(), "{said}");
     // The control: a misspelt field fails the same check.
@@ -39,6 +44,29 @@ fn the_manifests_pass_the_kubernetes_schemas() {
     let text = std::fs::read_to_string(&manifests()[0]).unwrap();
     std::fs::write(&broken, text.replacen("readinessProbe:", "readinesProbe:", 1)).unwrap();
     assert!(!kubernetes_validate(&[broken.to_str().unwrap().to_owned()]).status.success());
+}
+
+/// The NATS cluster's server configuration holds what docs/bus.md says the
+/// promise needs, and nats-server itself accepts it.
+#[test]
+fn the_nats_cluster_is_three_servers_that_fsync_every_write() {
+    let text = std::fs::read_to_string(NATS_CLUSTER).unwrap();
+    let documents: Vec<Value> = text.split("\n---\n").map(|d| serde_yaml::from_str(d).unwrap()).collect();
+    let set = documents.iter().find(|d| d["kind"] == "StatefulSet").unwrap();
+    assert_eq!(set["spec"]["replicas"].as_u64(), Some(3));
+    let conf = harness::nats_cluster::server_config(&text);
+    assert!(conf.contains("sync_interval: always"), "{conf}");
+    let routes = conf.lines().filter(|l| l.trim_start().starts_with("nats://nats-")).count();
+    assert_eq!(routes, 3, "{conf}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nats.conf");
+    std::fs::write(&file, conf.replace("$POD_NAME", "nats-0")).unwrap();
+    let checked = Command::new(harness::nats_cluster::binary()).arg("-t").arg("-c").arg(&file).output().unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout).into_owned() + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "nats-server -t: {said}");
+    // The control: a misspelt setting fails the same check.
+    std::fs::write(&file, conf.replace("$POD_NAME", "nats-0").replace("sync_interval", "sync_intervall")).unwrap();
+    assert!(!Command::new(harness::nats_cluster::binary()).arg("-t").arg("-c").arg(&file).status().unwrap().success());
 }
 
 /// The pod template of each manifest's workload (Deployment or StatefulSet).
@@ -256,7 +284,7 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported_by_a_running_servi
 
     let mut exported = String::new();
     for _ in 0..100 {
-        exported = harness::get(service.admin_addr, "/metrics").await.1;
+        exported = harness::admin_get(&service, "/metrics").await.1;
         if exported.contains("egress_outcomes_total{") {
             break;
         }

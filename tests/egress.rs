@@ -10,7 +10,8 @@ use base64::Engine as _;
 use harness::fake_twilio::{FakeTwilio, Reply};
 use harness::fixtures::{egress_sms, egress_to_conversation};
 use harness::{
-    ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, enqueue, pairs, post, wait_for_messages,
+    ACCOUNT_SID, API_KEY, API_SECRET, AUTH_TOKEN, CHAT_SERVICE_SID, Harness, admin_post, enqueue, pairs, post,
+    wait_for_messages,
 };
 use ingress_egress::runtime::bindings::{EgressMessage, ErrorClass, SendError};
 
@@ -331,7 +332,7 @@ async fn template_schedule_and_option_mistakes_are_refused_at_the_door() {
     for (fields, expected) in cases {
         let body = format!(r#"{{"to": "whatsapp:+14155550100", "from": "whatsapp:+15005550006", {fields}}}"#);
         let (status, answer) =
-            post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.into_bytes()).await;
+            admin_post(&service, "/v1/messages", &[("content-type", "application/json")], body.into_bytes()).await;
         assert_eq!(status, 400, "{fields}: {answer}");
         assert!(answer.contains(expected), "{fields}: {answer}");
     }
@@ -349,10 +350,10 @@ async fn a_scheduled_message_is_canceled_through_the_admin_api() {
         Reply::error(400, 30409, "Message cannot be canceled"),
     ]);
     let service = fast_retry_harness(&fake).start().await;
-    let admin = service.admin_addr;
     let cancel = |sid: &str| {
         let path = format!("/v1/messages/{sid}/cancel");
-        async move { post(admin, &path, &[], Vec::new()).await }
+        let service = &service;
+        async move { admin_post(service, &path, &[], Vec::new()).await }
     };
     let (status, answer) = cancel(SID).await;
     assert_eq!(status, 200, "{answer}");
@@ -388,7 +389,7 @@ async fn malformed_egress_requests_are_refused_at_the_door() {
         r#"{"to": "+1", "body": "x", "colour": "red"}"#,
     ] {
         let (status, _) =
-            post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.as_bytes().to_vec())
+            admin_post(&service, "/v1/messages", &[("content-type", "application/json")], body.as_bytes().to_vec())
                 .await;
         assert_eq!(status, 400, "{body}");
     }
@@ -469,17 +470,18 @@ async fn stopping_releases_messages_waiting_for_their_senders_rate_and_a_restart
         .await;
     }
     wait_for_messages(&service, "events.twilio.status", 1).await;
-    // Three workers now wait on the sender's rate, holding a message each.
+    // The other three wait for the sender's rate: back on the bus, until their turn.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopping = std::time::Instant::now();
     service.stop().await.unwrap();
     assert!(stopping.elapsed() < Duration::from_secs(2), "stop waited {:?} on the rate", stopping.elapsed());
     assert_eq!(fake.received().len(), 1);
 
-    // Released, not lost: the next start sends the other three, once each.
+    // Released, not lost: the next start sends the other three, once each
+    // (each back on the bus until its turn: 5, 10 and 15 s after the first).
     harness.set_setting("rate_per_sender", "100");
     let service = harness.start().await;
-    let events = wait_for_messages(&service, "events.twilio.status", 4).await;
+    let events = harness::wait_for_messages_within(&service, "events.twilio.status", 4, Duration::from_secs(40)).await;
     assert_eq!(events.len(), 4, "{events:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut bodies: Vec<String> = fake
@@ -489,5 +491,86 @@ async fn stopping_releases_messages_waiting_for_their_senders_rate_and_a_restart
         .collect();
     bodies.sort();
     assert_eq!(bodies, ["0", "1", "2", "3"]);
+    service.stop().await.unwrap();
+}
+
+/// Sends the message `id` and waits until the dead-letter topic holds `count`.
+async fn dead_letter(service: &ingress_egress::service::RunningService, id: &str, count: usize) -> serde_json::Value {
+    enqueue(service, &format!(r#"{{"id": "{id}", "to": "+14155550100", "from": "+15005550006", "body": "{id}"}}"#))
+        .await;
+    let dead = wait_for_messages(service, "deadletter.twilio", count).await;
+    assert_eq!(dead.len(), count, "{dead:?}");
+    dead.last().unwrap().clone()
+}
+
+/// `ingress-egress redrive …` against the harness's bus; its stdout.
+fn redrive_command(harness: &Harness, args: &[&str]) -> String {
+    let args: Vec<&str> =
+        ["redrive", "--topic", "deadletter.twilio"].iter().copied().chain(args.iter().copied()).collect();
+    let output = harness.command(&args, None).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Redrive: a dead letter whose cause was fixed is sent again once, under
+/// its id; a redrive cut off after its publish, or repeated, sends nothing
+/// twice; one that fails again is a new dead letter; opted-out recipients
+/// are never written to again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_sent_again_once_and_opted_out_ones_never() {
+    let fake = FakeTwilio::start().await;
+    let invalid = || Reply::error(400, 21211, "The 'To' number is not a valid phone number.");
+    fake.script([invalid(), Reply::error(400, 21610, "Attempt to send to unsubscribed recipient"), invalid()]);
+    let harness = fast_retry_harness(&fake);
+    let service = harness.start().await;
+    let fixed = dead_letter(&service, "fix-me", 1).await;
+    dead_letter(&service, "stop-1", 2).await;
+    dead_letter(&service, "again-1", 3).await;
+    assert_eq!(fake.posts().len(), 3);
+
+    let dry = redrive_command(&harness, &["--dry-run"]);
+    assert!(dry.contains("3 dead letter(s) read") && dry.contains("2 would be sent again"), "{dry}");
+    assert!(dry.contains("opted out (never sent again): 1"), "{dry}");
+    let class = fixed["error_class"].as_str().unwrap();
+    let other = redrive_command(&harness, &["--since", "2999-01-01T00:00:00Z", "--error-class", class]);
+    assert!(other.contains("0 sent again") && other.contains("outside --since/--error-class: 2"), "{other}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.posts().len(), 3, "neither a dry run nor a filter that matches nothing sends");
+
+    // A redrive of fix-me cut off after its publish, before its marker.
+    let stored = service.state.bus.read("deadletter.twilio", 0, 10).await.unwrap();
+    let from = format!("deadletter.twilio/{}", stored[0].seq);
+    let mut message = fixed["message"].clone();
+    message["redriven_from"] = from.clone().into();
+    let key = format!("fix-me@{from}");
+    service.state.bus.publish("egress.twilio", Some(&key), serde_json::to_vec(&message).unwrap().into()).await.unwrap();
+    let events = wait_for_messages(&service, "events.twilio.status", 4).await;
+    assert_eq!((events[3]["id"].as_str(), events[3]["status"].as_str()), (Some("fix-me"), Some("queued")));
+
+    // Then redriven in full: fix-me is not sent twice; again-1 fails again, a dead letter of its own.
+    fake.script([invalid()]);
+    let body = br#"{"topic": "deadletter.twilio"}"#.to_vec();
+    let (status, report) = admin_post(&service, "/v1/deadletters/redrive", &[], body).await;
+    assert_eq!(status, 200, "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!((report["redriven"].as_u64(), report["opted_out"].as_u64()), (Some(2), Some(1)), "{report}");
+    let again = wait_for_messages(&service, "deadletter.twilio", 4).await.pop().unwrap();
+    assert_eq!((again["id"].as_str(), again["message"]["redriven_from"].as_str().is_some()), (Some("again-1"), true));
+    assert_eq!(fake.posts().len(), 5, "fix-me once more (cut off), again-1 once more");
+
+    // The new dead letter can be sent again; everything else was, once.
+    let last = redrive_command(&harness, &[]);
+    assert!(last.contains("1 sent again") && last.contains("already sent again: 2"), "{last}");
+    let events = wait_for_messages(&service, "events.twilio.status", 6).await;
+    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!((events[5]["id"].as_str(), events[5]["status"].as_str()), (Some("again-1"), Some("queued")));
+    let repeated = redrive_command(&harness, &[]);
+    assert!(repeated.contains("0 sent again") && repeated.contains("already sent again: 3"), "{repeated}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_to: Vec<String> =
+        fake.posts().iter().map(|r| r.form.iter().find(|(k, _)| k == "Body").unwrap().1.clone()).collect();
+    assert_eq!(sent_to, ["fix-me", "stop-1", "again-1", "fix-me", "again-1", "again-1"]);
+    let (_, metrics) = harness::admin_get(&service, "/metrics").await;
+    assert!(harness::metric(&metrics, r#"egress_redriven_total{topic="deadletter.twilio"}"#) >= 2.0);
     service.stop().await.unwrap();
 }

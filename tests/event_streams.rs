@@ -193,7 +193,7 @@ async fn a_bad_event_is_rejected_alone_and_other_types_are_counted() {
     assert!(reasons[1].0 == "EZ24" && reasons[1].1.contains("AC99999999999999999999999999999999"), "{reasons:?}");
     assert!(reasons[2].0 == "EZ25" && reasons[2].1.contains("specversion"), "{reasons:?}");
     assert_eq!(rejected[0]["payload"]["data"]["messageStatus"], "DELIVERED", "kept as it came");
-    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    let metrics = harness::admin_get(&service, "/metrics").await.1;
     let count = |event: &str| {
         harness::metric(&metrics, &format!("connector_events_total{{connector=\"twilio\",event=\"{event}\"}}"))
     };

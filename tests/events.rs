@@ -10,10 +10,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use harness::fixtures::{borrowed, inbound_sms_with};
 use harness::nats::NatsServer;
-use harness::{Harness, Signature, get, post_webhook, schemas};
+use harness::{Harness, Signature, get_with, post_webhook, schemas};
 use http_body_util::{BodyExt as _, Empty};
 
 const TOPIC: &str = "ingress.twilio.messaging";
+
+/// The admin listener and its credential.
+#[derive(Clone)]
+struct Admin {
+    addr: SocketAddr,
+    bearer: String,
+}
 
 /// One event as received: its id and its JSON.
 #[derive(Debug)]
@@ -24,12 +31,14 @@ struct Event {
 
 /// Opens the stream with `headers`, reads until `count` events came (bounded),
 /// then disconnects.
-async fn read_events(admin: SocketAddr, query: &str, headers: &[(&str, &str)], count: usize) -> Vec<Event> {
-    let stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+async fn read_events(admin: Admin, query: &str, headers: &[(&str, &str)], count: usize) -> Vec<Event> {
+    let stream = tokio::net::TcpStream::connect(admin.addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
     let connection = tokio::spawn(connection);
-    let mut request = hyper::Request::get(format!("/v1/topics/{TOPIC}/events{query}")).header("host", "admin");
+    let mut request = hyper::Request::get(format!("/v1/topics/{TOPIC}/events{query}"))
+        .header("host", "admin")
+        .header("authorization", admin.bearer);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -78,27 +87,29 @@ fn sids_of(events: &[Event]) -> Vec<String> {
 
 async fn a_consumer_resumes_without_a_gap_or_a_duplicate(harness: Harness) {
     let service = harness.start().await;
-    let (public, admin) = (service.public_addr, service.admin_addr);
+    let public = service.public_addr;
+    let admin = Admin { addr: service.admin_addr, bearer: harness::admin_bearer(&service) };
     let first_sids = sms(public, 0..5).await;
-    let first = read_events(admin, "?from=start", &[], 5).await;
+    let first = read_events(admin.clone(), "?from=start", &[], 5).await;
     assert_eq!(sids_of(&first), first_sids);
 
     // Disconnected while five more arrive.
     let missed = sms(public, 5..10).await;
     let last_id = first.last().unwrap().id.to_string();
-    let resumed = read_events(admin, "", &[("last-event-id", &last_id)], 5).await;
+    let resumed = read_events(admin.clone(), "", &[("last-event-id", &last_id)], 5).await;
     assert_eq!(sids_of(&resumed), missed, "exactly the missed ones, in order");
     assert!(resumed.first().unwrap().id > first.last().unwrap().id);
     assert!(resumed.windows(2).all(|w| w[0].id < w[1].id));
 
     // Live by default: only what comes after connecting.
-    let live = tokio::spawn(read_events(admin, "", &[], 1));
+    let live = tokio::spawn(read_events(admin.clone(), "", &[], 1));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let new = sms(public, 10..11).await;
     assert_eq!(sids_of(&live.await.unwrap()), new);
 
-    assert_eq!(get(admin, "/v1/topics/not.a.topic/events").await.0, 404);
-    assert_eq!(get(admin, &format!("/v1/topics/{TOPIC}/events?last_event_id=x")).await.0, 400);
+    let auth = [("authorization", admin.bearer.as_str())];
+    assert_eq!(get_with(admin.addr, "/v1/topics/not.a.topic/events", &auth).await.0, 404);
+    assert_eq!(get_with(admin.addr, &format!("/v1/topics/{TOPIC}/events?last_event_id=x"), &auth).await.0, 400);
     service.stop().await.unwrap();
 }
 

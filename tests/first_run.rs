@@ -193,7 +193,7 @@ async fn the_readmes_commands_work_as_written() {
     assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
     let reloaded = run_line(&line("ie reload"), &vars, &log, |_| false).await;
     assert!(reloaded.contains("unchanged"), "{reloaded}");
-    let curl = line("curl -s 127.0.0.1:9090/metrics").replace("127.0.0.1:9090", &admin.to_string());
+    let curl = line("curl -s").replace("127.0.0.1:9090", &admin.to_string());
     let metrics = run_line(&curl, &vars, &log, |_| false).await;
     assert!(metrics.contains("ingress_http_requests_total"), "{metrics}");
 

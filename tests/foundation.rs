@@ -155,6 +155,41 @@ fn cli(harness: &Harness, args: &[&str], vars: &[&str]) -> std::process::Output 
     harness.command(args, Some(vars)).output().unwrap()
 }
 
+/// Usage needs nothing: every command's `--help`, the connector's own
+/// commands too (found in architecture.yaml), with an empty environment.
+#[test]
+fn every_help_prints_its_usage_with_an_empty_environment() {
+    let harness = Harness::new();
+    let commands: &[&[&str]] = &[
+        &[],
+        &["serve"],
+        &["check"],
+        &["token"],
+        &["send"],
+        &["tail"],
+        &["simulate"],
+        &["reload"],
+        &["cancel"],
+        &["redrive"],
+        &["health"],
+        &["twilio"],
+        &["twilio", "wire"],
+        &["twilio", "status"],
+    ];
+    for command in commands {
+        let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
+        let output = cli(&harness, &args, &[]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        assert!(stdout.contains("Usage:") && stderr.is_empty(), "{args:?}: {stdout}{stderr}");
+    }
+    let output = cli(&harness, &["twilio", "status", "--help"], &[]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("--event-streams"));
+    let output = cli(&harness, &["twillio", "wire", "--help"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("no command or connector named \"twillio\""), "{stderr}");
+}
+
 #[test]
 fn check_names_two_missing_secrets_and_a_malformed_sid_and_fails() {
     let mut harness = Harness::new();

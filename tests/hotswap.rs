@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use harness::fake_twilio::FakeTwilio;
-use harness::{Harness, fixture, get, messages, post, signed_sms, wait_for_messages};
+use harness::{Harness, admin_get, admin_post, fixture, messages, post, signed_sms, wait_for_messages};
 use ingress_egress::service::RunningService;
 use serde_json::Value;
 
@@ -47,13 +47,13 @@ fn file_backed(watch: bool) -> (Harness, PathBuf) {
 }
 
 async fn admin_connector(service: &RunningService) -> Value {
-    let (status, body) = get(service.admin_addr, "/admin/connectors").await;
+    let (status, body) = admin_get(service, "/admin/connectors").await;
     assert_eq!(status, 200);
     serde_json::from_str::<Value>(&body).unwrap()["connectors"][0].clone()
 }
 
 async fn reload(service: &RunningService) -> (u16, Value) {
-    let (status, body) = post(service.admin_addr, "/admin/reload", &[], Vec::new()).await;
+    let (status, body) = admin_post(service, "/admin/reload", &[], Vec::new()).await;
     (status, serde_json::from_str(&body).unwrap())
 }
 
@@ -69,7 +69,7 @@ async fn ten_swaps_under_traffic_fail_nothing_lose_nothing_double_nothing() {
     let service = harness.start().await;
     let stop = Arc::new(AtomicBool::new(false));
     let webhooks = tokio::spawn(webhook_traffic(service.public_addr, stop.clone()));
-    let sends = tokio::spawn(egress_traffic(service.admin_addr, stop.clone()));
+    let sends = tokio::spawn(egress_traffic(service.admin_addr, harness::admin_bearer(&service), stop.clone()));
 
     for swap in 0..10 {
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -116,7 +116,8 @@ async fn webhook_traffic(public: SocketAddr, stop: Arc<AtomicBool>) -> Vec<u16> 
 }
 
 /// Egress messages, each enqueued once, until `stop`; their ids.
-async fn egress_traffic(admin: SocketAddr, stop: Arc<AtomicBool>) -> Vec<String> {
+async fn egress_traffic(admin: SocketAddr, bearer: String, stop: Arc<AtomicBool>) -> Vec<String> {
+    let headers = [("content-type", "application/json"), ("authorization", bearer.as_str())];
     let mut ids = Vec::new();
     for i in 0..400 {
         if stop.load(Ordering::SeqCst) {
@@ -124,7 +125,7 @@ async fn egress_traffic(admin: SocketAddr, stop: Arc<AtomicBool>) -> Vec<String>
         }
         let id = format!("swap-{i}");
         let body = format!(r#"{{"id": "{id}", "to": "+14155550100", "from": "+15005550006", "body": "{id}"}}"#);
-        let (status, _) = post(admin, "/v1/messages", &[("content-type", "application/json")], body.into_bytes()).await;
+        let (status, _) = post(admin, "/v1/messages", &headers, body.into_bytes()).await;
         assert_eq!(status, 202);
         ids.push(id);
         tokio::time::sleep(Duration::from_millis(15)).await;
@@ -223,8 +224,9 @@ async fn compiled_components_are_reused_across_restarts_and_swaps_back() {
 async fn sighup_and_the_reload_command_swap_a_running_service() {
     let (mut harness, path) = file_backed(false);
     let (mut child, _, admin) = harness.spawn_serve().await;
-    let version = || async move {
-        let (_, body) = get(admin, "/admin/connectors").await;
+    let bearer = harness.admin_bearer();
+    let version = || async {
+        let (_, body) = harness::get_with(admin, "/admin/connectors", &[("authorization", &bearer)]).await;
         serde_json::from_str::<Value>(&body).unwrap()["connectors"][0]["version"].as_str().unwrap().to_owned()
     };
     assert_eq!(version().await, V1);

@@ -109,7 +109,7 @@ async fn media_that_is_too_large_of_a_refused_type_or_missing_is_not_stored_and_
     twilio.script((0..3).map(|_| Reply::error(404, 20404, "The requested resource was not found")));
     let _counting = COUNTING.lock().await;
     let service = harness(&twilio, true).start().await;
-    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    let metrics = harness::admin_get(&service, "/metrics").await.1;
     let not_stored = r#"connector_events_total{connector="twilio",event="media-not-stored"}"#;
     let before = harness::metric(&metrics, not_stored);
     let urls = [
@@ -125,7 +125,7 @@ async fn media_that_is_too_large_of_a_refused_type_or_missing_is_not_stored_and_
     }
     assert_eq!(elsewhere.received()[0].header("authorization"), None, "credentials sent to a foreign host");
     assert_eq!(twilio.received().len(), 4, "the 404 is asked again twice, then given up");
-    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    let metrics = harness::admin_get(&service, "/metrics").await.1;
     assert_eq!(harness::metric(&metrics, not_stored) - before, 3.0, "{metrics}");
     service.stop().await.unwrap();
 }
@@ -190,7 +190,7 @@ async fn a_bucket_that_is_away_leaves_the_media_as_named_and_the_webhook_answere
     in_bucket(&mut harness, &format!("http://{}", harness::free_addr()));
     let _counting = COUNTING.lock().await;
     let service = harness.start().await;
-    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    let metrics = harness::admin_get(&service, "/metrics").await.1;
     let not_stored = r#"connector_events_total{connector="twilio",event="media-not-stored"}"#;
     let before = harness::metric(&metrics, not_stored);
 
@@ -199,7 +199,7 @@ async fn a_bucket_that_is_away_leaves_the_media_as_named_and_the_webhook_answere
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "answered in {:?}", started.elapsed());
     let envelope = &wait_for_messages(&service, "ingress.twilio.messaging", 1).await[0];
     assert!(envelope["media"][0]["stored_url"].is_null(), "{envelope}");
-    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    let metrics = harness::admin_get(&service, "/metrics").await.1;
     assert_eq!(harness::metric(&metrics, not_stored) - before, 1.0, "{metrics}");
     assert!(!metrics.contains(BUCKET_SECRET));
     service.stop().await.unwrap();

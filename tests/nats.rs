@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use harness::fake_twilio::FakeTwilio;
 use harness::fixtures::{borrowed, inbound_sms_with};
 use harness::nats::NatsServer;
-use harness::{Harness, Signature, post, post_webhook, sign, wait_for_messages};
+use harness::{Harness, Signature, admin_post, post_webhook, sign, wait_for_messages};
 use ingress_egress::bus::Bus;
 use ingress_egress::bus::nats::NatsBus;
 use ingress_egress::config::BusConfig;
@@ -27,7 +27,7 @@ fn harness_on(server: &NatsServer, fake: &FakeTwilio) -> Harness {
 
 async fn reader(server: &NatsServer) -> NatsBus {
     let addr = format!("127.0.0.1:{}", server.port);
-    NatsBus::connect(&addr, &BusConfig::embedded(std::path::Path::new("."))).await.unwrap()
+    NatsBus::connect(std::slice::from_ref(&addr), &BusConfig::embedded(std::path::Path::new("."))).await.unwrap()
 }
 
 /// Posts the inbound SMS `sid`, signed for the public URL, to `addr`.
@@ -48,8 +48,7 @@ async fn one_host_on_nats_ingests_and_sends() {
     assert_eq!(envelopes[0]["provider_message_id"], "SM000000000000000000000000000000a1");
 
     let body = r#"{"id": "nats-1", "to": "+14155550100", "from": "+15005550006", "body": "hi"}"#;
-    let (status, _) =
-        post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.into()).await;
+    let (status, _) = admin_post(&service, "/v1/messages", &[("content-type", "application/json")], body.into()).await;
     assert_eq!(status, 202);
     let events = wait_for_messages(&service, "events.twilio.status", 1).await;
     assert_eq!((events[0]["id"].as_str(), events[0]["status"].as_str()), (Some("nats-1"), Some("queued")));
@@ -157,6 +156,63 @@ async fn a_host_killed_mid_egress_loses_nothing() {
     assert!(duplicates <= CONCURRENCY, "{duplicates} duplicates: more than one host's in-flight sends");
     survivor.kill().unwrap();
     survivor.wait().unwrap();
+}
+
+/// The times the fake received a message from `sender`, in order.
+fn sent_from(fake: &FakeTwilio, sender: &str) -> Vec<Instant> {
+    let times = fake.received_at();
+    let received = fake.received();
+    let from = |r: &harness::fake_twilio::Recorded| r.form.iter().any(|(k, v)| k == "From" && v == sender);
+    received.iter().zip(times).filter(|(r, _)| from(r)).map(|(_, t)| t).collect()
+}
+
+/// One pace per sender for the whole service: three hosts share the egress
+/// work and a sender's `rate_per_sender`, within +25%, while another sender
+/// is not slowed by the busy one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_keep_one_pace_per_sender() {
+    const BUSY: usize = 120;
+    let (server, fake) = (NatsServer::start(), FakeTwilio::start().await);
+    let mut harness = harness_on(&server, &fake);
+    harness.set_setting("rate_per_sender", "4");
+    let bus = reader(&server).await;
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(harness.spawn_serve().await.0);
+    }
+    for i in 0..BUSY {
+        let body = format!(r#"{{"id": "busy-{i}", "to": "+14155550100", "from": "+15005550006", "body": "b{i}"}}"#);
+        bus.publish("egress.twilio", Some(&format!("busy-{i}")), body.into()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let quiet_at = Instant::now();
+    for i in 0..4 {
+        let body = format!(r#"{{"id": "quiet-{i}", "to": "+14155550100", "from": "+15005550007", "body": "q{i}"}}"#);
+        bus.publish("egress.twilio", Some(&format!("quiet-{i}")), body.into()).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sent_from(&fake, "+15005550007").len() < 4 {
+        assert!(Instant::now() < deadline, "the quiet sender's 4 messages were not all sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let quiet_took = quiet_at.elapsed();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let busy = sent_from(&fake, "+15005550006");
+    let span = (*busy.last().unwrap() - busy[0]).as_secs_f64();
+    // A burst of 4, then 4 a second: (n - 4) / span, whoever sent them.
+    let pace = (busy.len() - 4) as f64 / span;
+    println!(
+        "pace: 3 hosts sent {} of {BUSY} messages from one sender at {pace:.2}/s over {span:.1} s \
+              (rate_per_sender 4); a second sender's 4 took {quiet_took:?}",
+        busy.len()
+    );
+    assert!(busy.len() >= 40, "only {} sent in {span:.1} s", busy.len());
+    assert!(pace <= 5.0, "{pace:.2}/s over three hosts: more than 4/s + 25%");
+    assert!(quiet_took < Duration::from_secs(3), "the quiet sender waited {quiet_took:?} behind the busy one");
+    for mut host in hosts {
+        host.kill().unwrap();
+        host.wait().unwrap();
+    }
 }
 
 #[tokio::test]
@@ -295,4 +351,27 @@ async fn a_tls_server_with_a_user_and_password_is_reached_with_them() {
     assert_eq!(webhook(service.public_addr, "SM000000000000000000000000000000c1").await, 200);
     assert_eq!(wait_for_messages(&service, "ingress.twilio.messaging", 1).await.len(), 1);
     service.stop().await.unwrap();
+}
+
+/// `check --online` says what `serve` would choose on this server and how
+/// each stream is, changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_online_shows_the_replicas_chosen_and_each_stream() {
+    let (server, fake) = (NatsServer::start(), FakeTwilio::start().await);
+    let harness = harness_on(&server, &fake);
+    let check = || {
+        let output = harness.command(&["check", "--online"], None).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let before = check();
+    assert!(before.contains("alone; streams with 1 replica(s) (replicas: auto)"), "{before}");
+    assert!(before.contains("stream INGRESS: missing (serve creates it)"), "{before}");
+    assert!(check().contains("stream EGRESS: missing"), "check created nothing");
+    reader(&server).await;
+    let after = check();
+    assert!(
+        after.contains("stream INGRESS: as configured") && after.contains("stream EGRESS: as configured"),
+        "{after}"
+    );
 }

@@ -193,7 +193,7 @@ async fn shared_key_signatures_signed_by_twilio_node() {
         .map(|m| m["provider_message_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(published, [sid(1), sid(2), sid(4), sid(6)]);
-    let metrics = harness::get(service.admin_addr, "/metrics").await.1;
+    let metrics = harness::admin_get(&service, "/metrics").await.1;
     let verified =
         harness::metric(&metrics, "connector_events_total{connector=\"twilio\",event=\"signature-shared-key\"}");
     assert_eq!(verified, 3.0);

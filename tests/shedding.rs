@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use harness::{Harness, get, metric, post};
+use harness::{Harness, admin_get, get, metric, post};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -49,7 +49,7 @@ async fn connections_past_the_cap_are_closed_at_once_and_the_admin_side_still_an
     assert!(started.elapsed() < Duration::from_millis(500), "closed after {:?}", started.elapsed());
 
     // The admin listener is not capped: metrics say what happened.
-    let (status, metrics) = get(service.admin_addr, "/metrics").await;
+    let (status, metrics) = admin_get(&service, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metric(&metrics, "connections_shed_total") >= 1.0, "{metrics}");
     assert_eq!(metric(&metrics, "connections_open"), 3.0, "{metrics}");
@@ -115,7 +115,8 @@ async fn out_of_descriptors_the_listener_backs_off_logs_at_a_bounded_rate_and_re
 
     // Recovered: requests are served again, and the failures were counted.
     assert_eq!(get(public, "/healthz").await, (200, "ok\n".to_owned()));
-    let (_, metrics) = get(admin, "/metrics").await;
+    let bearer = harness.admin_bearer();
+    let (_, metrics) = harness::get_with(admin, "/metrics", &[("authorization", &bearer)]).await;
     let failed_accepts = metric(&metrics, "accept_errors_total");
     assert!(failed_accepts >= 1.0, "{metrics}");
     std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -65,9 +66,9 @@ async fn sigterm_turns_readiness_off_at_once_and_serves_through_the_drain() {
     assert!(signalled.elapsed() >= Duration::from_millis(1500), "exited before the drain ended");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_logs_say_what_loaded_and_never_a_secret() {
-    let mut harness = Harness::new();
+/// `serve` as a child process writing JSON logs to a pipe; returns once both
+/// listeners listen (the admin one after the token is written).
+async fn spawn_json_serve(harness: &mut Harness) -> (std::process::Child, SocketAddr, SocketAddr) {
     let (public, admin) = (harness::free_addr(), harness::free_addr());
     harness.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
     let child = harness
@@ -77,11 +78,21 @@ async fn json_logs_say_what_loaded_and_never_a_secret() {
         .spawn()
         .unwrap();
     harness::wait_for_listener(public).await;
+    harness::wait_for_listener(admin).await;
+    (child, public, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_say_what_loaded_and_never_a_secret() {
+    let mut harness = Harness::new();
+    let (child, public, admin) = spawn_json_serve(&mut harness).await;
     // Some traffic that logs: a forged webhook and a token.
     harness::post_webhook(public, "/twilio/messaging", &[("MessageSid", "SM1")], harness::Signature::Given("Zm9yZ2Vk"))
         .await;
-    harness::post(admin, "/v1/tokens", &[("content-type", "application/json")], br#"{"identity":"alice"}"#.to_vec())
-        .await;
+    let bearer = harness.admin_bearer();
+    let headers = [("content-type", "application/json"), ("authorization", bearer.as_str())];
+    let (status, _) = harness::post(admin, "/v1/tokens", &headers, br#"{"identity":"alice"}"#.to_vec()).await;
+    assert_eq!(status, 200);
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     let output = child.wait_with_output().unwrap();
     let logs = String::from_utf8(output.stderr).unwrap();
@@ -91,7 +102,49 @@ async fn json_logs_say_what_loaded_and_never_a_secret() {
         .collect();
     assert!(lines.iter().any(|l| l["message"] == "connector loaded" && l["connector"] == "twilio"), "{logs}");
     assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("refused webhook"))), "{logs}");
-    for secret in [harness::AUTH_TOKEN, harness::API_SECRET] {
+    let admin_token = bearer.trim_start_matches("Bearer ");
+    for secret in [harness::AUTH_TOKEN, harness::API_SECRET, admin_token] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
+}
+
+/// A flood of forged and unsigned webhooks: every one is counted by its
+/// reason, and the log holds at most a line a second per reason, the later
+/// ones saying how many were left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_webhooks_is_counted_and_logged_a_line_a_second() {
+    let mut harness = Harness::new();
+    let (child, public, admin) = spawn_json_serve(&mut harness).await;
+    let (forged, unsigned) = (400, 100);
+    let started = Instant::now();
+    for i in 0..forged + unsigned {
+        let signature = if i < forged { harness::Signature::Given("Zm9yZ2Vk") } else { harness::Signature::Missing };
+        let sid = format!("SM{i:032}");
+        let (status, _) =
+            harness::post_webhook(public, "/twilio/messaging", &[("MessageSid", sid.as_str())], signature).await;
+        assert_eq!(status, if i < forged { 403 } else { 400 });
+        // Spread over a few seconds, so that more than one line may be written.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let flood = started.elapsed();
+    let bearer = harness.admin_bearer();
+    let (_, metrics) = harness::get_with(admin, "/metrics", &[("authorization", &bearer)]).await;
+    let counted = |event: &str| {
+        harness::metric(&metrics, &format!("connector_events_total{{connector=\"twilio\",event=\"{event}\"}}"))
+    };
+    assert_eq!(counted("webhook-refused-signature"), f64::from(forged));
+    assert_eq!(counted("webhook-refused-unsigned"), f64::from(unsigned));
+
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let logs = String::from_utf8(child.wait_with_output().unwrap().stderr).unwrap();
+    let refusals: Vec<&str> = logs.lines().filter(|line| line.contains("refused webhook")).collect();
+    let most = flood.as_secs() as usize + 2;
+    for (answer, sent) in [("403 invalid X-Twilio-Signature", forged), ("400 missing X-Twilio-Signature", unsigned)] {
+        let lines: Vec<&&str> = refusals.iter().filter(|line| line.contains(answer)).collect();
+        assert!((1..=most).contains(&lines.len()), "{} lines for {sent} refusals in {flood:?}", lines.len());
+    }
+    assert!(
+        refusals.iter().any(|line| line.contains("more like this since the previous line")),
+        "no line says how many were left out: {refusals:#?}"
+    );
 }

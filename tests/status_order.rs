@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, reason = "helpers of a test binary")]
 
-use harness::{ACCOUNT_SID, Harness, Signature, get, messages, metric, post_webhook};
+use harness::{ACCOUNT_SID, Harness, Signature, admin_get, messages, metric, post_webhook};
 
 /// Every ordering of `items`.
 fn permutations(items: &[&'static str]) -> Vec<Vec<&'static str>> {
@@ -34,7 +34,7 @@ async fn callback(addr: std::net::SocketAddr, sid: &str, status: &str) -> u16 {
 
 async fn out_of_order_count(service: &ingress_egress::service::RunningService) -> f64 {
     let series = "connector_events_total{connector=\"twilio\",event=\"status-out-of-order\"}";
-    metric(&get(service.admin_addr, "/metrics").await.1, series)
+    metric(&admin_get(service, "/metrics").await.1, series)
 }
 
 /// One test for both backends, one after the other: the out-of-order counter

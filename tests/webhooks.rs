@@ -7,7 +7,7 @@ use std::sync::Arc;
 use harness::fixtures::{EMPTY_TWIML as TWIML, SMS_SID as SID, inbound_sms};
 use harness::fixtures::{borrowed, inbound_sms_with};
 use harness::outage::OutageBus;
-use harness::{ACCOUNT_SID, CHAT_SERVICE_SID, Harness, Signature, get, messages, post, post_webhook, sign};
+use harness::{ACCOUNT_SID, CHAT_SERVICE_SID, Harness, Signature, admin_get, get, messages, post, post_webhook, sign};
 use serde_json::json;
 
 const MESSAGING: &str = "ingress.twilio.messaging";
@@ -92,7 +92,7 @@ async fn while_the_bus_is_away_webhooks_are_spooled_then_published_once_it_is_ba
     let (status, body) = get(service.public_addr, "/readyz").await;
     assert_eq!(status, 200);
     assert!(body.starts_with("degraded: bus:"), "{body}");
-    let (_, metrics) = get(service.admin_addr, "/metrics").await;
+    let (_, metrics) = admin_get(&service, "/metrics").await;
     assert!(metrics.contains("spool_depth 5"), "{metrics}");
 
     bus.set_away(false);
@@ -294,7 +294,7 @@ async fn conversation_message(addr: std::net::SocketAddr, sid: &str, author: &st
 
 async fn counter(service: &ingress_egress::service::RunningService, event: &str) -> f64 {
     let series = format!("connector_events_total{{connector=\"twilio\",event=\"{event}\"}}");
-    harness::metric(&get(service.admin_addr, "/metrics").await.1, &series)
+    harness::metric(&admin_get(service, "/metrics").await.1, &series)
 }
 
 #[tokio::test]
@@ -356,7 +356,7 @@ async fn metrics_count_requests_rejections_and_publishes() {
     let service = harness.start().await;
     post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Valid).await;
     post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Given("Zm9yZ2Vk")).await;
-    let (status, text) = get(service.admin_addr, "/metrics").await;
+    let (status, text) = admin_get(&service, "/metrics").await;
     assert_eq!(status, 200);
     for expected in [
         "ingress_http_requests_total{route=\"/twilio/messaging\",status=\"200\"}",
@@ -368,7 +368,7 @@ async fn metrics_count_requests_rejections_and_publishes() {
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
-    let (status, body) = get(service.admin_addr, "/admin/connectors").await;
+    let (status, body) = admin_get(&service, "/admin/connectors").await;
     assert_eq!(status, 200);
     let connectors: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(connectors["connectors"][0]["name"], "twilio");

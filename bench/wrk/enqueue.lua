@@ -2,8 +2,9 @@
 -- admin API (POST /v1/messages), each with its own id and its own sender
 -- (so no per-sender rate limit holds them back).
 --
---   wrk -s enqueue.lua http://ADMIN_ADDR
+--   ADMIN_TOKEN=... wrk -s enqueue.lua http://ADMIN_ADDR
 local counter = 0
+local authorization = "Bearer " .. (os.getenv("ADMIN_TOKEN") or "")
 
 function setup(thread)
   thread:set("id", counter)
@@ -17,7 +18,7 @@ function request()
   local body = string.format(
     '{"id":"bench-%d-%d","to":"+14155550100","from":"+1500%07d","body":"Your code is %d"}',
     id, n, n * 4 + id, n)
-  return wrk.format("POST", "/v1/messages", { ["Content-Type"] = "application/json" }, body)
+  return wrk.format("POST", "/v1/messages", { ["Content-Type"] = "application/json", ["Authorization"] = authorization }, body)
 end
 
 function done(summary, latency, requests)

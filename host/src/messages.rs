@@ -388,6 +388,11 @@ pub struct EgressMessage {
     /// The provider account that sends it (the connector's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_sid: Option<String>,
+    /// Set by `redrive`: the dead letter (`TOPIC/SEQ`) this message is sent
+    /// again from. Its status events and a new dead letter are then told
+    /// apart from the first attempt's, under the same `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redriven_from: Option<String>,
 }
 
 /// A provider template and the values of its placeholders.

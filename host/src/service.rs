@@ -13,11 +13,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::spool::{Spool, SpoolDrainer, SpoolingBus};
 use crate::bus::{self, Bus};
-use crate::config::ServiceConfig;
+use crate::config::{BusUrl, ServiceConfig};
 use crate::connectors::Connectors;
 use crate::egress::Egress;
 use crate::lifecycle::Capability;
 use crate::runtime::Runtime;
+use crate::server::starting::StartingListener;
 use crate::server::{AppState, Server};
 use crate::telemetry::metrics::MetricsUpkeep;
 use crate::tenancy::{CredentialSets, SetWatcher};
@@ -70,19 +71,23 @@ impl RunningService {
 
 /// Starts the service on its configured addresses. `bus` replaces the
 /// configured bus (tests use this to inject a failing one).
-pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::Result<RunningService> {
+pub async fn start(mut config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::Result<RunningService> {
     crate::telemetry::metrics::install();
-    let real_bus = match bus {
-        Some(bus) => bus,
-        None => bus::open(&config.bus).await?,
+    let (real_bus, public_listener) = match bus {
+        Some(bus) => (bus, None),
+        None => open_bus(&mut config).await?,
     };
     let spool = Arc::new(Spool::open(&config.spool.path, config.spool.max_bytes)?);
+    // After the bus and the spool: a data directory they cannot write is named as such first.
+    if config.server.admin_token.is_none() {
+        config.server.admin_token = Some(crate::config::admin_token::load_or_create(&config.data_dir)?);
+    }
     let bus: Arc<dyn Bus> = Arc::new(SpoolingBus::new(real_bus.clone(), spool.clone(), &config.spool));
     let connectors = Arc::new(load_connectors(&config, bus.clone()).await?);
     let stop = CancellationToken::new();
     let draining = CancellationToken::new();
     let state = Arc::new(AppState { config, connectors, bus, spool: spool.clone(), shutdown: stop.clone(), draining });
-    let server = Server::bind(state.clone()).await?;
+    let server = Server::bind(state.clone(), public_listener).await?;
     let (public_addr, admin_addr) = server.addresses();
     let metrics_addr = server.metrics_address();
     tracing::info!(bus = %state.config.bus.url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");
@@ -90,7 +95,7 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
     let capabilities: Vec<Box<dyn Capability>> = vec![
         Box::new(MetricsUpkeep::new(&config.metrics)),
         Box::new(SpoolDrainer::new(spool, real_bus, &config.spool)),
-        Box::new(Egress::new(&state.connectors, config.limits.call_timeout)),
+        Box::new(Egress::new(&state.connectors, config.limits.call_timeout, matches!(config.bus.url, BusUrl::Nats(_)))),
         Box::new(ComponentWatcher::new(&config.watch, state.connectors.clone())),
         Box::new(SetWatcher::new(&config.watch, credential_sets(&state.connectors))),
         Box::new(server),
@@ -104,6 +109,20 @@ pub async fn start(config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::
         }
     }
     Ok(RunningService { public_addr, admin_addr, metrics_addr, state, stop, tasks })
+}
+
+/// Opens the bus. The embedded one is a file, there at once; a NATS bus may
+/// be a cluster still forming, so the public listener answers "alive, not
+/// ready" while `serve` waits for it (bounded), and is handed over after.
+async fn open_bus(config: &mut ServiceConfig) -> anyhow::Result<(Arc<dyn Bus>, Option<tokio::net::TcpListener>)> {
+    if !matches!(config.bus.url, BusUrl::Nats(_)) {
+        return Ok((bus::open(&config.bus).await?, None));
+    }
+    let starting = StartingListener::bind(config.server.listen_addr).await?;
+    config.server.listen_addr = starting.local_addr();
+    let opened = bus::open_patiently(&config.bus).await;
+    let listener = starting.into_listener().await?;
+    Ok((opened?, Some(listener)))
 }
 
 /// Each connector's credential sets, to be watched.

@@ -6,6 +6,7 @@ pub mod fake_console;
 pub mod fake_twilio;
 pub mod fixtures;
 pub mod nats;
+pub mod nats_cluster;
 pub mod official;
 pub mod outage;
 pub mod prism;
@@ -377,6 +378,14 @@ impl Harness {
         command
     }
 
+    /// `Bearer <token>` for a `serve` child process of this harness without
+    /// ADMIN_TOKEN: the token it wrote to its DATA_DIR.
+    pub fn admin_bearer(&self) -> String {
+        let data_dir = std::path::Path::new(self.env.get("DATA_DIR").expect("DATA_DIR"));
+        let token = config::admin_token::read(data_dir).expect("readable").expect("serve wrote its admin token");
+        format!("Bearer {}", token.reveal())
+    }
+
     /// `serve` as a child process on fresh loopback ports; returns once it listens.
     pub async fn spawn_serve(&mut self) -> (std::process::Child, SocketAddr, SocketAddr) {
         let (public, admin) = (free_addr(), free_addr());
@@ -410,11 +419,34 @@ pub fn fast_retry_harness(twilio_base: &str) -> Harness {
     harness
 }
 
+/// `Bearer <token>`: the admin credential of a service started in this
+/// process (ADMIN_TOKEN, or the one it generated in its data directory).
+pub fn admin_bearer(service: &RunningService) -> String {
+    let token = service.state.config.server.admin_token.as_ref().expect("a running service has an admin token");
+    format!("Bearer {}", token.reveal())
+}
+
+/// GETs an admin route of `service` with its credential.
+pub async fn admin_get(service: &RunningService, path: &str) -> (u16, String) {
+    get_with(service.admin_addr, path, &[("authorization", &admin_bearer(service))]).await
+}
+
+/// POSTs to an admin route of `service` with its credential.
+pub async fn admin_post(
+    service: &RunningService,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String) {
+    let bearer = admin_bearer(service);
+    let headers: Vec<(&str, &str)> = headers.iter().copied().chain([("authorization", bearer.as_str())]).collect();
+    post(service.admin_addr, path, &headers, body).await
+}
+
 /// Enqueues an egress message (JSON) through the admin API; returns its id.
 pub async fn enqueue(service: &RunningService, body: &str) -> String {
     let (status, answer) =
-        post(service.admin_addr, "/v1/messages", &[("content-type", "application/json")], body.as_bytes().to_vec())
-            .await;
+        admin_post(service, "/v1/messages", &[("content-type", "application/json")], body.as_bytes().to_vec()).await;
     assert_eq!(status, 202, "{answer}");
     serde_json::from_str::<serde_json::Value>(&answer).expect("JSON")["id"].as_str().expect("an id").to_owned()
 }

@@ -22,7 +22,7 @@ pub struct NatsServer {
 }
 
 /// The server `scripts/setup --test` installs, or `NATS_SERVER`.
-fn binary() -> PathBuf {
+pub fn binary() -> PathBuf {
     crate::fixtures::installed_server("NATS_SERVER", "nats/.venv/bin/nats-server")
 }
 
@@ -60,21 +60,24 @@ impl NatsServer {
     /// Starts the server again on the same port and store (after [`kill`](Self::kill)).
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path())
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting nats-server");
-        self.child = Some(child);
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(started.elapsed() < START_TIMEOUT, "nats-server did not listen within {START_TIMEOUT:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .args(&self.args);
+        self.child = Some(spawn_listening(command, self.port));
     }
+}
+
+/// Starts `command` (a nats-server) quietly; returns once it listens on `port`.
+pub fn spawn_listening(mut command: Command, port: u16) -> Child {
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting nats-server");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < START_TIMEOUT, "nats-server did not listen on {port} within {START_TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 impl Drop for NatsServer {

@@ -88,10 +88,10 @@ fn answer(request: &IncomingRequest) -> Reply {
         "/twilio/status" => Route::Status,
         "/twilio/conversations" => Route::Conversations,
         "/twilio/events" => Route::Events,
-        _ => return Reply::error(404, "no such route"),
+        _ => return refuse(Refusal::Route, 404, "no such route", path),
     };
     if !matches!(request.method(), Method::Post) {
-        return Reply::error(405, "webhooks are POST");
+        return refuse(Refusal::Method, 405, "webhooks are POST", path);
     }
     // All headers in one host call, rather than one call per header looked at.
     let headers = request.headers().entries();
@@ -101,7 +101,7 @@ fn answer(request: &IncomingRequest) -> Reply {
     };
     let body = match read_body(request) {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err((status, answer)) => return refuse(Refusal::Body, status, answer, path),
     };
     let url = public_url(request, &header, &path_with_query);
     // Twilio's webhooks are forms, named or not; an Event Streams batch is
@@ -115,7 +115,7 @@ fn answer(request: &IncomingRequest) -> Reply {
         if is_form { form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
     let content = if is_form { SignedContent::Form(&params) } else { SignedContent::Raw(&body) };
     let Some(signature) = header("x-twilio-signature") else {
-        return Reply::error(400, "missing X-Twilio-Signature");
+        return refuse(Refusal::Unsigned, 400, "missing X-Twilio-Signature", path);
     };
     let events = (route == Route::Events && !is_form).then(|| event_streams::read_batch(&body));
     let claimed = match &events {
@@ -130,13 +130,17 @@ fn answer(request: &IncomingRequest) -> Reply {
     };
     let settings = header("x-twilio-webhooks-signature-settings");
     if let Err(error) = verify(&account, &url, content, &signature, settings.as_deref()) {
-        log::log(Level::Warn, &format!("refused webhook on {path} for {}: {error}", shown(&account)));
-        return Reply::error(403, "invalid X-Twilio-Signature");
+        let detail = format!("{path} for {}: {error}", shown(&account));
+        return refuse(Refusal::Signature, 403, "invalid X-Twilio-Signature", &detail);
     }
     match events {
         Some(events) => crate::ingress::event_sink::take(events, &url, &account),
-        None if route == Route::Events => Reply::error(415, "Event Streams batches are application/json"),
-        None if !is_form => Reply::error(415, "Twilio webhooks are application/x-www-form-urlencoded"),
+        None if route == Route::Events => {
+            refuse(Refusal::ContentType, 415, "Event Streams batches are application/json", path)
+        }
+        None if !is_form => {
+            refuse(Refusal::ContentType, 415, "Twilio webhooks are application/x-www-form-urlencoded", path)
+        }
         None => publish(route, Params(&params), &url, &account),
     }
 }
@@ -148,18 +152,24 @@ fn answer(request: &IncomingRequest) -> Reply {
 /// bound (a flood of forged `AccountSid`s); one Twilio could not tell about
 /// now, with 503.
 fn account_of(claimed: Option<&str>) -> Result<Arc<Account>, Reply> {
+    // The claim is the sender's text: logged only when it is a sid's shape.
+    let shown = match claimed {
+        Some(sid) if crate::shared::rest::is_sid(sid, "AC") => format!("AccountSid {sid}"),
+        _ => "a malformed AccountSid".to_owned(),
+    };
     match accounts::resolve(claimed) {
         Lookup::Found(account) => Ok(account),
         Lookup::Unknown => {
-            metrics::count("webhook-unknown-account", 1);
-            Err(Reply::error(403, "the webhook's AccountSid is not an account this service serves"))
+            let answer = "the webhook's AccountSid is not an account this service serves";
+            Err(refuse(Refusal::UnknownAccount, 403, answer, &shown))
         }
         Lookup::Refused(reason) => {
-            metrics::count("webhook-unknown-account", 1);
-            Err(Reply::error(403, format!("the webhook's AccountSid cannot be checked: {reason}")))
+            let answer = format!("the webhook's AccountSid cannot be checked: {reason}");
+            Err(refuse(Refusal::UnknownAccount, 403, &answer, &shown))
         }
         Lookup::Unavailable(reason) => {
-            log::log(Level::Warn, &format!("cannot look up the account of a webhook: {reason}"));
+            let line = format!("cannot look up the account of a webhook: {reason}");
+            log::log_bounded(Level::Warn, "account-lookup-unavailable", &line);
             Err(Reply::error(503, "the webhook's account cannot be looked up now"))
         }
     }
@@ -389,13 +399,52 @@ fn public_url(request: &IncomingRequest, header: &dyn Fn(&str) -> Option<String>
     format!("{scheme}://{host}{path_with_query}")
 }
 
-fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, Reply> {
-    let incoming = request.consume().map_err(|()| Reply::error(400, "request body unavailable"))?;
+/// The body, or the status and answer that refuse it.
+fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, (u16, &'static str)> {
+    let incoming = request.consume().map_err(|()| (400, "request body unavailable"))?;
     body::read_all(incoming, MAX_BODY_BYTES).map_err(|e| match e {
-        ReadError::TooLarge => Reply::error(413, "request body too large"),
-        ReadError::Unavailable => Reply::error(400, "request body unavailable"),
-        ReadError::Failed(_) => Reply::error(400, "request body unreadable"),
+        ReadError::TooLarge => (413, "request body too large"),
+        ReadError::Unavailable => (400, "request body unavailable"),
+        ReadError::Failed(_) => (400, "request body unreadable"),
     })
+}
+
+/// Why a webhook was refused before anything was published.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Route,
+    Method,
+    Body,
+    Unsigned,
+    Signature,
+    ContentType,
+    UnknownAccount,
+}
+
+impl Refusal {
+    /// Its metrics event, also the key of its bounded log line.
+    fn event(self) -> &'static str {
+        match self {
+            Self::Route => "webhook-refused-route",
+            Self::Method => "webhook-refused-method",
+            Self::Body => "webhook-refused-body",
+            Self::Unsigned => "webhook-refused-unsigned",
+            Self::Signature => "webhook-refused-signature",
+            Self::ContentType => "webhook-refused-content-type",
+            // The name dashboards have counted since accounts came.
+            Self::UnknownAccount => "webhook-unknown-account",
+        }
+    }
+}
+
+/// Refuses a webhook: counted by reason, and logged through the host's
+/// bounded log (a line a second per reason at most, with the count of those
+/// left out), so a flood of forged requests is not a flood of log lines.
+/// `detail` says where; it never holds the request's signature or body.
+fn refuse(reason: Refusal, status: u16, answer: &str, detail: &str) -> Reply {
+    metrics::count(reason.event(), 1);
+    log::log_bounded(Level::Warn, reason.event(), &format!("refused webhook ({status} {answer}): {detail}"));
+    Reply::error(status, answer)
 }
 
 fn respond(response_out: ResponseOutparam, reply: Reply) {

@@ -164,11 +164,35 @@ pub trait Bus: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<StateWrite, BusError>>;
 }
 
+/// [`open`], waiting while the bus may yet come: a NATS cluster still
+/// electing its leader answers "no suitable peers", "no responders" or not
+/// at all for a while after its servers start. Each failed try is logged
+/// with the next delay (0.5 s, doubling to 5 s); after `start_timeout` the
+/// last failure is the answer. A failure that will not pass by waiting (a
+/// refused credential, streams configured otherwise) is answered at once.
+pub async fn open_patiently(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let error = match open(config).await {
+            Ok(bus) => return Ok(bus),
+            Err(error) => error,
+        };
+        let waited = started.elapsed();
+        if !nats::may_pass(&error) || waited + delay > config.start_timeout {
+            return Err(error.context(format!("the bus {} (waited {:.0?})", config.url, waited)));
+        }
+        tracing::warn!(bus = %config.url, error = format!("{error:#}"), retry_in = ?delay, "waiting for the bus");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Opens the configured bus: the SQLite file, or a connection to NATS with
 /// its streams checked.
 pub async fn open(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
     match &config.url {
         BusUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteBus::new(path, config)?)),
-        BusUrl::Nats(addr) => Ok(Arc::new(nats::NatsBus::connect(addr, config).await?)),
+        BusUrl::Nats(seeds) => Ok(Arc::new(nats::NatsBus::connect(seeds, config).await?)),
     }
 }

@@ -49,7 +49,7 @@ pub enum Command {
     /// Run the service: webhooks on LISTEN_ADDR, admin on ADMIN_ADDR, egress from the bus.
     Serve,
     /// Validate architecture.yaml and the environment; name what is missing or malformed.
-    Check,
+    Check(CheckArgs),
     /// Print an access token for a connector's client SDKs (e.g. Twilio Conversations).
     Token(TokenArgs),
     /// Publish one egress message on the bus (the running service sends it).
@@ -62,12 +62,22 @@ pub enum Command {
     Reload(ReloadArgs),
     /// Ask a running service to cancel a scheduled message (by the provider's id, e.g. SM…).
     Cancel(CancelArgs),
+    /// Send dead letters again, once fixed what made them fail (never those whose recipient opted out).
+    Redrive(crate::egress::redrive::RedriveRequest),
     /// Exit 0 when the service answers GET /healthz (a container's health check: no shell or curl needed).
     Health(HealthArgs),
     /// `<CONNECTOR> wire|status`: point the provider's webhooks at this service, or show where they point
     /// (e.g. `twilio wire --public-url https://hooks.example.com --dry-run`; `twilio status`).
     #[command(external_subcommand)]
     Connector(Vec<String>),
+}
+
+/// `check`: the configuration, and with `--online` the bus as `serve` would find it.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also connect to the bus: on NATS, the replicas `serve` would choose and each stream as found (nothing changes).
+    #[arg(long)]
+    pub online: bool,
 }
 
 /// `cancel`: cancel a scheduled message through a running service.
@@ -238,23 +248,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(path) = &cli.env_file {
         env = Env::from_dotenv_file(path)?.merged_under(env);
     }
-    if let Command::Check = cli.command {
-        return check(&cli.architecture, &env);
+    if let Command::Check(args) = &cli.command {
+        let config = check(&cli.architecture, &env)?;
+        return if args.online { check_bus(&config).await } else { Ok(()) };
+    }
+    if let Command::Connector(words) = &cli.command {
+        // Its usage, and a mistyped command, come before any missing secret.
+        let Some(invocation) = wiring::parse(&cli.architecture, words)? else { return Ok(()) };
+        let config = config::load_for(&cli.architecture, &env, config::Secrets::Required)?;
+        return wiring::run(config, invocation).await;
     }
     let secrets = match cli.command {
-        Command::Tail(_) | Command::Reload(_) | Command::Send(_) | Command::Cancel(_) | Command::Health(_) => {
-            config::Secrets::NotNeeded
-        }
+        Command::Tail(_)
+        | Command::Reload(_)
+        | Command::Send(_)
+        | Command::Cancel(_)
+        | Command::Health(_)
+        | Command::Redrive(_) => config::Secrets::NotNeeded,
         _ => config::Secrets::Required,
     };
-    if let Command::Connector(words) = &cli.command {
-        // A mistyped command is named as such, before any missing secret.
-        let plain = config::load_for(&cli.architecture, &env, config::Secrets::NotNeeded)?;
-        wiring::check_connector_name(&plain, words.first().map_or("", String::as_str))?;
-    }
     let config = config::load_for(&cli.architecture, &env, secrets)?;
     match cli.command {
-        Command::Check => Ok(()),
+        // Answered above, before the configuration's secrets are needed.
+        Command::Check(_) | Command::Connector(_) => Ok(()),
         Command::Serve => crate::service::run(config).await,
         Command::Token(args) => token(config, args).await,
         Command::Send(args) => send(config, args).await,
@@ -263,11 +279,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reload(args) => reload(config, args).await,
         Command::Cancel(args) => cancel(config, args).await,
         Command::Health(args) => health(config, args).await,
-        Command::Connector(words) => wiring::run(config, words).await,
+        Command::Redrive(args) => redrive(config, args).await,
     }
 }
 
-fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
+/// `check --online`: the bus as `serve` would find it.
+async fn check_bus(config: &ServiceConfig) -> anyhow::Result<()> {
+    match &config.bus.url {
+        config::BusUrl::Nats(seeds) => {
+            for line in crate::bus::nats::NatsBus::describe(seeds, &config.bus).await? {
+                println!("{line}");
+            }
+        }
+        config::BusUrl::Sqlite(_) => {
+            crate::bus::open(&config.bus).await?;
+            println!("bus {}: the embedded bus, one host", config.bus.url);
+        }
+    }
+    Ok(())
+}
+
+/// Prints what `config` holds, or every problem; the configuration when valid.
+fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<ServiceConfig> {
     match config::load(path, env) {
         Ok(config) => {
             println!("{}: ok", path.display());
@@ -278,7 +311,8 @@ fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<()> {
                     (false, None) => println!("connector {}: disabled", connector.name),
                 }
             }
-            check_credential_sets(&config)
+            check_credential_sets(&config)?;
+            Ok(config)
         }
         Err(ConfigError::Invalid(problems)) => {
             for problem in &problems {
@@ -365,6 +399,7 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
         validity_seconds: None,
         options: Default::default(),
         account_sid: args.account,
+        redriven_from: None,
     };
     let id = crate::egress::enqueue(slot, message).await?;
     println!("{id}");
@@ -453,6 +488,24 @@ async fn cancel(config: ServiceConfig, args: CancelArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn redrive(config: ServiceConfig, request: crate::egress::redrive::RedriveRequest) -> anyhow::Result<()> {
+    use crate::egress::redrive;
+    let egress_topic = redrive::egress_topic_of(&config.connectors, &request.topic)?.to_owned();
+    let bus = crate::bus::open(&config.bus).await?;
+    let report = redrive::redrive(bus.as_ref(), &egress_topic, &request).await?;
+    let verb = if report.dry_run { "would be sent again" } else { "sent again" };
+    println!(
+        "{} dead letter(s) read on {}; {} {verb} on {egress_topic}",
+        report.examined, request.topic, report.redriven
+    );
+    println!("  already sent again: {}", report.already_redriven);
+    println!("  opted out (never sent again): {}", report.opted_out);
+    println!("  outcome unknown, maybe sent (--include-unknown sends them): {}", report.maybe_sent);
+    println!("  outside --since/--error-class: {}", report.not_matching);
+    println!("  unreadable: {}", report.unreadable);
+    Ok(())
+}
+
 async fn health(config: ServiceConfig, args: HealthArgs) -> anyhow::Result<()> {
     let base = args.url.unwrap_or_else(|| format!("http://{}", loopback(config.server.listen_addr)));
     let (status, body) = crate::client::get(&base, "/healthz", Duration::from_secs(args.timeout))
@@ -471,19 +524,19 @@ fn connector_query(connector: Option<&str>) -> String {
 }
 
 /// POSTs to the running service's admin listener (`admin_url`, else
-/// ADMIN_ADDR), with ADMIN_TOKEN when set.
+/// ADMIN_ADDR), with ADMIN_TOKEN, else the token `serve` wrote to DATA_DIR.
 async fn admin_post(
     config: &ServiceConfig,
     admin_url: Option<String>,
     path: &str,
 ) -> anyhow::Result<(u16, bytes::Bytes)> {
     let base = admin_url.unwrap_or_else(|| format!("http://{}", loopback(config.server.admin_addr)));
-    let headers: Vec<(String, String)> = config
-        .server
-        .admin_token
-        .iter()
-        .map(|token| ("authorization".to_owned(), format!("Bearer {}", token.reveal())))
-        .collect();
+    let token = match &config.server.admin_token {
+        Some(token) => Some(token.clone()),
+        None => config::admin_token::read(&config.data_dir)?,
+    };
+    let headers: Vec<(String, String)> =
+        token.iter().map(|token| ("authorization".to_owned(), format!("Bearer {}", token.reveal()))).collect();
     crate::client::post(&base, path, &headers, Vec::new()).await.with_context(|| format!("asking {base}"))
 }
 

@@ -91,37 +91,48 @@ fn parts_given(matches: &clap::ArgMatches, parts: &[String]) -> Vec<String> {
     parts.iter().filter(|part| sub.get_flag(part)).cloned().collect()
 }
 
-/// Whether `name` (the first word of an unknown command) is a connector of
-/// `config`; the error names the commands and connectors there are.
-pub fn check_connector_name(config: &ServiceConfig, name: &str) -> anyhow::Result<()> {
-    if config.connectors.iter().any(|connector| connector.name == name) {
-        return Ok(());
-    }
-    let connectors: Vec<&str> = config.connectors.iter().map(|c| c.name.as_str()).collect();
-    anyhow::bail!(
-        "no command or connector named {name:?} (connectors: {}; see --help for the commands)",
-        connectors.join(", ")
-    )
+/// A parsed `<connector> wire|status …` command line.
+#[derive(Debug)]
+pub struct Invocation {
+    name: String,
+    command: ConnectorCommand,
+    parts: Vec<String>,
 }
 
-/// Runs `words` (`<connector> wire|status …`) against the named connector.
-pub async fn run(config: ServiceConfig, words: Vec<String>) -> anyhow::Result<()> {
+/// Parses `words` (`<connector> wire|status …`) against the connectors
+/// architecture.yaml at `architecture` names, reading nothing else: `None`
+/// when it asked for help (printed here), an error naming the commands and
+/// connectors there are when the first word is neither.
+pub fn parse(architecture: &std::path::Path, words: &[String]) -> anyhow::Result<Option<Invocation>> {
     let name = words.first().cloned().unwrap_or_default();
-    let offered = config.connectors.iter().find(|c| c.name == name).map(|c| c.wiring_parts.clone()).unwrap_or_default();
-    let parsed = command_with_parts(&name, &offered)
-        .try_get_matches_from(&words)
-        .and_then(|matches| Ok((ConnectorCli::from_arg_matches(&matches)?, parts_given(&matches, &offered))));
-    let (cli, parts) = match parsed {
-        Ok(parsed) => parsed,
+    let connectors = crate::config::connector_commands(architecture)?;
+    let Some((_, offered)) = connectors.iter().find(|(connector, _)| *connector == name) else {
+        let names: Vec<&str> = connectors.iter().map(|(connector, _)| connector.as_str()).collect();
+        anyhow::bail!(
+            "no command or connector named {name:?} (connectors: {}; see --help for the commands)",
+            names.join(", ")
+        )
+    };
+    let parsed = command_with_parts(&name, offered)
+        .try_get_matches_from(words)
+        .and_then(|matches| Ok((ConnectorCli::from_arg_matches(&matches)?, parts_given(&matches, offered))));
+    match parsed {
+        Ok((cli, parts)) => Ok(Some(Invocation { name, command: cli.command, parts })),
         Err(e) if e.use_stderr() => {
             let text = e.render().to_string();
             anyhow::bail!("{}", text.trim_start_matches("error: ").trim_end())
         }
         Err(help) => {
             print!("{}", help.render());
-            return Ok(());
+            Ok(None)
         }
-    };
+    }
+}
+
+/// Runs a parsed `<connector> wire|status …` against the named connector.
+pub async fn run(config: ServiceConfig, invocation: Invocation) -> anyhow::Result<()> {
+    let Invocation { name, command, parts } = invocation;
+    let cli = ConnectorCli { command };
     let connectors = local_connectors(&config).await?;
     let slot = pick(&connectors, Some(&name))?;
     let accounts: Vec<Option<String>> = match cli.command.accounts() {

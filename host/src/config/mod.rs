@@ -4,6 +4,7 @@
 //! [`load`] reports every problem at once, each by the name of the setting and
 //! never by its value, so `ingress-egress check` can list them all.
 
+pub mod admin_token;
 mod blobs;
 mod format;
 mod schema;
@@ -21,7 +22,8 @@ pub use blobs::{BlobPlace, BlobsConfig, BucketConfig, BucketCredentials};
 pub use format::{Format, parse_bool};
 pub use secret::Secret;
 pub use sections::{
-    BusConfig, BusUrl, MetricsConfig, NatsConfig, ServerConfig, SpoolConfig, StreamRetention, StreamSpec, WatchConfig,
+    BusConfig, BusUrl, MetricsConfig, NatsConfig, Replicas, ServerConfig, SpoolConfig, StreamRetention, StreamSpec,
+    WatchConfig,
 };
 pub use tenancy::{CacheConfig, CredentialSetsConfig};
 
@@ -322,11 +324,27 @@ pub fn load(path: &Path, env: &Env) -> Result<ServiceConfig, ConfigError> {
 
 /// [`load`], reading the connectors' secrets only when `secrets` requires them.
 pub fn load_for(path: &Path, env: &Env, secrets: Secrets) -> Result<ServiceConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
+    load_text(&read(path)?, path, env, secrets)
+}
+
+/// Each connector architecture.yaml at `path` names, with its optional
+/// wiring parts (`wiring_parts:`), read from the file alone: a connector's
+/// command line and its `--help` need no secret, variable or valid setting.
+pub fn connector_commands(path: &Path) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let mut file: schema::ArchitectureFile = serde_yaml::from_str(&read(path)?)
+        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+    let service = file.services.remove(SERVICE_NAME).ok_or_else(|| ConfigError::Parse {
+        path: path.to_owned(),
+        message: format!("no service named {SERVICE_NAME} under `services`"),
+    })?;
+    Ok(service.connectors.into_iter().map(|(name, def)| (name, def.wiring_parts)).collect())
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|reason| ConfigError::Read {
         path: std::path::absolute(path).unwrap_or_else(|_| path.to_owned()),
         reason,
-    })?;
-    load_text(&text, path, env, secrets)
+    })
 }
 
 /// [`load_for`] on text already read (the fuzzer's way in): `path` names it
@@ -397,12 +415,18 @@ fn resolve(
     if let Some(hours) = problems.positive("bus_retention_hours", service.bus_retention_hours) {
         bus.retention = Duration::from_secs(3600 * hours);
     }
+    if let Some(seconds) = problems.positive("bus_start_timeout_seconds", service.bus_start_timeout_seconds) {
+        bus.start_timeout = Duration::from_secs(seconds);
+    }
     match env.get("BUS_URL").map(str::to_owned).or(service.bus_url) {
         None => {}
-        Some(url) => match (url.strip_prefix("sqlite://"), url.strip_prefix("nats://")) {
-            (Some(path), _) if !path.is_empty() => bus.url = BusUrl::Sqlite(relative(path)),
-            (_, Some(addr)) if !addr.is_empty() => bus.url = BusUrl::Nats(addr.to_owned()),
-            _ => problems.add("BUS_URL", "expected sqlite://PATH or nats://HOST:PORT"),
+        Some(url) => match url.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => bus.url = BusUrl::Sqlite(relative(path)),
+            Some(_) => problems.add("BUS_URL", "expected sqlite://PATH"),
+            None => match BusUrl::nats_seeds(&url) {
+                Ok(seeds) => bus.url = BusUrl::Nats(seeds),
+                Err(reason) => problems.add("BUS_URL", reason),
+            },
         },
     }
     if let Some(streams) = service.streams {
@@ -617,7 +641,15 @@ fn resolve_nats(
         secrets.check(problems, |value| value.map(Secret::reveal));
     }
     NatsConfig {
-        replicas: def.replicas.unwrap_or(defaults.replicas).max(1),
+        replicas: match def.replicas {
+            None => defaults.replicas,
+            Some(schema::ReplicasDef::Word(word)) if word == "auto" => Replicas::Auto,
+            Some(schema::ReplicasDef::Count(count @ 1..=5)) => Replicas::Fixed(count),
+            Some(_) => {
+                problems.add("nats.replicas", "expected auto, or a count from 1 to 5 (JetStream's most)");
+                defaults.replicas
+            }
+        },
         duplicate_window: def
             .duplicate_window_minutes
             .map_or(defaults.duplicate_window, |minutes| Duration::from_secs(60 * minutes)),

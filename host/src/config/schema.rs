@@ -27,6 +27,10 @@ pub struct ServiceDef {
     /// (`BusConfig::DEFAULT_RETENTION` when absent).
     #[serde(default)]
     pub bus_retention_hours: Option<u64>,
+    /// Seconds `serve` waits at start for a bus that is not there yet
+    /// (`BusConfig::DEFAULT_START_TIMEOUT` when absent).
+    #[serde(default)]
+    pub bus_start_timeout_seconds: Option<u64>,
     /// A listener serving only `GET /metrics`, without the admin token.
     #[serde(default)]
     pub metrics_addr: Option<String>,
@@ -65,7 +69,8 @@ pub struct ServiceDef {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsDef {
-    pub replicas: Option<usize>,
+    /// `auto` or a count.
+    pub replicas: Option<ReplicasDef>,
     pub duplicate_window_minutes: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
     /// Credentials (token, user and password, a creds file), read like a
@@ -75,6 +80,14 @@ pub struct NatsDef {
     /// Plain settings (TLS files), read like a connector's variables.
     #[serde(default)]
     pub variables: BTreeMap<String, ValueDef>,
+}
+
+/// `replicas:` as written: a count, or a word (`auto`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ReplicasDef {
+    Count(usize),
+    Word(String),
 }
 
 /// The spool's bounds.

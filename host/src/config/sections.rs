@@ -15,17 +15,65 @@ use super::Secret;
 pub enum BusUrl {
     /// The embedded bus: one SQLite file.
     Sqlite(PathBuf),
-    /// A NATS JetStream server, `HOST:PORT`.
-    Nats(String),
+    /// NATS JetStream: the seed servers (`nats://HOST:PORT` or
+    /// `tls://HOST:PORT`), as every NATS client takes them; the client learns
+    /// the rest of the cluster from whichever answers first.
+    Nats(Vec<String>),
 }
 
 impl fmt::Display for BusUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Self::Nats(addr) => write!(f, "nats://{addr}"),
+            Self::Nats(seeds) => f.write_str(&seeds.join(",")),
         }
     }
+}
+
+impl BusUrl {
+    /// The NATS seed list in `list`: comma-separated entries, each
+    /// `nats://HOST:PORT`, `tls://HOST:PORT` or a bare `HOST:PORT`, as NATS
+    /// clients take them. The error names the first bad entry; one holding
+    /// credentials is refused without quoting it (they belong in NATS_USER /
+    /// NATS_PASSWORD or NATS_TOKEN, which are secrets; BUS_URL is logged).
+    pub fn nats_seeds(list: &str) -> Result<Vec<String>, String> {
+        let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+        if entries.iter().all(|entry| entry.is_empty()) {
+            return Err("expected sqlite://PATH or nats://HOST:PORT[,nats://HOST:PORT…]".to_owned());
+        }
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                nats_seed(entry).map_err(|why| {
+                    format!(
+                        "seed {} of the list {why} (expected nats://HOST:PORT, tls://HOST:PORT or HOST:PORT)",
+                        index + 1
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// One seed, with its scheme (`nats://` when it has none).
+fn nats_seed(entry: &str) -> Result<String, String> {
+    if entry.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    let with_scheme = if entry.contains("://") { entry.to_owned() } else { format!("nats://{entry}") };
+    let url = url::Url::parse(&with_scheme).map_err(|_| format!("({entry:?}) is not a server address"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("holds credentials; set NATS_USER and NATS_PASSWORD, or NATS_TOKEN, instead".to_owned());
+    }
+    if !matches!(url.scheme(), "nats" | "tls") {
+        return Err(format!("({entry:?}) has the scheme {:?}", url.scheme()));
+    }
+    let host = url.host_str().filter(|host| !host.is_empty()).ok_or_else(|| format!("({entry:?}) has no host"))?;
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("({entry:?}) has more than a host and port"));
+    }
+    Ok(format!("{}://{host}:{}", url.scheme(), url.port().unwrap_or(4222)))
 }
 
 /// The bus: where it is and how long it keeps what was handled.
@@ -40,12 +88,20 @@ pub struct BusConfig {
     pub streams: Vec<StreamSpec>,
     /// The JetStream settings, used when `url` is NATS.
     pub nats: NatsConfig,
+    /// How long `serve` waits at start for a bus that is not there yet (a
+    /// NATS cluster still electing its leader) before it gives up.
+    pub start_timeout: Duration,
 }
 
 impl BusConfig {
     /// A week: longer than any provider's webhook retry horizon, so a
     /// redelivered webhook still finds its de-duplication key.
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// A minute: long enough for a JetStream cluster to elect its meta
+    /// leader after its pods started together, short enough that a bus
+    /// that is really not there fails the start visibly.
+    pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 
     /// Ingress, events and dead letters as streams; egress as a work queue.
     pub fn default_streams() -> Vec<StreamSpec> {
@@ -74,6 +130,7 @@ impl BusConfig {
             retention: Self::DEFAULT_RETENTION,
             streams: Self::default_streams(),
             nats: NatsConfig::default(),
+            start_timeout: Self::DEFAULT_START_TIMEOUT,
         }
     }
 }
@@ -120,11 +177,29 @@ fn subject_matches(pattern: &str, topic: &str) -> bool {
     topic_tokens.next().is_none()
 }
 
+/// How many copies JetStream keeps of each stream (and state bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicas {
+    /// What fits the server: 1 on a server alone, 3 in a cluster.
+    Auto,
+    /// This many, whatever the server.
+    Fixed(usize),
+}
+
+impl fmt::Display for Replicas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(count) => write!(f, "{count}"),
+        }
+    }
+}
+
 /// The NATS JetStream bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsConfig {
-    /// Copies of each stream in a cluster.
-    pub replicas: usize,
+    /// Copies of each stream.
+    pub replicas: Replicas,
     /// How long JetStream remembers a de-duplication key (`Nats-Msg-Id`):
     /// longer than a provider's webhook retries last.
     pub duplicate_window: Duration,
@@ -145,7 +220,7 @@ impl NatsConfig {
 impl Default for NatsConfig {
     fn default() -> Self {
         Self {
-            replicas: 1,
+            replicas: Replicas::Auto,
             duplicate_window: Self::DEFAULT_DUPLICATE_WINDOW,
             connect_timeout: Duration::from_secs(5),
             secrets: BTreeMap::new(),
@@ -187,7 +262,9 @@ pub struct ServerConfig {
     pub listen_addr: SocketAddr,
     /// Metrics, reload, egress and tokens: keep it internal.
     pub admin_addr: SocketAddr,
-    /// The bearer token every admin route requires, when set.
+    /// The bearer token every admin route requires (`ADMIN_TOKEN`); when
+    /// unset, `serve` generates one in `DATA_DIR/admin-token` (see
+    /// [`super::admin_token`]).
     pub admin_token: Option<Secret>,
     /// A listener serving only `GET /metrics` without the token, when set.
     pub metrics_addr: Option<SocketAddr>,

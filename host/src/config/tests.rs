@@ -142,7 +142,7 @@ fn environment_overrides_and_bad_values() {
         .set("ACME_SENDER", "+14155550100");
     let config = load(ARCHITECTURE, &env);
     assert_eq!(config.server.listen_addr, "127.0.0.1:18080".parse().unwrap());
-    assert_eq!(config.bus.url, BusUrl::Nats("127.0.0.1:4222".into()));
+    assert_eq!(config.bus.url, BusUrl::Nats(vec!["nats://127.0.0.1:4222".into()]));
     assert_eq!(config.connectors[0].component, ComponentSource::File("/opt/acme.wasm".into()));
 
     env.set("LISTEN_ADDR", "nowhere")
@@ -153,6 +153,26 @@ fn environment_overrides_and_bad_values() {
     assert!(names.contains(&"LISTEN_ADDR".to_owned()));
     assert!(names.contains(&"BUS_URL".to_owned()));
     assert!(names.contains(&"ACME_ENABLED".to_owned()));
+}
+
+#[test]
+fn nats_seed_lists() {
+    let seeds = BusUrl::nats_seeds("nats://a:4222, b:4223,tls://c.example.com,[::1]:4222").unwrap();
+    assert_eq!(seeds, ["nats://a:4222", "nats://b:4223", "tls://c.example.com:4222", "nats://[::1]:4222"]);
+    assert_eq!(BusUrl::Nats(seeds[..2].to_vec()).to_string(), "nats://a:4222,nats://b:4223");
+    let error = BusUrl::nats_seeds("nats://a:4222,http://b:80").unwrap_err();
+    assert!(error.starts_with("seed 2 of the list (\"http://b:80\") has the scheme"), "{error}");
+    assert!(BusUrl::nats_seeds("nats://a:4222,,c:1").unwrap_err().starts_with("seed 2 of the list is empty"));
+    assert!(BusUrl::nats_seeds("a:notaport").unwrap_err().starts_with("seed 1"));
+    assert!(BusUrl::nats_seeds("a:4222/path").unwrap_err().contains("more than a host and port"));
+    let error = BusUrl::nats_seeds("nats://me:hunter2@a:4222").unwrap_err();
+    assert!(error.contains("holds credentials") && !error.contains("hunter2"), "{error}");
+
+    let mut env = full_env();
+    env.set("BUS_URL", "nats://a:4222,b:4222,c:4222");
+    assert_eq!(load(ARCHITECTURE, &env).bus.url.to_string(), "nats://a:4222,nats://b:4222,nats://c:4222");
+    env.set("BUS_URL", "nats://a:4222,b:x");
+    assert_eq!(names(problems(ARCHITECTURE, &env)), ["BUS_URL"]);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! (`POST /v1/messages`, `ingress-egress send`) and the worker ask its `check`.
 
 mod rate;
+pub mod redrive;
 mod worker;
 
 pub use worker::{EgressWorker, Outcome, backoff};
@@ -71,12 +72,13 @@ pub struct Egress {
 
 impl Egress {
     /// Workers for the loaded connectors; a taken message stays hidden for
-    /// longer than `call_timeout`, the bound on one send.
-    pub fn new(connectors: &Connectors, call_timeout: std::time::Duration) -> Self {
+    /// longer than `call_timeout`, the bound on one send. With `shared_pace`
+    /// (several hosts on a NATS bus), a sender's rate holds across hosts.
+    pub fn new(connectors: &Connectors, call_timeout: std::time::Duration, shared_pace: bool) -> Self {
         let workers = connectors
             .slots()
             .iter()
-            .filter_map(|slot| EgressWorker::new(slot.clone(), slot.grants().bus.clone(), call_timeout))
+            .filter_map(|slot| EgressWorker::new(slot.clone(), slot.grants().bus.clone(), call_timeout, shared_pace))
             .collect();
         Self { workers }
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use super::rate::SenderRates;
+use super::rate::{Pace, SenderRates, SharedRates};
 use super::{CONSENT_STREAM, DEADLETTER_STREAM, EGRESS_STREAM, STATUS_STREAM};
 use crate::bus::{Bus, Delivery};
 use crate::config::EgressConfig;
@@ -29,6 +29,10 @@ use crate::telemetry::metrics;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How long a worker waits after the bus failed before trying again.
 const BUS_PAUSE: Duration = Duration::from_secs(1);
+/// A message waits for its sender's pace (holding its worker) at most this
+/// long. One whose turn is further away goes back on the bus until then, so
+/// that a busy sender never holds every worker while the others wait.
+const PACE_HORIZON: Duration = Duration::from_secs(2);
 
 /// One connector's egress: its topics, its bounds, and the shared rate limits.
 #[derive(Debug)]
@@ -40,7 +44,7 @@ pub struct EgressWorker {
     deadletter_topic: Option<String>,
     consent_topic: Option<String>,
     config: EgressConfig,
-    rates: SenderRates,
+    rates: Pace,
     /// How long a taken message stays hidden: longer than any one send.
     visibility: Duration,
 }
@@ -88,15 +92,28 @@ impl Failure {
 }
 
 impl EgressWorker {
-    /// The worker for `slot`, or `None` when the connector has no egress topic.
-    pub fn new(slot: Arc<ConnectorSlot>, bus: Arc<dyn Bus>, call_timeout: Duration) -> Option<Arc<Self>> {
+    /// The worker for `slot`, or `None` when the connector has no egress
+    /// topic. With `shared_pace`, each sender's rate holds across every
+    /// host of `bus` (a NATS bus); without, on this host (the embedded bus).
+    pub fn new(
+        slot: Arc<ConnectorSlot>,
+        bus: Arc<dyn Bus>,
+        call_timeout: Duration,
+        shared_pace: bool,
+    ) -> Option<Arc<Self>> {
         let topics = &slot.config.topics;
         let egress_topic = topics.get(EGRESS_STREAM)?.clone();
+        let rate = slot.config.egress.rate_per_sender;
+        let rates = if shared_pace {
+            Pace::Shared(SharedRates::new(bus.clone(), rate))
+        } else {
+            Pace::Local(SenderRates::new(rate))
+        };
         Some(Arc::new(Self {
             status_topic: topics.get(STATUS_STREAM).cloned(),
             deadletter_topic: topics.get(DEADLETTER_STREAM).cloned(),
             consent_topic: topics.get(CONSENT_STREAM).cloned(),
-            rates: SenderRates::new(slot.config.egress.rate_per_sender),
+            rates,
             config: slot.config.egress.clone(),
             visibility: call_timeout + Duration::from_secs(30),
             egress_topic,
@@ -162,22 +179,27 @@ impl EgressWorker {
             Ok(message) => message,
             Err(e) => {
                 let reason = format!("malformed egress message: {e}");
-                self.fail(&delivery, &format!("seq-{}", delivery.seq), Failure::new(Outcome::Failed, reason, None))
-                    .await;
+                let ident = Ident::plain(format!("seq-{}", delivery.seq));
+                self.fail(&delivery, &ident, Failure::new(Outcome::Failed, reason, None)).await;
                 return;
             }
         };
         let id = message.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
         let span =
             tracing::info_span!("egress", connector = %self.slot.config.name, id = %id, attempt = delivery.attempt);
-        self.send(&delivery, &id, message.to_wit(&id), stop, sent).instrument(span).await;
+        let wit = message.to_wit(&id);
+        let ident = match &message.redriven_from {
+            Some(from) => Ident { records: format!("{id}@{from}"), id },
+            None => Ident::plain(id),
+        };
+        self.send(&delivery, &ident, wit, stop, sent).instrument(span).await;
     }
 
     /// Checks the message with the connector, waits for its sender's rate, sends it.
     async fn send(
         &self,
         delivery: &Delivery,
-        id: &str,
+        id: &Ident,
         message: bindings::EgressMessage,
         stop: &CancellationToken,
         sent: oneshot::Sender<()>,
@@ -191,11 +213,12 @@ impl EgressWorker {
             }
             Err(failure) => return self.retry(delivery, id, None, call_error(&failure)).await,
         };
-        match stop.run_until_cancelled(self.rates.acquire(&plan.rate_key, self.visibility / 4)).await {
-            Some(true) => {}
-            // Over this sender's rate for longer than we hold the message: let it come back.
-            Some(false) => {
-                return self.settle(self.bus.retry_later(delivery.seq, Duration::from_secs(1)).await, "retry");
+        match stop.run_until_cancelled(self.rates.acquire(&plan.rate_key, PACE_HORIZON)).await {
+            Some(Ok(())) => {}
+            // Its sender's turn is further away than a worker is held: back on the bus until then.
+            Some(Err(later)) => {
+                let later = later.min(self.visibility);
+                return self.settle(self.bus.retry_later(delivery.seq, later).await, "retry");
             }
             // Shutting down before it was sent: give it back for another host (or the next start).
             None => return self.settle(self.bus.retry_later(delivery.seq, Duration::ZERO).await, "release"),
@@ -228,15 +251,15 @@ impl EgressWorker {
         }
     }
 
-    async fn accepted(&self, delivery: &Delivery, id: &str, accepted: bindings::Accepted) {
+    async fn accepted(&self, delivery: &Delivery, id: &Ident, accepted: bindings::Accepted) {
         tracing::info!(sid = %accepted.provider_message_id, status = %accepted.status, "sent");
         metrics::egress_outcome(&self.slot.config.name, Outcome::Accepted.as_str());
-        let mut event = status_event(id, Some(accepted.provider_message_id), &accepted.status, None);
+        let mut event = status_event(&id.id, Some(accepted.provider_message_id), &accepted.status, None);
         event.reconciliation = accepted.reconciliation.map(|how| messages::reconciliation_name(how).to_owned());
-        self.publish_status_and_ack(&event, delivery.seq).await;
+        self.publish_status_and_ack(&event, id, delivery.seq).await;
     }
 
-    async fn retry(&self, delivery: &Delivery, id: &str, after: Option<Duration>, error: ProviderError) {
+    async fn retry(&self, delivery: &Delivery, id: &Ident, after: Option<Duration>, error: ProviderError) {
         let connector = &self.slot.config.name;
         if delivery.attempt >= self.config.max_attempts {
             let reason = format!("gave up after {} attempts: {}", delivery.attempt, describe(&error));
@@ -256,7 +279,7 @@ impl EgressWorker {
     }
 
     /// Dead-letters a message with its reason, publishes its final status, acknowledges it.
-    async fn fail(&self, delivery: &Delivery, id: &str, failure: Failure) {
+    async fn fail(&self, delivery: &Delivery, id: &Ident, failure: Failure) {
         let connector = &self.slot.config.name;
         let status = failure.outcome.as_str();
         tracing::warn!(status, reason = %failure.reason, "dead-lettering");
@@ -267,7 +290,7 @@ impl EgressWorker {
             return;
         };
         let record = DeadLetter {
-            id: id.to_owned(),
+            id: id.id.clone(),
             status: status.to_owned(),
             reason: failure.reason,
             error_code: failure.error.as_ref().and_then(|e| e.code),
@@ -278,23 +301,23 @@ impl EgressWorker {
             message: serde_json::from_slice(&delivery.payload)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.payload).into_owned())),
         };
-        if !self.publish_record(topic, id, &record, "dead letter").await {
+        if !self.publish_record(topic, &id.records, &record, "dead letter").await {
             return;
         }
         metrics::dead_letter(connector);
-        let event = status_event(id, None, status, failure.error.as_ref());
-        self.publish_status_and_ack(&event, delivery.seq).await;
+        let event = status_event(&id.id, None, status, failure.error.as_ref());
+        self.publish_status_and_ack(&event, id, delivery.seq).await;
     }
 
     /// Publishes a message's final status event and acknowledges the message
     /// (in one commit on the SQLite bus). Should the bus take neither, the
     /// message comes back after its visibility timeout and this is done again;
     /// the event's key makes a second publish a duplicate.
-    async fn publish_status_and_ack(&self, event: &StatusEvent, seq: i64) {
+    async fn publish_status_and_ack(&self, event: &StatusEvent, id: &Ident, seq: i64) {
         let Some(topic) = &self.status_topic else {
             return self.settle(self.bus.ack(seq).await, "ack");
         };
-        let key = format!("{}:{}", event.id.as_deref().unwrap_or_default(), event.status);
+        let key = format!("{}:{}", id.records, event.status);
         if let Err(e) = self.bus.publish_and_ack(topic, Some(&key), record_payload(event), seq).await {
             tracing::error!(error = %e, "cannot publish the status event and acknowledge; the message will come back");
         }
@@ -303,7 +326,7 @@ impl EgressWorker {
     /// The provider refused a send because `user` opted out of `sender`: the
     /// platform hears it on the consent topic, scoped to that sender. True
     /// when published (or the connector has no consent topic).
-    async fn publish_consent(&self, id: &str, user: Option<&str>, sender: &str) -> bool {
+    async fn publish_consent(&self, id: &Ident, user: Option<&str>, sender: &str) -> bool {
         let (Some(topic), Some(user)) = (&self.consent_topic, user) else { return true };
         let event = ConsentEvent {
             user: user.to_owned(),
@@ -315,7 +338,7 @@ impl EgressWorker {
             account_sid: None,
             occurred_at: messages::now_rfc3339(),
         };
-        self.publish_record(topic, &format!("{id}:consent"), &event, "consent event").await
+        self.publish_record(topic, &format!("{}:consent", id.records), &event, "consent event").await
     }
 
     /// Publishes one record the worker writes about a message (its `what`,
@@ -335,6 +358,22 @@ impl EgressWorker {
         if let Err(e) = result {
             tracing::error!(error = %e, "bus {what} failed; the message will come back after its visibility timeout");
         }
+    }
+}
+
+/// An egress message's id, and the name its outcome records (status events,
+/// dead letter, consent) are de-duplicated by: the id itself, or, for a
+/// message sent again from a dead letter, the id and that dead letter, so
+/// that a second failure is recorded rather than taken for the first.
+#[derive(Debug)]
+struct Ident {
+    id: String,
+    records: String,
+}
+
+impl Ident {
+    fn plain(id: String) -> Self {
+        Self { records: id.clone(), id }
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::bus::Bus;
 use crate::config::{ConnectorConfig, Secret};
+use crate::telemetry::bounded_log::BoundedLog;
 use crate::tenancy::{CredentialSets, FetchCache};
 
 /// A connector's grants, shared by all its instances.
@@ -25,6 +26,8 @@ pub struct Grants {
     pub bus: Arc<dyn Bus>,
     /// The event names it has counted (`metrics.count`), shared by its instances.
     pub events: Arc<EventNames>,
+    /// The windows of its bounded log lines (`log.log-bounded`), shared by its instances.
+    pub bounded_log: Arc<BoundedLog>,
     /// Its blob store, when granted (`blobs:`).
     pub blobs: Option<crate::blobs::BlobStore>,
     /// Its credential sets, when granted (`credential_sets:`).
@@ -73,6 +76,7 @@ impl Grants {
             outbound: OutboundAllowList::new(config.outbound_hosts.clone()),
             bus,
             events: Arc::default(),
+            bounded_log: Arc::default(),
             blobs,
             credential_sets,
             cache,

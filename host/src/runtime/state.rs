@@ -236,14 +236,31 @@ impl bus::Host for InstanceState {
 
 impl log::Host for InstanceState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
-        let connector = &self.grants.connector;
-        match level {
-            log::Level::Debug => tracing::debug!(connector, "{message}"),
-            log::Level::Info => tracing::info!(connector, "{message}"),
-            log::Level::Warn => tracing::warn!(connector, "{message}"),
-            log::Level::Error => tracing::error!(connector, "{message}"),
+        write_log(&self.grants.connector, level, &message);
+        Ok(())
+    }
+
+    async fn log_bounded(&mut self, level: log::Level, key: String, message: String) -> wasmtime::Result<()> {
+        match self.grants.bounded_log.admit(&key, Instant::now()) {
+            Some(0) => write_log(&self.grants.connector, level, &message),
+            Some(left_out) => {
+                let message =
+                    format!("{message} ({left_out} more like this since the previous line, counted, not logged)");
+                write_log(&self.grants.connector, level, &message);
+            }
+            None => {}
         }
         Ok(())
+    }
+}
+
+/// One of a connector's log lines, at its level.
+fn write_log(connector: &str, level: log::Level, message: &str) {
+    match level {
+        log::Level::Debug => tracing::debug!(connector, "{message}"),
+        log::Level::Info => tracing::info!(connector, "{message}"),
+        log::Level::Warn => tracing::warn!(connector, "{message}"),
+        log::Level::Error => tracing::error!(connector, "{message}"),
     }
 }
 

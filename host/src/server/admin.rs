@@ -15,7 +15,11 @@ use crate::egress::EnqueueError;
 use crate::messages::EgressMessage;
 use crate::runtime::CallFailure;
 use crate::runtime::bindings::{TokenError, TokenRequest};
+use crate::telemetry::bounded_log::BoundedLog;
 use crate::telemetry::metrics;
+
+/// The log lines of refused admin requests, bounded as the connectors' are.
+static REFUSALS: std::sync::LazyLock<BoundedLog> = std::sync::LazyLock::new(BoundedLog::default);
 
 /// Admin request bodies are small JSON documents.
 const MAX_ADMIN_BODY: usize = 1 << 20;
@@ -130,11 +134,15 @@ pub struct IssuedToken {
 /// Answers one request on the admin listener.
 pub async fn handle(state: &Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
-    if let Some(token) = &state.config.server.admin_token
-        && !bearer_matches(token, &request)
-    {
-        // Never the presented value: it may be a real token sent to the wrong place.
-        tracing::warn!(route = %path, "admin request without the right bearer token");
+    // `serve` always has a token (ADMIN_TOKEN, or the one it generated): a
+    // listener without one refuses everything rather than serve it openly.
+    let authorized = state.config.server.admin_token.as_ref().is_some_and(|token| bearer_matches(token, &request));
+    if !authorized {
+        // Never the presented value: it may be a real token sent to the wrong
+        // place. A line a second at most: refusals are counted in metrics.
+        if let Some(left_out) = REFUSALS.admit("admin-unauthorized", std::time::Instant::now()) {
+            tracing::warn!(route = %path, left_out, "admin request without the right bearer token");
+        }
         metrics::admin_auth_failure();
         return unauthorized();
     }
@@ -156,9 +164,16 @@ pub async fn handle(state: &Arc<AppState>, request: Request<Incoming>) -> Respon
         (Method::POST, "/admin/reload") => reload(state, &request).await,
         (Method::POST, "/v1/messages") => enqueue(state, request).await,
         (Method::POST, "/v1/tokens") => token(state, request).await,
-        (_, "/metrics" | "/admin/connectors" | "/admin/reload" | "/v1/messages" | "/v1/tokens") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        (Method::POST, "/v1/deadletters/redrive") => redrive(state, request).await,
+        (
+            _,
+            "/metrics"
+            | "/admin/connectors"
+            | "/admin/reload"
+            | "/v1/messages"
+            | "/v1/tokens"
+            | "/v1/deadletters/redrive",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => text(StatusCode::NOT_FOUND, "no such route"),
     }
 }
@@ -187,7 +202,10 @@ fn bearer_matches(token: &Secret, request: &Request<Incoming>) -> bool {
 }
 
 fn unauthorized() -> Response<Body> {
-    let mut response = text(StatusCode::UNAUTHORIZED, "this admin listener needs Authorization: Bearer ADMIN_TOKEN");
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "this admin listener needs Authorization: Bearer ADMIN_TOKEN (or the token in DATA_DIR/admin-token)",
+    );
     response.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
     response
 }
@@ -303,5 +321,24 @@ async fn token(state: &AppState, request: Request<Incoming>) -> Response<Body> {
             tracing::error!(error = %e, "issue-token failed");
             text(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
+    }
+}
+
+/// `POST /v1/deadletters/redrive`: dead letters back on their egress topic
+/// (a [`RedriveRequest`] in, a [`RedriveReport`] out), as `ingress-egress redrive`.
+async fn redrive(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+    use crate::egress::redrive::{self, RedriveError, RedriveRequest};
+    let body: RedriveRequest = match read_json(request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let egress_topic = match redrive::egress_topic_of(&state.config.connectors, &body.topic) {
+        Ok(topic) => topic,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    match redrive::redrive(state.bus.as_ref(), egress_topic, &body).await {
+        Ok(report) => json(StatusCode::OK, &report),
+        Err(e @ RedriveError::Invalid(_)) => text(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e @ RedriveError::Bus(_)) => text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }

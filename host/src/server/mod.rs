@@ -6,6 +6,7 @@ mod admission;
 pub mod cancel;
 mod events;
 mod public;
+pub mod starting;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -98,11 +99,15 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds both listeners on their configured addresses.
-    pub async fn bind(state: Arc<AppState>) -> anyhow::Result<Self> {
+    /// Binds the listeners on their configured addresses; the public one
+    /// may be bound already (`serve` answered there while it waited for its bus).
+    pub async fn bind(state: Arc<AppState>, public: Option<TcpListener>) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let (public_addr, admin_addr) = (state.config.server.listen_addr, state.config.server.admin_addr);
-        let public = TcpListener::bind(public_addr).await.with_context(|| format!("binding {public_addr}"))?;
+        let public = match public {
+            Some(listener) => listener,
+            None => TcpListener::bind(public_addr).await.with_context(|| format!("binding {public_addr}"))?,
+        };
         let admin = TcpListener::bind(admin_addr).await.with_context(|| format!("binding {admin_addr}"))?;
         let metrics = match state.config.server.metrics_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),

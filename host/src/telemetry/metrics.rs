@@ -96,6 +96,7 @@ fn describe() {
     describe_counter!("egress_outcomes_total", "Egress sends by outcome.");
     describe_counter!("egress_retries_total", "Egress sends scheduled for another attempt.");
     describe_counter!("egress_dead_letters_total", "Egress messages dead-lettered.");
+    describe_counter!("egress_redriven_total", "Dead letters sent again (redrive), by dead-letter topic.");
     describe_counter!("connector_swaps_total", "Connector hot swaps by outcome (swapped, refused).");
     describe_counter!("admin_auth_failures_total", "Admin requests refused for a missing or wrong bearer token.");
     describe_counter!("connector_events_total", "Events a connector counts itself, by connector and event.");
@@ -195,6 +196,11 @@ pub fn egress_retry(connector: &str) {
 /// An egress message moved to the dead-letter topic.
 pub fn dead_letter(connector: &str) {
     counter!("egress_dead_letters_total", "connector" => connector.to_owned()).increment(1);
+}
+
+/// A dead letter of `topic` sent again (`redrive`).
+pub fn redriven(topic: &str) {
+    counter!("egress_redriven_total", "topic" => topic.to_owned()).increment(1);
 }
 
 /// A hot swap, `swapped` or `refused`.

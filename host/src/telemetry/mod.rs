@@ -1,5 +1,6 @@
 //! Logging (tracing, human or JSON) and Prometheus metrics.
 
+pub mod bounded_log;
 pub mod metrics;
 
 /// How log lines are written.

@@ -15,6 +15,8 @@
 mod setup;
 mod state;
 
+pub use setup::may_pass;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -61,26 +63,40 @@ impl std::fmt::Debug for NatsBus {
     }
 }
 
+/// A client connected to one of `seeds`, within twice the connect timeout.
+async fn connected(seeds: &[String], config: &crate::config::NatsConfig) -> anyhow::Result<async_nats::Client> {
+    tokio::time::timeout(config.connect_timeout * 2, setup::connect(seeds, config)).await.map_err(|_| {
+        anyhow::anyhow!("connecting to {}: no answer within {:?}", seeds.join(","), config.connect_timeout)
+    })?
+}
+
 impl NatsBus {
-    /// Connects to `addr` and makes sure the configured streams exist as
-    /// configured.
-    pub async fn connect(addr: &str, bus: &BusConfig) -> anyhow::Result<Self> {
+    /// Connects to one of `seeds` (`nats://HOST:PORT`, or `HOST:PORT`) and
+    /// makes sure the configured streams exist as configured.
+    pub async fn connect(seeds: &[String], bus: &BusConfig) -> anyhow::Result<Self> {
         let config = &bus.nats;
-        let client =
-            tokio::time::timeout(config.connect_timeout * 2, setup::connect(addr, config)).await.map_err(|_| {
-                anyhow::anyhow!("connecting to nats://{addr}: no answer within {:?}", config.connect_timeout)
-            })??;
+        let client = connected(seeds, config).await?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(config.connect_timeout);
-        setup::ensure_streams(&jetstream, bus).await?;
+        let info = client.server_info();
+        let replicas = setup::replicas_for(config.replicas, &info);
+        setup::ensure_streams(&jetstream, bus, replicas).await?;
+        let cluster = info.cluster.as_deref().filter(|name| !name.is_empty()).unwrap_or("none: a server alone");
+        tracing::info!(replicas, configured = %config.replicas, cluster, "JetStream streams ready");
         Ok(Self {
             client,
-            state: state::StateBuckets::new(jetstream.clone(), bus.retention, config.replicas),
+            state: state::StateBuckets::new(jetstream.clone(), bus.retention, replicas),
             jetstream,
             consumers: tokio::sync::Mutex::new(HashMap::new()),
             stream_names: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `check --online`: connects to one of `seeds` and says what `serve`
+    /// would find there (the replicas it would choose, each stream), changing nothing.
+    pub async fn describe(seeds: &[String], bus: &BusConfig) -> anyhow::Result<Vec<String>> {
+        setup::describe(&connected(seeds, &bus.nats).await?, bus).await
     }
 
     /// The durable consumer every host shares for `topic`; a message taken

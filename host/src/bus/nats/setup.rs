@@ -6,11 +6,44 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
 
-use crate::config::{BusConfig, NatsConfig, StreamRetention, StreamSpec};
+use crate::config::{BusConfig, NatsConfig, Replicas, StreamRetention, StreamSpec};
 
-/// Connects with the credentials architecture.yaml grants the bus: a token,
-/// a user and password, or a creds file's content; TLS files by path.
-pub async fn connect(addr: &str, config: &NatsConfig) -> anyhow::Result<async_nats::Client> {
+/// Streams exist with other settings than configured. Never retried: what
+/// to change under other services is an operator's decision.
+#[derive(Debug, thiserror::Error)]
+#[error("streams exist with other settings than architecture.yaml's (nothing was changed):\n  {0}")]
+pub struct StreamsDiffer(String);
+
+/// Whether a failure to open the bus may pass by itself (a cluster still
+/// forming, a server not up yet), so that waiting makes sense; a refused
+/// credential, a TLS setup, a bad address or a streams difference will not.
+pub fn may_pass(error: &anyhow::Error) -> bool {
+    use async_nats::ConnectErrorKind as Kind;
+    let permanent = error.chain().any(|cause| {
+        cause.is::<StreamsDiffer>()
+            || cause.downcast_ref::<async_nats::ConnectError>().is_some_and(|e| {
+                matches!(e.kind(), Kind::Authentication | Kind::AuthorizationViolation | Kind::Tls | Kind::ServerParse)
+            })
+    });
+    !permanent
+}
+
+/// The replicas `wanted` means on the server `info` describes: `auto` is 1
+/// on a server alone and 3 in a cluster (JetStream's own advice: R3
+/// survives the loss of one server). A 2-server cluster, which cannot keep
+/// JetStream's meta quorum through a loss anyway, needs an explicit count.
+pub fn replicas_for(wanted: Replicas, info: &async_nats::ServerInfo) -> usize {
+    match wanted {
+        Replicas::Fixed(count) => count,
+        Replicas::Auto if info.cluster.as_deref().is_some_and(|name| !name.is_empty()) => 3,
+        Replicas::Auto => 1,
+    }
+}
+
+/// Connects to the first seed that answers, with the credentials
+/// architecture.yaml grants the bus: a token, a user and password, or a creds
+/// file's content; TLS files by path.
+pub async fn connect(seeds: &[String], config: &NatsConfig) -> anyhow::Result<async_nats::Client> {
     let secret = |name: &str| config.secrets.get(name).and_then(Option::as_ref).map(|s| s.reveal().to_owned());
     let variable = |name: &str| config.variables.get(name).cloned();
     let mut options = async_nats::ConnectOptions::new()
@@ -33,11 +66,13 @@ pub async fn connect(addr: &str, config: &NatsConfig) -> anyhow::Result<async_na
     if let (Some(cert), Some(key)) = (variable("NATS_TLS_CERT"), variable("NATS_TLS_KEY")) {
         options = options.add_client_certificate(cert.into(), key.into()).require_tls(true);
     }
-    options.connect(addr).await.with_context(|| format!("connecting to nats://{addr}"))
+    // Each seed is a server of its own (the client takes a joined string as
+    // one URL); it keeps the servers the cluster announces beside them.
+    options.connect(seeds).await.with_context(|| format!("connecting to {}", seeds.join(",")))
 }
 
 /// The stream `spec` asks for, with the bus's retention.
-fn desired(spec: &StreamSpec, config: &NatsConfig, retention: Duration) -> stream::Config {
+fn desired(spec: &StreamSpec, config: &NatsConfig, retention: Duration, replicas: usize) -> stream::Config {
     let (policy, max_age) = match spec.retention {
         StreamRetention::Limits => (stream::RetentionPolicy::Limits, retention),
         // Work-queue messages stay until acknowledged, however long that is.
@@ -48,7 +83,7 @@ fn desired(spec: &StreamSpec, config: &NatsConfig, retention: Duration) -> strea
         subjects: spec.subjects.clone(),
         retention: policy,
         max_age,
-        num_replicas: config.replicas,
+        num_replicas: replicas,
         duplicate_window: config.duplicate_window,
         storage: stream::StorageType::File,
         allow_direct: true,
@@ -83,34 +118,69 @@ fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
     )
 }
 
+/// What was found of one configured stream.
+enum Found {
+    AsConfigured,
+    Created,
+    Missing,
+    Differs(Vec<String>),
+}
+
+/// Looks up the stream `wanted` describes; creates it when missing and `create`.
+async fn survey(jetstream: &jetstream::Context, wanted: stream::Config, create: bool) -> anyhow::Result<Found> {
+    let name = wanted.name.clone();
+    match jetstream.get_stream(&name).await {
+        Ok(mut existing) => {
+            let found = existing.info().await.with_context(|| format!("reading stream {name}"))?;
+            let differs = differences(&found.config, &wanted);
+            Ok(if differs.is_empty() { Found::AsConfigured } else { Found::Differs(differs) })
+        }
+        Err(error) if is_not_found(&error) && create => {
+            jetstream.create_stream(wanted).await.with_context(|| format!("creating stream {name}"))?;
+            Ok(Found::Created)
+        }
+        Err(error) if is_not_found(&error) => Ok(Found::Missing),
+        Err(error) => Err(anyhow::anyhow!("looking up stream {name}: {error}")),
+    }
+}
+
 /// Creates the configured streams that are missing. One that exists with
 /// other settings is reported by name and left as it is: changing a stream
 /// under other services is an operator's decision, not a start-up's.
-pub async fn ensure_streams(jetstream: &jetstream::Context, bus: &BusConfig) -> anyhow::Result<()> {
+pub async fn ensure_streams(jetstream: &jetstream::Context, bus: &BusConfig, replicas: usize) -> anyhow::Result<()> {
     let mut mismatched = Vec::new();
     for spec in &bus.streams {
-        let wanted = desired(spec, &bus.nats, bus.retention);
-        match jetstream.get_stream(&spec.name).await {
-            Ok(mut existing) => {
-                let found = existing.info().await.with_context(|| format!("reading stream {}", spec.name))?;
-                let differs = differences(&found.config, &wanted);
-                if !differs.is_empty() {
-                    mismatched.push(format!("stream {}: {}", spec.name, differs.join("; ")));
-                }
+        match survey(jetstream, desired(spec, &bus.nats, bus.retention, replicas), true).await? {
+            Found::Created => {
+                tracing::info!(stream = %spec.name, subjects = ?spec.subjects, replicas, "stream created")
             }
-            Err(error) if is_not_found(&error) => {
-                jetstream.create_stream(wanted).await.with_context(|| format!("creating stream {}", spec.name))?;
-                tracing::info!(stream = %spec.name, subjects = ?spec.subjects, "stream created");
-            }
-            Err(error) => return Err(anyhow::anyhow!("looking up stream {}: {error}", spec.name)),
+            Found::Differs(differs) => mismatched.push(format!("stream {}: {}", spec.name, differs.join("; "))),
+            Found::AsConfigured | Found::Missing => {}
         }
     }
-    if mismatched.is_empty() {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "streams exist with other settings than architecture.yaml's (nothing was changed):\n  {}",
-            mismatched.join("\n  ")
-        )
+    if mismatched.is_empty() { Ok(()) } else { Err(StreamsDiffer(mismatched.join("\n  ")).into()) }
+}
+
+/// `check --online`: the server, the replicas chosen for it, and each
+/// configured stream as found (nothing is created or changed); one line each.
+pub async fn describe(client: &async_nats::Client, bus: &BusConfig) -> anyhow::Result<Vec<String>> {
+    let info = client.server_info();
+    let replicas = replicas_for(bus.nats.replicas, &info);
+    let place = match info.cluster.as_deref().filter(|name| !name.is_empty()) {
+        Some(cluster) => format!("server {} of cluster {cluster}", info.server_name),
+        None => format!("server {}, alone", info.server_name),
+    };
+    let mut lines =
+        vec![format!("bus {}: {place}; streams with {replicas} replica(s) (replicas: {})", bus.url, bus.nats.replicas)];
+    let mut jetstream = jetstream::new(client.clone());
+    jetstream.set_timeout(bus.nats.connect_timeout);
+    for spec in &bus.streams {
+        let line = match survey(&jetstream, desired(spec, &bus.nats, bus.retention, replicas), false).await? {
+            Found::AsConfigured | Found::Created => "as configured".to_owned(),
+            Found::Missing => "missing (serve creates it)".to_owned(),
+            Found::Differs(differs) => format!("differs, serve will not start: {}", differs.join("; ")),
+        };
+        lines.push(format!("stream {}: {line}", spec.name));
     }
+    Ok(lines)
 }

@@ -1,0 +1,80 @@
+//! The public listener while `serve` waits for its bus (a NATS cluster still
+//! forming): alive but not ready. `/healthz` answers 200, so the orchestrator
+//! does not restart a process that is only waiting; `/readyz` and every
+//! webhook answer 503, so no load balancer routes here and Twilio retries.
+//! When the bus is there, the same socket passes to the real server: a
+//! connection waiting in its backlog is served, not refused.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::text;
+
+/// Bounds reading a request's headers here (a starting process has no
+/// configured limits of its own to spare on slow clients).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The public listener answering "starting" until [`Self::into_listener`].
+#[derive(Debug)]
+pub struct StartingListener {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<TcpListener>,
+}
+
+impl StartingListener {
+    /// Binds `addr` and answers there until the real server takes over.
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let addr = listener.local_addr().with_context(|| format!("binding {addr}"))?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(answer_until(listener, stop.clone()));
+        Ok(Self { addr, stop, task })
+    }
+
+    /// The address really bound (a port 0 becomes a free port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops answering and hands over the bound socket.
+    pub async fn into_listener(self) -> anyhow::Result<TcpListener> {
+        self.stop.cancel();
+        Ok(self.task.await?)
+    }
+}
+
+async fn answer_until(listener: TcpListener, stop: CancellationToken) -> TcpListener {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => return listener,
+        };
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors, say: the real server's back-off is not here yet.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+            let response = match request.uri().path() {
+                "/healthz" => text(StatusCode::OK, "ok"),
+                "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting: waiting for the bus"),
+                _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting: waiting for the bus; retry later"),
+            };
+            Ok::<_, Infallible>(response)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::spawn(connection);
+    }
+}
