@@ -95,7 +95,12 @@ class Server:
                **(extra_env or {})}
         env.setdefault("ADMIN_ADDR", f"127.0.0.1:{free_port()}")
         env.update({"LISTEN_ADDR": f"127.0.0.1:{port}", "DATA_DIR": str(data)})
-        return spawn_listening(argv, port, data / "server.log", env)
+        process = spawn_listening(argv, port, data / "server.log", env)
+        if self.compiles:
+            # The service listens (answering 503) before its bus and its
+            # connector are there: it is started once /readyz says so.
+            wait_until_ready(port, process, data / "server.log")
+        return process
 
 
 @dataclass
@@ -147,6 +152,22 @@ def wait_for_port(port, process, log, timeout=120):
             time.sleep(0.05)
     process.kill()
     sys.exit(f"bench: the server did not listen within {timeout} s")
+
+
+def wait_until_ready(port, process, log, timeout=120):
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            sys.exit(f"bench: the server exited ({process.returncode}):\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    sys.exit(f"bench: the server was not ready within {timeout} s")
 
 
 def sign(url, params, token=AUTH_TOKEN):

@@ -195,7 +195,7 @@ async fn image_check(engine: &str) {
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let id = String::from_utf8_lossy(&run.stdout).trim().to_owned();
-    harness::wait_for_listener(public).await;
+    harness::wait_until_ready(public).await;
     let params = minimal_sms("SM0000000000000000000000000000beef", "from the image");
     let (status, body) = harness::post_webhook(public, "/twilio/messaging", &borrowed(&params), Signature::Valid).await;
     let healthy = Command::new(engine).args(["exec", &id, "/usr/local/bin/ingress-egress", "health"]).status();
@@ -244,7 +244,7 @@ async fn the_image_serves_a_signed_webhook_from_an_empty_root_as_a_non_root_user
         }
     }
     let mut serve = in_image(root.path(), &env, &["serve"]).stdout(Stdio::null()).spawn().unwrap();
-    harness::wait_for_listener(public).await;
+    harness::wait_until_ready(public).await;
 
     // The image's health check, as the engine would run it.
     let check = instruction(stage, "HEALTHCHECK");

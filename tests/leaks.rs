@@ -125,7 +125,7 @@ impl TracedServe {
             })
         };
         let pipes = vec![drain(Box::new(child.stderr.take().unwrap())), drain(Box::new(child.stdout.take().unwrap()))];
-        harness::wait_for_listener(public).await;
+        harness::wait_until_ready(public).await;
         Self { child, pipes, public, admin }
     }
 

@@ -168,7 +168,8 @@ fn sent_from(fake: &FakeTwilio, sender: &str) -> Vec<Instant> {
 
 /// One pace per sender for the whole service: three hosts share the egress
 /// work and a sender's `rate_per_sender`, within +25%, while another sender
-/// is not slowed by the busy one.
+/// is not slowed by the busy one, and a host that leaves or joins changes
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hosts_keep_one_pace_per_sender() {
     const BUSY: usize = 120;
@@ -196,14 +197,21 @@ async fn three_hosts_keep_one_pace_per_sender() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let quiet_took = quiet_at.elapsed();
+    // A host leaves and another joins: the pace is the bucket's, not theirs.
+    let mut left = hosts.remove(0);
+    left.kill().unwrap();
+    left.wait().unwrap();
+    let sent_when_one_left = sent_from(&fake, "+15005550006").len();
+    hosts.push(harness.spawn_serve().await.0);
     tokio::time::sleep(Duration::from_secs(12)).await;
     let busy = sent_from(&fake, "+15005550006");
+    assert!(busy.len() >= sent_when_one_left + 30, "{} sent after a host left and one joined", busy.len());
     let span = (*busy.last().unwrap() - busy[0]).as_secs_f64();
     // A burst of 4, then 4 a second: (n - 4) / span, whoever sent them.
     let pace = (busy.len() - 4) as f64 / span;
     println!(
-        "pace: 3 hosts sent {} of {BUSY} messages from one sender at {pace:.2}/s over {span:.1} s \
-              (rate_per_sender 4); a second sender's 4 took {quiet_took:?}",
+        "pace: 3 hosts (one left, one joined) sent {} of {BUSY} messages from one sender at {pace:.2}/s \
+              over {span:.1} s (rate_per_sender 4); a second sender's 4 took {quiet_took:?}",
         busy.len()
     );
     assert!(busy.len() >= 40, "only {} sent in {span:.1} s", busy.len());

@@ -97,7 +97,7 @@ async fn out_of_descriptors_the_listener_backs_off_logs_at_a_bounded_rate_and_re
     command.arg("-c").arg("ulimit -n 128 && exec \"$0\" \"$@\"").arg(program).args(args);
     command.env_clear().envs(serve.get_envs().filter_map(|(k, v)| Some((k, v?))));
     let child = command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    harness::wait_for_listener(public).await;
+    harness::wait_until_ready(public).await;
 
     // Far more connections than descriptors: the accepts past the limit fail.
     let started = Instant::now();

@@ -73,9 +73,13 @@ impl RunningService {
 /// configured bus (tests use this to inject a failing one).
 pub async fn start(mut config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyhow::Result<RunningService> {
     crate::telemetry::metrics::install();
-    let (real_bus, public_listener) = match bus {
-        Some(bus) => (bus, None),
-        None => open_bus(&mut config).await?,
+    // Alive, not ready, while the bus and the connectors come: the public
+    // address answers /healthz from the first moment (see `StartingListener`).
+    let starting = StartingListener::bind(config.server.listen_addr).await?;
+    config.server.listen_addr = starting.local_addr();
+    let real_bus = match bus {
+        Some(bus) => bus,
+        None => bus::open_patiently(&config.bus).await?,
     };
     let spool = Arc::new(Spool::open(&config.spool.path, config.spool.max_bytes)?);
     // After the bus and the spool: a data directory they cannot write is named as such first.
@@ -87,7 +91,7 @@ pub async fn start(mut config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyh
     let stop = CancellationToken::new();
     let draining = CancellationToken::new();
     let state = Arc::new(AppState { config, connectors, bus, spool: spool.clone(), shutdown: stop.clone(), draining });
-    let server = Server::bind(state.clone(), public_listener).await?;
+    let server = Server::bind(state.clone(), Some(starting.into_listener().await?)).await?;
     let (public_addr, admin_addr) = server.addresses();
     let metrics_addr = server.metrics_address();
     tracing::info!(bus = %state.config.bus.url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");
@@ -109,20 +113,6 @@ pub async fn start(mut config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyh
         }
     }
     Ok(RunningService { public_addr, admin_addr, metrics_addr, state, stop, tasks })
-}
-
-/// Opens the bus. The embedded one is a file, there at once; a NATS bus may
-/// be a cluster still forming, so the public listener answers "alive, not
-/// ready" while `serve` waits for it (bounded), and is handed over after.
-async fn open_bus(config: &mut ServiceConfig) -> anyhow::Result<(Arc<dyn Bus>, Option<tokio::net::TcpListener>)> {
-    if !matches!(config.bus.url, BusUrl::Nats(_)) {
-        return Ok((bus::open(&config.bus).await?, None));
-    }
-    let starting = StartingListener::bind(config.server.listen_addr).await?;
-    config.server.listen_addr = starting.local_addr();
-    let opened = bus::open_patiently(&config.bus).await;
-    let listener = starting.into_listener().await?;
-    Ok((opened?, Some(listener)))
 }
 
 /// Each connector's credential sets, to be watched.

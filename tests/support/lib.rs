@@ -316,6 +316,24 @@ pub async fn wait_for_messages_within(
     }
 }
 
+/// Waits (bounded) until the service on `public` answers `/readyz` with 200:
+/// its public address listens (answering 503) from the start of `serve`,
+/// before its bus and connectors are there.
+pub async fn wait_until_ready(public: SocketAddr) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ready =
+            ingress_egress::client::get(&format!("http://{public}"), "/readyz", std::time::Duration::from_secs(2))
+                .await
+                .is_ok_and(|(status, _)| status == 200);
+        if ready {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{public} was not ready after 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits (bounded) until something accepts connections on `addr`.
 pub async fn wait_for_listener(addr: SocketAddr) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -164,13 +164,17 @@ pub trait Bus: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<StateWrite, BusError>>;
 }
 
-/// [`open`], waiting while the bus may yet come: a NATS cluster still
+/// [`open`], waiting while a NATS bus may yet come: a cluster still
 /// electing its leader answers "no suitable peers", "no responders" or not
 /// at all for a while after its servers start. Each failed try is logged
 /// with the next delay (0.5 s, doubling to 5 s); after `start_timeout` the
 /// last failure is the answer. A failure that will not pass by waiting (a
 /// refused credential, streams configured otherwise) is answered at once.
 pub async fn open_patiently(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    if !matches!(config.url, BusUrl::Nats(_)) {
+        // A file: there at once, or not for a reason waiting does not mend.
+        return open(config).await;
+    }
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {

@@ -1,9 +1,10 @@
-//! The public listener while `serve` waits for its bus (a NATS cluster still
-//! forming): alive but not ready. `/healthz` answers 200, so the orchestrator
-//! does not restart a process that is only waiting; `/readyz` and every
-//! webhook answer 503, so no load balancer routes here and Twilio retries.
-//! When the bus is there, the same socket passes to the real server: a
-//! connection waiting in its backlog is served, not refused.
+//! The public listener while `serve` starts: while it waits for its bus (a
+//! NATS cluster still forming) and compiles its connectors, it is alive but
+//! not ready. `/healthz` answers 200, so the orchestrator does not restart a
+//! process that is only waiting; `/readyz` and every webhook answer 503, so
+//! no load balancer routes here and Twilio retries. Then the same socket
+//! passes to the real server: a connection waiting in its backlog is served,
+//! not refused.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,9 +46,16 @@ impl StartingListener {
     }
 
     /// Stops answering and hands over the bound socket.
-    pub async fn into_listener(self) -> anyhow::Result<TcpListener> {
+    pub async fn into_listener(mut self) -> anyhow::Result<TcpListener> {
         self.stop.cancel();
-        Ok(self.task.await?)
+        Ok((&mut self.task).await?)
+    }
+}
+
+impl Drop for StartingListener {
+    /// A start that failed closes the socket.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -65,8 +73,8 @@ async fn answer_until(listener: TcpListener, stop: CancellationToken) -> TcpList
         let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
             let response = match request.uri().path() {
                 "/healthz" => text(StatusCode::OK, "ok"),
-                "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting: waiting for the bus"),
-                _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting: waiting for the bus; retry later"),
+                "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "starting: the bus or a connector is not there yet"),
+                _ => text(StatusCode::SERVICE_UNAVAILABLE, "starting; retry later"),
             };
             Ok::<_, Infallible>(response)
         });
