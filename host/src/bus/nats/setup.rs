@@ -184,3 +184,29 @@ pub async fn describe(client: &async_nats::Client, bus: &BusConfig) -> anyhow::R
     }
     Ok(lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a forming cluster answers is waited out; a streams difference,
+    /// however wrapped, is not.
+    #[test]
+    fn only_what_may_pass_is_waited_for() {
+        let forming =
+            anyhow::anyhow!("creating stream INGRESS: insufficient resources / no suitable peers for placement");
+        assert!(may_pass(&forming.context("the bus nats://a:4222")));
+        let differs = anyhow::Error::from(StreamsDiffer("stream INGRESS: max_age is 1h, configured 168h".into()));
+        assert!(!may_pass(&differs.context("the bus nats://a:4222")));
+    }
+
+    #[test]
+    fn auto_replicas_fit_the_server() {
+        let alone = async_nats::ServerInfo::default();
+        let clustered = async_nats::ServerInfo { cluster: Some("nats".into()), ..Default::default() };
+        assert_eq!(replicas_for(Replicas::Auto, &alone), 1);
+        assert_eq!(replicas_for(Replicas::Auto, &clustered), 3);
+        assert_eq!(replicas_for(Replicas::Fixed(2), &clustered), 2);
+        assert_eq!(replicas_for(Replicas::Fixed(5), &alone), 5);
+    }
+}
