@@ -140,34 +140,42 @@ def spawn_listening(argv, port, log, env=None):
     return process
 
 
-def wait_for_port(port, process, log, timeout=120):
+def wait_until(probe, process, log, what, timeout=120):
+    """Polls `probe` until it holds; ends the bench when `process` exits or
+    `timeout` seconds pass (`what` says what did not happen)."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process.poll() is not None:
             sys.exit(f"bench: the server exited ({process.returncode}):\n{log.read_text()[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        if probe():
             return
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    sys.exit(f"bench: the server did not listen within {timeout} s")
-
-
-def wait_until_ready(port, process, log, timeout=120):
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if process.poll() is not None:
-            sys.exit(f"bench: the server exited ({process.returncode}):\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
         time.sleep(0.05)
     process.kill()
-    sys.exit(f"bench: the server was not ready within {timeout} s")
+    sys.exit(f"bench: the server {what} within {timeout} s")
+
+
+def listens(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def is_ready(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def wait_for_port(port, process, log):
+    wait_until(lambda: listens(port), process, log, "did not listen")
+
+
+def wait_until_ready(port, process, log):
+    wait_until(lambda: is_ready(port), process, log, "was not ready")
 
 
 def sign(url, params, token=AUTH_TOKEN):

@@ -55,15 +55,6 @@ async fn spawn_serve(harness: &mut Harness, log: &Path) -> (Child, SocketAddr) {
     (child, public)
 }
 
-/// Waits (bounded) until `/readyz` answers 200.
-async fn wait_ready(public: SocketAddr, bound: Duration) {
-    let deadline = Instant::now() + bound;
-    while get(public, "/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "not ready within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Posts the inbound SMS `sid`, signed for the public URL; its status.
 async fn webhook(public: SocketAddr, sid: &str) -> u16 {
     let params = inbound_sms_with(sid, "cluster");
@@ -124,7 +115,7 @@ async fn a_service_started_before_its_cluster_forms_becomes_ready_by_itself() {
 
     let started = Instant::now();
     cluster.start_all();
-    wait_ready(public, Duration::from_secs(60)).await;
+    harness::wait_until_ready(public).await;
     println!("cluster: the service was ready {:?} after the cluster's servers started", started.elapsed());
     let sid = "SM00000000000000000000000000000001";
     assert_eq!(webhook(public, sid).await, 200);
@@ -178,7 +169,7 @@ async fn service_on_a_cluster() -> (NatsCluster, Harness, Child, SocketAddr) {
     let mut harness = harness_on(&cluster);
     let log = harness.dir.path().join("serve.log");
     let (serve, public) = spawn_serve(&mut harness, &log).await;
-    wait_ready(public, Duration::from_secs(60)).await;
+    harness::wait_until_ready(public).await;
     (cluster, harness, serve, public)
 }
 

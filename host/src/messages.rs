@@ -395,6 +395,19 @@ pub struct EgressMessage {
     pub redriven_from: Option<String>,
 }
 
+impl EgressMessage {
+    /// The name `id`'s records are de-duplicated by on the bus (its publish
+    /// on the egress topic, then its status events, dead letter and consent
+    /// event): the id itself, or for a message sent again from a dead
+    /// letter, `ID@TOPIC/SEQ`, so that its second life is not taken for its first.
+    pub fn record_key(&self, id: &str) -> String {
+        match &self.redriven_from {
+            Some(from) => format!("{id}@{from}"),
+            None => id.to_owned(),
+        }
+    }
+}
+
 /// A provider template and the values of its placeholders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

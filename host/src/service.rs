@@ -75,7 +75,7 @@ pub async fn start(mut config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyh
     crate::telemetry::metrics::install();
     // Alive, not ready, while the bus and the connectors come: the public
     // address answers /healthz from the first moment (see `StartingListener`).
-    let starting = StartingListener::bind(config.server.listen_addr).await?;
+    let starting = StartingListener::bind(config.server.listen_addr, config.limits.header_read_timeout).await?;
     config.server.listen_addr = starting.local_addr();
     let real_bus = match bus {
         Some(bus) => bus,
@@ -91,7 +91,7 @@ pub async fn start(mut config: ServiceConfig, bus: Option<Arc<dyn Bus>>) -> anyh
     let stop = CancellationToken::new();
     let draining = CancellationToken::new();
     let state = Arc::new(AppState { config, connectors, bus, spool: spool.clone(), shutdown: stop.clone(), draining });
-    let server = Server::bind(state.clone(), Some(starting.into_listener().await?)).await?;
+    let server = Server::bind(state.clone(), starting.into_listener().await?).await?;
     let (public_addr, admin_addr) = server.addresses();
     let metrics_addr = server.metrics_address();
     tracing::info!(bus = %state.config.bus.url, "listening on {public_addr} (webhooks) and {admin_addr} (admin)");

@@ -152,26 +152,30 @@ fn answer(request: &IncomingRequest) -> Reply {
 /// bound (a flood of forged `AccountSid`s); one Twilio could not tell about
 /// now, with 503.
 fn account_of(claimed: Option<&str>) -> Result<Arc<Account>, Reply> {
-    // The claim is the sender's text: logged only when it is a sid's shape.
-    let shown = match claimed {
-        Some(sid) if crate::shared::rest::is_sid(sid, "AC") => format!("AccountSid {sid}"),
-        _ => "a malformed AccountSid".to_owned(),
-    };
     match accounts::resolve(claimed) {
         Lookup::Found(account) => Ok(account),
         Lookup::Unknown => {
             let answer = "the webhook's AccountSid is not an account this service serves";
-            Err(refuse(Refusal::UnknownAccount, 403, answer, &shown))
+            Err(refuse(Refusal::UnknownAccount, 403, answer, &shown_claim(claimed)))
         }
         Lookup::Refused(reason) => {
             let answer = format!("the webhook's AccountSid cannot be checked: {reason}");
-            Err(refuse(Refusal::UnknownAccount, 403, &answer, &shown))
+            Err(refuse(Refusal::UnknownAccount, 403, &answer, &shown_claim(claimed)))
         }
         Lookup::Unavailable(reason) => {
             let line = format!("cannot look up the account of a webhook: {reason}");
             log::log_bounded(Level::Warn, "account-lookup-unavailable", &line);
             Err(Reply::error(503, "the webhook's account cannot be looked up now"))
         }
+    }
+}
+
+/// A refused webhook's claimed account, for its log line: the claim is the
+/// sender's text, so it is shown only when it has a sid's shape.
+fn shown_claim(claimed: Option<&str>) -> String {
+    match claimed {
+        Some(sid) if crate::shared::rest::is_sid(sid, "AC") => format!("AccountSid {sid}"),
+        _ => "a malformed AccountSid".to_owned(),
     }
 }
 

@@ -331,12 +331,7 @@ pub fn load_for(path: &Path, env: &Env, secrets: Secrets) -> Result<ServiceConfi
 /// wiring parts (`wiring_parts:`), read from the file alone: a connector's
 /// command line and its `--help` need no secret, variable or valid setting.
 pub fn connector_commands(path: &Path) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
-    let mut file: schema::ArchitectureFile = serde_yaml::from_str(&read(path)?)
-        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-    let service = file.services.remove(SERVICE_NAME).ok_or_else(|| ConfigError::Parse {
-        path: path.to_owned(),
-        message: format!("no service named {SERVICE_NAME} under `services`"),
-    })?;
+    let service = service_def(&read(path)?).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
     Ok(service.connectors.into_iter().map(|(name, def)| (name, def.wiring_parts)).collect())
 }
 
@@ -362,13 +357,14 @@ enum ParseFailure {
     Invalid(Vec<Problem>),
 }
 
+/// This service's definition in architecture.yaml's `text`, as written.
+fn service_def(text: &str) -> Result<schema::ServiceDef, String> {
+    let mut file: schema::ArchitectureFile = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    file.services.remove(SERVICE_NAME).ok_or_else(|| format!("no service named {SERVICE_NAME} under `services`"))
+}
+
 fn parse(text: &str, base_dir: &Path, env: &Env, secrets: Secrets) -> Result<ServiceConfig, ParseFailure> {
-    let mut file: schema::ArchitectureFile =
-        serde_yaml::from_str(text).map_err(|e| ParseFailure::Syntax(e.to_string()))?;
-    let service = file
-        .services
-        .remove(SERVICE_NAME)
-        .ok_or_else(|| ParseFailure::Syntax(format!("no service named {SERVICE_NAME} under `services`")))?;
+    let service = service_def(text).map_err(ParseFailure::Syntax)?;
     let mut problems = Problems::default();
     let config = resolve(service, base_dir, env, secrets, &mut problems);
     if problems.0.is_empty() { Ok(config) } else { Err(ParseFailure::Invalid(problems.0)) }

@@ -21,6 +21,14 @@ const EVICT_EVERY: u64 = 4096;
 
 type Limiter = RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
 
+/// Both limiters' GCRA cell for `rate_per_second`: the time between two
+/// sends, and the burst allowed at once (a second's worth, at least one).
+fn cell(rate_per_second: f64) -> (Duration, NonZeroU32) {
+    let period = Duration::from_secs_f64(1.0 / rate_per_second.max(f64::MIN_POSITIVE));
+    let burst = NonZeroU32::new(rate_per_second.max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+    (period, burst)
+}
+
 /// Rate limits keyed by sender: `rate` messages per second each, bursts of up to `rate`.
 #[derive(Debug)]
 pub struct SenderRates {
@@ -31,8 +39,7 @@ pub struct SenderRates {
 impl SenderRates {
     /// `rate_per_second` must be positive (the configuration guarantees it).
     pub fn new(rate_per_second: f64) -> Self {
-        let period = Duration::from_secs_f64(1.0 / rate_per_second.max(f64::MIN_POSITIVE));
-        let burst = NonZeroU32::new(rate_per_second.max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
+        let (period, burst) = cell(rate_per_second);
         let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst);
         Self { limiter: RateLimiter::keyed(quota), acquisitions: AtomicU64::new(0) }
     }
@@ -110,9 +117,9 @@ pub struct SharedRates {
 impl SharedRates {
     /// `rate_per_second` for each sender, over every host of `bus`.
     pub fn new(bus: Arc<dyn Bus>, rate_per_second: f64) -> Self {
-        let period = Duration::from_secs_f64(1.0 / rate_per_second.max(f64::MIN_POSITIVE));
-        let burst = rate_per_second.max(1.0).floor() as u32;
-        Self { bus, period, tolerance: period * burst.saturating_sub(1), fallback: SenderRates::new(rate_per_second) }
+        let (period, burst) = cell(rate_per_second);
+        let tolerance = period * (burst.get() - 1);
+        Self { bus, period, tolerance, fallback: SenderRates::new(rate_per_second) }
     }
 
     /// Waits until `sender` may send; when that is further than `max_wait`

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::bus::{Bus, BusError, StateWrite};
+use crate::bus::{Bus, BusError};
 use crate::config::ConnectorConfig;
 use crate::messages::{DeadLetter, EgressMessage};
 
@@ -89,7 +89,7 @@ pub enum RedriveError {
     Bus(#[from] BusError),
 }
 
-/// The egress topic whose dead letters `topic` holds, and its connector's name.
+/// The egress topic of the connector whose dead letters `topic` holds.
 pub fn egress_topic_of<'a>(connectors: &'a [ConnectorConfig], topic: &str) -> Result<&'a str, RedriveError> {
     let owner = connectors
         .iter()
@@ -183,13 +183,12 @@ async fn send_again(
     marker: &str,
 ) -> Result<(), RedriveError> {
     message.redriven_from = Some(marker.to_owned());
-    let key = format!("{}@{marker}", message.id.as_deref().unwrap_or_default());
+    let key = message.record_key(message.id.as_deref().unwrap_or_default());
     let payload = serde_json::to_vec(&message).map_err(|e| RedriveError::Invalid(e.to_string()))?;
     bus.publish(egress_topic, Some(&key), payload.into()).await?;
-    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-    match bus.state_put(MARKERS, marker, now, None).await? {
-        StateWrite::Written(_) | StateWrite::Conflict => Ok(()),
-    }
+    // Written, or already there (another redrive got here first): marked either way.
+    bus.state_put(MARKERS, marker, crate::messages::now_rfc3339(), None).await?;
+    Ok(())
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime, RedriveError> {

@@ -187,12 +187,8 @@ impl EgressWorker {
         let id = message.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
         let span =
             tracing::info_span!("egress", connector = %self.slot.config.name, id = %id, attempt = delivery.attempt);
-        let wit = message.to_wit(&id);
-        let ident = match &message.redriven_from {
-            Some(from) => Ident { records: format!("{id}@{from}"), id },
-            None => Ident::plain(id),
-        };
-        self.send(&delivery, &ident, wit, stop, sent).instrument(span).await;
+        let ident = Ident { records: message.record_key(&id), id };
+        self.send(&delivery, &ident, message.to_wit(&ident.id), stop, sent).instrument(span).await;
     }
 
     /// Checks the message with the connector, waits for its sender's rate, sends it.

@@ -99,15 +99,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listeners on their configured addresses; the public one
-    /// may be bound already (`serve` answered there while it waited for its bus).
-    pub async fn bind(state: Arc<AppState>, public: Option<TcpListener>) -> anyhow::Result<Self> {
+    /// Binds the admin (and metrics) listeners on their configured
+    /// addresses; the public one is bound already (`serve` answered there
+    /// while it started, see [`starting`]).
+    pub async fn bind(state: Arc<AppState>, public: TcpListener) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let (public_addr, admin_addr) = (state.config.server.listen_addr, state.config.server.admin_addr);
-        let public = match public {
-            Some(listener) => listener,
-            None => TcpListener::bind(public_addr).await.with_context(|| format!("binding {public_addr}"))?,
-        };
+        let admin_addr = state.config.server.admin_addr;
         let admin = TcpListener::bind(admin_addr).await.with_context(|| format!("binding {admin_addr}"))?;
         let metrics = match state.config.server.metrics_addr {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),

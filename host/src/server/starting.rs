@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -16,10 +17,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::text;
-
-/// Bounds reading a request's headers here (a starting process has no
-/// configured limits of its own to spare on slow clients).
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The public listener answering "starting" until [`Self::into_listener`].
 #[derive(Debug)]
@@ -30,13 +27,14 @@ pub struct StartingListener {
 }
 
 impl StartingListener {
-    /// Binds `addr` and answers there until the real server takes over.
-    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+    /// Binds `addr` and answers there until the real server takes over,
+    /// reading a request's headers within `header_read_timeout` as it does.
+    pub async fn bind(addr: SocketAddr, header_read_timeout: Duration) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr().with_context(|| format!("binding {addr}"))?;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(answer_until(listener, stop.clone()));
+        let task = tokio::spawn(answer_until(listener, header_read_timeout, stop.clone()));
         Ok(Self { addr, stop, task })
     }
 
@@ -59,7 +57,7 @@ impl Drop for StartingListener {
     }
 }
 
-async fn answer_until(listener: TcpListener, stop: CancellationToken) -> TcpListener {
+async fn answer_until(listener: TcpListener, header_read_timeout: Duration, stop: CancellationToken) -> TcpListener {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -67,7 +65,7 @@ async fn answer_until(listener: TcpListener, stop: CancellationToken) -> TcpList
         };
         let Ok((stream, _)) = accepted else {
             // Out of descriptors, say: the real server's back-off is not here yet.
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
@@ -80,7 +78,7 @@ async fn answer_until(listener: TcpListener, stop: CancellationToken) -> TcpList
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(header_read_timeout)
             .keep_alive(false)
             .serve_connection(TokioIo::new(stream), service);
         tokio::spawn(connection);
