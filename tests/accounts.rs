@@ -276,7 +276,7 @@ async fn an_unknown_account_on_the_bus_is_dead_lettered_with_its_reason() {
     service
         .state
         .bus
-        .publish("egress.twilio", Some("straight-on-the-bus"), message.to_string().into_bytes().into())
+        .publish("egress.twilio", Some("straight-on-the-bus"), message.to_string().into_bytes().into(), None)
         .await
         .unwrap();
     let dead = wait_for_messages(&service, "deadletter.twilio", 1).await;

@@ -20,6 +20,7 @@ use ingress_egress::bus::nats::NatsBus;
 use ingress_egress::bus::sqlite::SqliteBus;
 use ingress_egress::bus::{Bus, BusError, Published, StateWrite};
 use ingress_egress::config::BusConfig;
+use ingress_egress::telemetry::TraceContext;
 
 const STREAM: &str = "ingress.test.messages";
 const WORK: &str = "egress.test";
@@ -61,7 +62,7 @@ impl Backend {
 }
 
 async fn publish(bus: &dyn Bus, topic: &str, key: &str) -> Published {
-    bus.publish(topic, Some(key), format!("{{\"key\":\"{key}\"}}").into()).await.unwrap()
+    bus.publish(topic, Some(key), format!("{{\"key\":\"{key}\"}}").into(), None).await.unwrap()
 }
 
 fn payload_key(payload: &[u8]) -> String {
@@ -158,15 +159,37 @@ async fn an_outcome_published_with_its_ack_settles_the_message(backend: Backend)
     publish(bus.as_ref(), WORK, "second").await;
     let outcome = |key: &str| Bytes::from(format!("{{\"key\":\"{key}\"}}"));
     let first = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
-    let published = bus.publish_and_ack(STREAM, Some("first:sent"), outcome("first:sent"), first.seq).await;
+    let published = bus.publish_and_ack(STREAM, Some("first:sent"), outcome("first:sent"), None, first.seq).await;
     assert_eq!(published.unwrap(), Published::New);
     let second = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
     assert_eq!(payload_key(&second.payload), "second");
-    let again = bus.publish_and_ack(STREAM, Some("first:sent"), outcome("first:sent"), second.seq).await;
+    let again = bus.publish_and_ack(STREAM, Some("first:sent"), outcome("first:sent"), None, second.seq).await;
     assert_eq!(again.unwrap(), Published::Duplicate);
     let outcomes = bus.read(STREAM, 0, 10).await.unwrap();
     assert_eq!(outcomes.iter().map(|m| payload_key(&m.payload)).collect::<Vec<_>>(), ["first:sent"]);
     assert!(take_within(bus.as_ref(), WORK, VISIBILITY + Duration::from_secs(1)).await.is_none(), "both settled");
+}
+
+/// A message's W3C trace context goes with it: to whoever takes it, to
+/// whoever reads it, and across a restart; one published without has none.
+async fn a_trace_context_travels_with_its_message(backend: Backend) {
+    let bus = backend.open().await;
+    let trace = TraceContext::from_headers(|name| match name {
+        "traceparent" => Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        "tracestate" => Some("vendor=opaque"),
+        _ => None,
+    })
+    .unwrap();
+    bus.publish(WORK, Some("traced"), Bytes::from_static(b"{\"key\":\"traced\"}"), Some(&trace)).await.unwrap();
+    publish(bus.as_ref(), WORK, "plain").await;
+    drop(bus);
+    let bus = backend.open().await;
+    let read = bus.read(WORK, 0, 10).await.unwrap();
+    assert_eq!(read.iter().map(|m| m.trace.clone()).collect::<Vec<_>>(), [Some(trace.clone()), None]);
+    let taken = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(taken.trace, Some(trace));
+    let untraced = take_within(bus.as_ref(), WORK, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(untraced.trace, None);
 }
 
 async fn hosts_sharing_a_work_topic_each_get_a_message_once(backend: Backend) {
@@ -331,6 +354,11 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn a_trace_context_travels_with_its_message() {
+                super::a_trace_context_travels_with_its_message(backend()).await;
+            }
+
+            #[tokio::test]
             async fn settling_what_was_not_taken_is_an_error() {
                 super::settling_what_was_not_taken_is_an_error(backend()).await;
             }
@@ -357,14 +385,14 @@ async fn nats_down_fails_fast_and_recovers_without_a_restart() {
     publish(&bus, STREAM, "before").await;
     server.kill();
     let started = Instant::now();
-    let result = bus.publish(STREAM, Some("during"), Bytes::from_static(b"{}")).await;
+    let result = bus.publish(STREAM, Some("during"), Bytes::from_static(b"{}"), None).await;
     assert!(matches!(result, Err(BusError::Unavailable(_) | BusError::Timeout(_))), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(11), "took {:?}", started.elapsed());
     assert!(bus.ping().await.is_err());
 
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while bus.publish(STREAM, Some("after"), Bytes::from_static(b"{\"key\":\"after\"}")).await.is_err() {
+    while bus.publish(STREAM, Some("after"), Bytes::from_static(b"{\"key\":\"after\"}"), None).await.is_err() {
         assert!(Instant::now() < deadline, "the bus did not come back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -543,7 +543,12 @@ async fn dead_letters_are_sent_again_once_and_opted_out_ones_never() {
     let mut message = fixed["message"].clone();
     message["redriven_from"] = from.clone().into();
     let key = format!("fix-me@{from}");
-    service.state.bus.publish("egress.twilio", Some(&key), serde_json::to_vec(&message).unwrap().into()).await.unwrap();
+    service
+        .state
+        .bus
+        .publish("egress.twilio", Some(&key), serde_json::to_vec(&message).unwrap().into(), None)
+        .await
+        .unwrap();
     let events = wait_for_messages(&service, "events.twilio.status", 4).await;
     assert_eq!((events[3]["id"].as_str(), events[3]["status"].as_str()), (Some("fix-me"), Some("queued")));
 

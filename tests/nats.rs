@@ -97,7 +97,7 @@ async fn publish_egress(bus: &NatsBus, count: usize) -> Vec<String> {
     for i in 0..count {
         let id = format!("kill-{i:04}");
         let body = format!(r#"{{"id": "{id}", "to": "+14155550100", "from": "+15005550006", "body": "{id}"}}"#);
-        bus.publish("egress.twilio", Some(&id), body.into()).await.unwrap();
+        bus.publish("egress.twilio", Some(&id), body.into(), None).await.unwrap();
         ids.push(id);
     }
     ids
@@ -183,13 +183,13 @@ async fn three_hosts_keep_one_pace_per_sender() {
     }
     for i in 0..BUSY {
         let body = format!(r#"{{"id": "busy-{i}", "to": "+14155550100", "from": "+15005550006", "body": "b{i}"}}"#);
-        bus.publish("egress.twilio", Some(&format!("busy-{i}")), body.into()).await.unwrap();
+        bus.publish("egress.twilio", Some(&format!("busy-{i}")), body.into(), None).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let quiet_at = Instant::now();
     for i in 0..4 {
         let body = format!(r#"{{"id": "quiet-{i}", "to": "+14155550100", "from": "+15005550007", "body": "q{i}"}}"#);
-        bus.publish("egress.twilio", Some(&format!("quiet-{i}")), body.into()).await.unwrap();
+        bus.publish("egress.twilio", Some(&format!("quiet-{i}")), body.into(), None).await.unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while sent_from(&fake, "+15005550007").len() < 4 {

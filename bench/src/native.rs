@@ -114,7 +114,7 @@ impl Baseline {
 
     async fn keep(&self, sid: &str, envelope: Vec<u8>) -> bool {
         match &self.sink {
-            Sink::Bus(bus) => bus.publish("ingress.twilio.messaging", Some(sid), envelope.into()).await.is_ok(),
+            Sink::Bus(bus) => bus.publish("ingress.twilio.messaging", Some(sid), envelope.into(), None).await.is_ok(),
             Sink::File(writer) => writer.append(envelope).await,
             Sink::Memory(queue) => {
                 let mut queue = queue.lock().expect("queue");

@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -87,19 +88,24 @@ impl ConnectorSlot {
             Ok(bytes) if crate::runtime::content_hash(&bytes) == self.current().content_hash() => {
                 ReloadOutcome::Unchanged
             }
-            Ok(bytes) => match runtime.load(bytes, self.grants.clone()).await {
-                Err(e) => ReloadOutcome::Refused(e.to_string()),
-                Ok(loaded) => {
-                    let to = format!("{} {}", loaded.version(), short(loaded.content_hash()));
-                    let old = self.current.swap(Arc::new(loaded));
-                    let from = format!("{} {}", old.version(), short(old.content_hash()));
-                    if let Ok(mut status) = self.status.lock() {
-                        status.loaded_at = unix_now();
-                        status.swaps += 1;
-                    }
-                    ReloadOutcome::Swapped { from, to }
-                }
-            },
+            Ok(bytes) => {
+                let span = tracing::info_span!(
+                    "swap",
+                    connector = %name,
+                    from = format!("{} {}", self.current().version(), short(self.current().content_hash())),
+                    to = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                    otel.status_code = tracing::field::Empty,
+                );
+                let outcome = self.swap_in(runtime, bytes).instrument(span.clone()).await;
+                let (word, status) = match &outcome {
+                    ReloadOutcome::Swapped { .. } => ("swapped", "OK"),
+                    _ => ("refused", "ERROR"),
+                };
+                span.record("outcome", word);
+                span.record("otel.status_code", status);
+                outcome
+            }
         };
         match &outcome {
             ReloadOutcome::Swapped { from, to } => {
@@ -116,6 +122,26 @@ impl ConnectorSlot {
             }
         }
         outcome
+    }
+}
+
+impl ConnectorSlot {
+    /// Loads (compiles) a changed component and swaps it in when it answers.
+    async fn swap_in(&self, runtime: &Runtime, bytes: Vec<u8>) -> ReloadOutcome {
+        match runtime.load(bytes, self.grants.clone()).await {
+            Err(e) => ReloadOutcome::Refused(e.to_string()),
+            Ok(loaded) => {
+                let to = format!("{} {}", loaded.version(), short(loaded.content_hash()));
+                tracing::Span::current().record("to", to.as_str());
+                let old = self.current.swap(Arc::new(loaded));
+                let from = format!("{} {}", old.version(), short(old.content_hash()));
+                if let Ok(mut status) = self.status.lock() {
+                    status.loaded_at = unix_now();
+                    status.swaps += 1;
+                }
+                ReloadOutcome::Swapped { from, to }
+            }
+        }
     }
 }
 

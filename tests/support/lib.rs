@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod nats;
 pub mod nats_cluster;
 pub mod official;
+pub mod otlp;
 pub mod outage;
 pub mod prism;
 pub mod s3;
@@ -380,6 +381,17 @@ pub const SERVICE_VARS: &[&str] = &[
     "TWILIO_ACCOUNTS_DIR",
     "TWILIO_SUBACCOUNTS",
     "PROBE_TENANTS_DIR",
+    "LOG_FORMAT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
 ];
 
 impl Harness {
@@ -406,12 +418,23 @@ impl Harness {
 
     /// `serve` as a child process on fresh loopback ports; returns once it listens.
     pub async fn spawn_serve(&mut self) -> (std::process::Child, SocketAddr, SocketAddr) {
+        self.spawn_serve_with(std::process::Stdio::null()).await
+    }
+
+    /// [`Self::spawn_serve`], its log (stderr) written to `log`; returns it and its public address.
+    pub async fn spawn_serve_logging(&mut self, log: &std::path::Path) -> (std::process::Child, SocketAddr) {
+        let file = std::fs::File::create(log).expect("the log file");
+        let (child, public, _) = self.spawn_serve_with(file.into()).await;
+        (child, public)
+    }
+
+    async fn spawn_serve_with(&mut self, stderr: std::process::Stdio) -> (std::process::Child, SocketAddr, SocketAddr) {
         let (public, admin) = (free_addr(), free_addr());
         self.env.set("LISTEN_ADDR", public.to_string()).set("ADMIN_ADDR", admin.to_string());
         let child = self
             .command(&["serve"], None)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawning serve");
         wait_for_listener(public).await;

@@ -2,6 +2,7 @@
 //! While it is away every operation fails at once, as a dead disk or an
 //! unreachable server does.
 
+use ingress_egress::telemetry::TraceContext;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -38,11 +39,16 @@ impl Bus for OutageBus {
         topic: &'a str,
         key: Option<&'a str>,
         payload: Bytes,
+        trace: Option<&'a TraceContext>,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         Box::pin(async move {
             self.check()?;
-            self.inner.publish(topic, key, payload).await
+            self.inner.publish(topic, key, payload, trace).await
         })
+    }
+
+    fn system(&self) -> &'static str {
+        self.inner.system()
     }
 
     fn take<'a>(&'a self, topic: &'a str, visibility: Duration) -> BoxFuture<'a, Result<Option<Delivery>, BusError>> {

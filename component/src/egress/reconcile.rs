@@ -45,6 +45,17 @@ pub enum Stage {
     Settled,
 }
 
+impl Stage {
+    /// Its name on a trace.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Looking => "looking",
+            Self::Resending => "resending",
+            Self::Settled => "settled",
+        }
+    }
+}
+
 /// The message an ambiguous send was settled with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Settled {

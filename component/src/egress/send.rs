@@ -14,6 +14,7 @@ use crate::egress::message::{self, Destination, EgressSettings, local_reject};
 use crate::egress::reconcile::{self, Decision, Expectation, How, Lookup, Pending, Settled, Stage};
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::state::{self, StateError};
+use crate::platform::connector::trace;
 use crate::platform::connector::types::{
     Accepted, EgressMessage, ErrorClass, ProviderError, Reconciliation, RetryHint, SendError,
 };
@@ -57,6 +58,7 @@ fn unknown_account(message: &EgressMessage) -> String {
 /// outcome is then final.
 pub fn send(message: &EgressMessage, attempt: u32) -> Result<Accepted, SendError> {
     let account = sending_account(message.account.as_deref(), || unknown_account(message))?;
+    accounts::mark_on_trace(&account);
     let settings = settings::egress_settings(&account).map_err(configuration)?;
     let destination = message::check(message, &settings.senders).map_err(local_reject)?;
     if let Some(refusal) = whatsapp_window::refusal(message, &destination, &account) {
@@ -170,6 +172,9 @@ fn begin(key: &str, started_ms: u64, error: ProviderError, bound: u64) -> Result
 /// A later attempt at an ambiguous message: look it up, then settle, wait,
 /// resend once, or give up.
 fn settle(sending: &Sending<'_>, record: &Record) -> Result<Accepted, SendError> {
+    // Its lookups in Twilio's list, and a resend, are this span's children.
+    let span = trace::Span::new("twilio.reconcile");
+    span.set_attribute("twilio.reconcile.stage", record.pending.stage.name());
     let Sending { message, settings, .. } = *sending;
     let Record { pending, bound, .. } = record;
     if let (Stage::Settled, Some(settled)) = (pending.stage, &pending.settled) {

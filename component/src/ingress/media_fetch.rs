@@ -7,6 +7,7 @@ use crate::ingress::media::{self, Policy};
 use crate::platform::connector::blobs::{self, BlobError};
 use crate::platform::connector::log::{self, Level};
 use crate::platform::connector::metrics;
+use crate::platform::connector::trace;
 use crate::platform::connector::types::Media;
 use crate::shared::accounts::Account;
 use crate::shared::http;
@@ -36,12 +37,16 @@ pub fn fetch_all(items: &mut [Media], account: &Account) {
             log::log(Level::Warn, &format!("media {} not fetched: the webhook's time for media ran out", item.url));
             continue;
         }
+        // The GETs, redirects included, and the store are this span's children.
+        let span = trace::Span::new("twilio.media.fetch");
         match fetch(&item.url, &policy, &authorization).and_then(|(content_type, bytes)| store(&content_type, bytes)) {
             Ok(stored) => {
+                span.set_attribute("twilio.media.size", &stored.size.to_string());
                 metrics::count("media-stored", 1);
                 (item.sha256, item.size, item.stored_url) = (Some(stored.sha256), Some(stored.size), Some(stored.url));
             }
             Err(reason) => {
+                span.set_attribute("twilio.media.outcome", "not-stored");
                 metrics::count("media-not-stored", 1);
                 log::log(Level::Warn, &format!("media {} not stored: {reason}", item.url));
             }

@@ -133,6 +133,7 @@ fn answer(request: &IncomingRequest) -> Reply {
         let detail = format!("{path} for {}: {error}", shown(&account));
         return refuse(Refusal::Signature, 403, "invalid X-Twilio-Signature", &detail);
     }
+    accounts::mark_on_trace(&account);
     match events {
         Some(events) => crate::ingress::event_sink::take(events, &url, &account),
         None if route == Route::Events => {

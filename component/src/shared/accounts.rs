@@ -336,6 +336,14 @@ pub fn decide(status: u16, body: &[u8], sid: &str, parent_sid: &str) -> Decided 
     }
 }
 
+/// Names a verified (or sending) account on the trace of the request or
+/// send under way; the default account has no sid of its own to show.
+pub fn mark_on_trace(account: &Account) {
+    if !account.sid.is_empty() {
+        crate::platform::connector::trace::set_attribute("twilio.account_sid", &account.sid);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

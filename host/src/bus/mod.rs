@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::{BusConfig, BusUrl};
+use crate::telemetry::TraceContext;
 
 /// A boxed future, so the bus trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -46,6 +47,8 @@ pub struct Delivery {
     pub payload: Vec<u8>,
     /// How many times it has been taken, this time included.
     pub attempt: u32,
+    /// The trace it was published in, when its producer gave one.
+    pub trace: Option<TraceContext>,
 }
 
 /// A stored message, as `tail` shows it.
@@ -55,6 +58,22 @@ pub struct Stored {
     pub seq: i64,
     /// The message as published.
     pub payload: Vec<u8>,
+    /// The trace it was published in, when its producer gave one.
+    pub trace: Option<TraceContext>,
+}
+
+impl Stored {
+    /// The message with its headers, as `tail --headers` prints it and the
+    /// events stream with `?headers=true` sends it:
+    /// `{"headers":{"traceparent":"00-…"},"message":{…}}` (`headers` is `{}`
+    /// for a message published without a trace context).
+    pub fn with_headers(&self) -> Vec<u8> {
+        let message = serde_json::from_slice::<&serde_json::value::RawValue>(&self.payload)
+            .map(|raw| raw.get().to_owned())
+            .unwrap_or_else(|_| serde_json::Value::from(String::from_utf8_lossy(&self.payload)).to_string());
+        let headers = self.trace.as_ref().and_then(|trace| serde_json::to_string(trace).ok());
+        format!(r#"{{"headers":{},"message":{message}}}"#, headers.as_deref().unwrap_or("{}")).into_bytes()
+    }
 }
 
 /// One key's value in a connector's state, with the revision a conditional
@@ -102,12 +121,14 @@ pub trait Bus: Send + Sync + fmt::Debug {
     /// Stores `payload` on `topic`; returns once it is durable. With a key, a
     /// second publish of the same key on the same topic is a no-op. The
     /// payload is shared, not copied, by a layer that may need it again (the
-    /// spool, should the bus not take it).
+    /// spool, should the bus not take it). `trace` goes with the message as
+    /// W3C headers, for its consumers to continue.
     fn publish<'a>(
         &'a self,
         topic: &'a str,
         key: Option<&'a str>,
         payload: Bytes,
+        trace: Option<&'a TraceContext>,
     ) -> BoxFuture<'a, Result<Published, BusError>>;
 
     /// Takes the oldest visible message of `topic`, hiding it for `visibility`.
@@ -126,10 +147,11 @@ pub trait Bus: Send + Sync + fmt::Debug {
         topic: &'a str,
         key: Option<&'a str>,
         payload: Bytes,
+        trace: Option<&'a TraceContext>,
         seq: i64,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         Box::pin(async move {
-            let published = self.publish(topic, key, payload).await?;
+            let published = self.publish(topic, key, payload, trace).await?;
             self.ack(seq).await?;
             Ok(published)
         })
@@ -144,6 +166,10 @@ pub trait Bus: Send + Sync + fmt::Debug {
 
     /// The newest sequence number on `topic` (0 when empty): where a live tail starts.
     fn last_seq<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64, BusError>>;
+
+    /// What the bus is, as OpenTelemetry's `messaging.system` names it
+    /// (`nats`; the embedded bus is `sqlite`).
+    fn system(&self) -> &'static str;
 
     /// Whether the bus answers now.
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>>;

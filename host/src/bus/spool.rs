@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use super::{BoxFuture, Bus, BusError, Delivery, Published, StateEntry, StateWrite, Stored};
 use crate::config::SpoolConfig;
 use crate::lifecycle::Capability;
-use crate::telemetry::metrics;
+use crate::telemetry::{TraceContext, metrics};
 
 /// Entries republished per round.
 const DRAIN_BATCH: i64 = 100;
@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS spool (
     topic TEXT NOT NULL,
     dedup_key TEXT,
     payload BLOB NOT NULL,
-    spooled_at INTEGER NOT NULL
+    spooled_at INTEGER NOT NULL,
+    headers TEXT
 );
 ";
 
@@ -46,6 +47,7 @@ struct Entry {
     topic: String,
     key: Option<String>,
     payload: Bytes,
+    trace: Option<TraceContext>,
 }
 
 /// The spool file and its size.
@@ -73,6 +75,7 @@ impl Spool {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        super::sqlite::add_headers_column(&conn, "spool")?;
         let (depth, bytes): (i64, i64) =
             conn.query_row("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM spool", [], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -122,7 +125,13 @@ impl Spool {
     }
 
     /// Writes one publish, durably; refused when the spool is full.
-    fn put(&self, topic: &str, key: Option<&str>, payload: &[u8]) -> Result<(), BusError> {
+    fn put(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        trace: Option<&TraceContext>,
+    ) -> Result<(), BusError> {
         let size = payload.len() as u64;
         if self.bytes.load(Ordering::Relaxed) + size > self.max_bytes {
             self.overflowed.store(true, Ordering::Relaxed);
@@ -131,8 +140,8 @@ impl Spool {
         {
             let conn = self.conn.lock().map_err(|_| BusError::Unavailable("spool poisoned".into()))?;
             conn.execute(
-                "INSERT INTO spool (topic, dedup_key, payload, spooled_at) VALUES (?1, ?2, ?3, ?4)",
-                params![topic, key, payload, now_ms()],
+                "INSERT INTO spool (topic, dedup_key, payload, spooled_at, headers) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![topic, key, payload, now_ms(), super::sqlite::headers_column(trace)],
             )
             .map_err(|e| {
                 self.overflowed.store(true, Ordering::Relaxed);
@@ -149,13 +158,15 @@ impl Spool {
 
     fn oldest(&self, limit: i64) -> rusqlite::Result<Vec<Entry>> {
         let conn = self.conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
-        let mut stmt = conn.prepare_cached("SELECT id, topic, dedup_key, payload FROM spool ORDER BY id LIMIT ?1")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id, topic, dedup_key, payload, headers FROM spool ORDER BY id LIMIT ?1")?;
         let rows = stmt.query_map(params![limit], |row| {
             Ok(Entry {
                 id: row.get(0)?,
                 topic: row.get(1)?,
                 key: row.get(2)?,
                 payload: row.get::<_, Vec<u8>>(3)?.into(),
+                trace: super::sqlite::trace_of(row.get(4)?),
             })
         })?;
         rows.collect()
@@ -186,7 +197,11 @@ impl Spool {
                 break;
             }
             for entry in batch {
-                if bus.publish(&entry.topic, entry.key.as_deref(), entry.payload.clone()).await.is_err() {
+                if bus
+                    .publish(&entry.topic, entry.key.as_deref(), entry.payload.clone(), entry.trace.as_ref())
+                    .await
+                    .is_err()
+                {
                     self.report();
                     return drained;
                 }
@@ -222,8 +237,15 @@ impl SpoolingBus {
         Self { inner, spool, publish_timeout: config.publish_timeout }
     }
 
-    async fn publish_or_spool(&self, topic: &str, key: Option<&str>, payload: Bytes) -> Result<Published, BusError> {
-        let attempt = tokio::time::timeout(self.publish_timeout, self.inner.publish(topic, key, payload.clone())).await;
+    async fn publish_or_spool(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: Bytes,
+        trace: Option<&TraceContext>,
+    ) -> Result<Published, BusError> {
+        let publish = self.inner.publish(topic, key, payload.clone(), trace);
+        let attempt = tokio::time::timeout(self.publish_timeout, publish).await;
         let reason = match attempt {
             Ok(Ok(published)) => return Ok(published),
             Ok(Err(error)) => error.to_string(),
@@ -231,8 +253,8 @@ impl SpoolingBus {
         };
         tracing::warn!(topic, reason, "the bus did not take a publish; spooling it");
         let spool = self.spool.clone();
-        let (topic, key) = (topic.to_owned(), key.map(str::to_owned));
-        tokio::task::spawn_blocking(move || spool.put(&topic, key.as_deref(), &payload))
+        let (topic, key, trace) = (topic.to_owned(), key.map(str::to_owned), trace.cloned());
+        tokio::task::spawn_blocking(move || spool.put(&topic, key.as_deref(), &payload, trace.as_ref()))
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))??;
         Ok(Published::New)
@@ -245,8 +267,9 @@ impl Bus for SpoolingBus {
         topic: &'a str,
         key: Option<&'a str>,
         payload: Bytes,
+        trace: Option<&'a TraceContext>,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
-        Box::pin(self.publish_or_spool(topic, key, payload))
+        Box::pin(self.publish_or_spool(topic, key, payload, trace))
     }
 
     fn take<'a>(&'a self, topic: &'a str, visibility: Duration) -> BoxFuture<'a, Result<Option<Delivery>, BusError>> {
@@ -265,9 +288,10 @@ impl Bus for SpoolingBus {
         topic: &'a str,
         key: Option<&'a str>,
         payload: Bytes,
+        trace: Option<&'a TraceContext>,
         seq: i64,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
-        self.inner.publish_and_ack(topic, key, payload, seq)
+        self.inner.publish_and_ack(topic, key, payload, trace, seq)
     }
 
     fn retry_later(&self, seq: i64, delay: Duration) -> BoxFuture<'_, Result<(), BusError>> {
@@ -285,6 +309,10 @@ impl Bus for SpoolingBus {
 
     fn last_seq<'a>(&'a self, topic: &'a str) -> BoxFuture<'a, Result<i64, BusError>> {
         self.inner.last_seq(topic)
+    }
+
+    fn system(&self) -> &'static str {
+        self.inner.system()
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>> {

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use super::{BoxFuture, Bus, BusError, Delivery, Published, StateEntry, StateWrite, Stored};
 use crate::config::{BusConfig, StreamRetention, StreamSpec};
+use crate::telemetry::TraceContext;
 
 /// How many queued operations one transaction takes at most.
 const MAX_BATCH: usize = 1024;
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS messages (
     published_at INTEGER NOT NULL,
     visible_at INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    acked INTEGER NOT NULL DEFAULT 0
+    acked INTEGER NOT NULL DEFAULT 0,
+    headers TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_dedup ON messages(topic, dedup_key) WHERE dedup_key IS NOT NULL;
 -- Reads, the newest seq, pruning: a topic's messages in order.
@@ -65,6 +67,8 @@ enum Op {
         topic: String,
         key: Option<String>,
         payload: Bytes,
+        /// The message's trace context, as the `headers` column holds it (JSON).
+        headers: Option<String>,
         ack: Option<i64>,
         reply: oneshot::Sender<Result<Published, BusError>>,
     },
@@ -160,6 +164,8 @@ impl SqliteBus {
             Ok(_) => format!("opening {}", path.display()),
         })?;
         conn.execute_batch(SCHEMA).with_context(|| format!("creating the schema in {}", path.display()))?;
+        add_headers_column(&conn, "messages")
+            .with_context(|| format!("adding the headers column in {}", path.display()))?;
         let reader = open_connection(path, synchronous)?;
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
@@ -222,9 +228,10 @@ impl Bus for SqliteBus {
         topic: &'a str,
         key: Option<&'a str>,
         payload: Bytes,
+        trace: Option<&'a TraceContext>,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
-        let (topic, key) = (topic.to_owned(), key.map(str::to_owned));
-        self.submit(move |reply| Op::Publish { topic, key, payload, ack: None, reply })
+        let (topic, key, headers) = (topic.to_owned(), key.map(str::to_owned), headers_column(trace));
+        self.submit(move |reply| Op::Publish { topic, key, payload, headers, ack: None, reply })
     }
 
     fn take<'a>(&'a self, topic: &'a str, visibility: Duration) -> BoxFuture<'a, Result<Option<Delivery>, BusError>> {
@@ -241,10 +248,11 @@ impl Bus for SqliteBus {
         topic: &'a str,
         key: Option<&'a str>,
         payload: Bytes,
+        trace: Option<&'a TraceContext>,
         seq: i64,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
-        let (topic, key) = (topic.to_owned(), key.map(str::to_owned));
-        self.submit(move |reply| Op::Publish { topic, key, payload, ack: Some(seq), reply })
+        let (topic, key, headers) = (topic.to_owned(), key.map(str::to_owned), headers_column(trace));
+        self.submit(move |reply| Op::Publish { topic, key, payload, headers, ack: Some(seq), reply })
     }
 
     fn retry_later(&self, seq: i64, delay: Duration) -> BoxFuture<'_, Result<(), BusError>> {
@@ -261,7 +269,7 @@ impl Bus for SqliteBus {
         self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(READ_AFTER)?;
             let rows = stmt.query_map(params![topic, after_seq, limit as i64], |row| {
-                Ok(Stored { seq: row.get(0)?, payload: row.get(1)? })
+                Ok(Stored { seq: row.get(0)?, payload: row.get(1)?, trace: trace_of(row.get(2)?) })
             })?;
             rows.collect()
         })
@@ -296,6 +304,10 @@ impl Bus for SqliteBus {
     ) -> BoxFuture<'a, Result<StateWrite, BusError>> {
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         self.submit(move |reply| Op::StatePut { bucket, key, value, expected, reply })
+    }
+
+    fn system(&self) -> &'static str {
+        "sqlite"
     }
 
     /// Whether a publish would be durable now: the disk has room and the
@@ -416,8 +428,8 @@ fn run_batch(conn: &mut Connection, batch: Vec<Op>, pruning: &Pruning) {
 fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, pruning: &Pruning) -> Pending {
     let unavailable = |e: rusqlite::Error| BusError::Unavailable(e.to_string());
     match op {
-        Op::Publish { topic, key, payload, ack, reply } => {
-            let published = insert(tx, &topic, key.as_deref(), &payload, now);
+        Op::Publish { topic, key, payload, headers, ack, reply } => {
+            let published = insert(tx, &topic, key.as_deref(), &payload, headers.as_deref(), now);
             let settled = match ack {
                 Some(seq) => published.and_then(|published| acknowledge(tx, seq).map(|()| published)),
                 None => published,
@@ -475,12 +487,19 @@ fn state_put(
 }
 
 /// Inserts a message unless its de-duplication key is already on the topic.
-fn insert(tx: &Connection, topic: &str, key: Option<&str>, payload: &[u8], now: i64) -> rusqlite::Result<Published> {
+fn insert(
+    tx: &Connection,
+    topic: &str,
+    key: Option<&str>,
+    payload: &[u8],
+    headers: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<Published> {
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO messages (topic, dedup_key, payload, published_at, visible_at) \
-         VALUES (?1, ?2, ?3, ?4, ?4)",
+        "INSERT OR IGNORE INTO messages (topic, dedup_key, payload, published_at, visible_at, headers) \
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
     )
-    .and_then(|mut stmt| stmt.execute(params![topic, key, payload, now]))
+    .and_then(|mut stmt| stmt.execute(params![topic, key, payload, now, headers]))
     .map(|changed| if changed == 1 { Published::New } else { Published::Duplicate })
 }
 
@@ -488,19 +507,51 @@ fn insert(tx: &Connection, topic: &str, key: Option<&str>, payload: &[u8], now: 
 const TAKE_NEXT: &str = "UPDATE messages SET visible_at = ?3, attempts = attempts + 1 WHERE seq = \
      (SELECT seq FROM messages INDEXED BY messages_waiting \
       WHERE topic = ?1 AND acked = 0 AND visible_at <= ?2 ORDER BY seq LIMIT 1) \
-     RETURNING seq, payload, attempts";
+     RETURNING seq, payload, attempts, headers";
 
 /// A topic's messages after a seq, in order.
-const READ_AFTER: &str = "SELECT seq, payload FROM messages WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
+const READ_AFTER: &str =
+    "SELECT seq, payload, headers FROM messages WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3";
 
 /// Takes the oldest visible, unacknowledged message of `topic` and hides it
 /// for `visibility`.
 fn take_next(tx: &Connection, topic: String, now: i64, visibility: Duration) -> rusqlite::Result<Option<Delivery>> {
     let mut stmt = tx.prepare_cached(TAKE_NEXT)?;
     stmt.query_row(params![topic, now, now + visibility.as_millis() as i64], |row| {
-        Ok(Delivery { seq: row.get(0)?, topic: topic.clone(), payload: row.get(1)?, attempt: row.get(2)? })
+        Ok(Delivery {
+            seq: row.get(0)?,
+            topic: topic.clone(),
+            payload: row.get(1)?,
+            attempt: row.get(2)?,
+            trace: trace_of(row.get(3)?),
+        })
     })
     .optional()
+}
+
+/// Files written before messages carried a trace context get the
+/// `headers` column in `table`; their messages have none.
+pub(super) fn add_headers_column(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+    let has_it: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info(?1) WHERE name = 'headers'",
+        params![table],
+        |row| row.get(0),
+    )?;
+    if !has_it {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN headers TEXT"))?;
+    }
+    Ok(())
+}
+
+/// A trace context as a `headers` column holds it: the W3C headers as a
+/// JSON object (`{"traceparent":"00-…"}`), what `tail --headers` shows.
+pub(super) fn headers_column(trace: Option<&TraceContext>) -> Option<String> {
+    trace.and_then(|trace| serde_json::to_string(trace).ok())
+}
+
+/// The trace context in a `headers` column, when it holds one.
+pub(super) fn trace_of(column: Option<String>) -> Option<TraceContext> {
+    serde_json::from_str(&column?).ok()
 }
 
 impl Pending {
@@ -582,10 +633,13 @@ mod tests {
     #[tokio::test]
     async fn publish_dedup_take_ack_redeliver() {
         let (_dir, bus) = temp_bus();
-        assert_eq!(bus.publish("t", Some("k1"), Bytes::from_static(b"one")).await.unwrap(), Published::New);
-        assert_eq!(bus.publish("t", Some("k1"), Bytes::from_static(b"again")).await.unwrap(), Published::Duplicate);
-        assert_eq!(bus.publish("other", Some("k1"), Bytes::from_static(b"x")).await.unwrap(), Published::New);
-        assert_eq!(bus.publish("t", None, Bytes::from_static(b"two")).await.unwrap(), Published::New);
+        assert_eq!(bus.publish("t", Some("k1"), Bytes::from_static(b"one"), None).await.unwrap(), Published::New);
+        assert_eq!(
+            bus.publish("t", Some("k1"), Bytes::from_static(b"again"), None).await.unwrap(),
+            Published::Duplicate
+        );
+        assert_eq!(bus.publish("other", Some("k1"), Bytes::from_static(b"x"), None).await.unwrap(), Published::New);
+        assert_eq!(bus.publish("t", None, Bytes::from_static(b"two"), None).await.unwrap(), Published::New);
 
         let first = bus.take("t", Duration::from_millis(50)).await.unwrap().unwrap();
         assert_eq!((first.payload.as_slice(), first.attempt), (&b"one"[..], 1));
@@ -610,12 +664,12 @@ mod tests {
         let config = BusConfig { retention: Duration::ZERO, ..BusConfig::embedded(dir.path()) };
         let bus = SqliteBus::new(&dir.path().join("bus.sqlite3"), &config).unwrap();
         for topic in ["egress.t", "elsewhere.t"] {
-            bus.publish(topic, Some("handled"), Bytes::from_static(b"1")).await.unwrap();
-            bus.publish(topic, Some("waiting"), Bytes::from_static(b"2")).await.unwrap();
+            bus.publish(topic, Some("handled"), Bytes::from_static(b"1"), None).await.unwrap();
+            bus.publish(topic, Some("waiting"), Bytes::from_static(b"2"), None).await.unwrap();
             let handled = bus.take(topic, Duration::from_secs(60)).await.unwrap().unwrap();
             bus.ack(handled.seq).await.unwrap();
         }
-        bus.publish("ingress.t", Some("never consumed"), Bytes::from_static(b"3")).await.unwrap();
+        bus.publish("ingress.t", Some("never consumed"), Bytes::from_static(b"3"), None).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         bus.prune().await.unwrap();
         let left = |topic| {
@@ -630,7 +684,7 @@ mod tests {
     #[tokio::test]
     async fn retry_later_hides_until_the_delay() {
         let (_dir, bus) = temp_bus();
-        bus.publish("t", None, Bytes::from_static(b"m")).await.unwrap();
+        bus.publish("t", None, Bytes::from_static(b"m"), None).await.unwrap();
         let d = bus.take("t", Duration::from_secs(60)).await.unwrap().unwrap();
         bus.retry_later(d.seq, Duration::from_millis(40)).await.unwrap();
         assert_eq!(bus.take("t", Duration::from_secs(60)).await.unwrap(), None);
@@ -647,9 +701,9 @@ mod tests {
             let tasks: Vec<_> = (0..200)
                 .map(|i| {
                     let bus = bus.clone();
-                    tokio::spawn(
-                        async move { bus.publish("t", Some(&format!("k{i}")), Bytes::from(vec![i as u8])).await },
-                    )
+                    tokio::spawn(async move {
+                        bus.publish("t", Some(&format!("k{i}")), Bytes::from(vec![i as u8]), None).await
+                    })
                 })
                 .collect();
             for task in tasks {

@@ -180,6 +180,10 @@ pub struct TailArgs {
     /// Stop after this many seconds without a new message.
     #[arg(long)]
     pub idle_timeout: Option<u64>,
+    /// Print each message with its headers (its W3C trace context):
+    /// `{"headers":{"traceparent":"00-…"},"message":{…}}`.
+    #[arg(long)]
+    pub headers: bool,
 }
 
 /// `simulate`: post a signed sample webhook to a running service.
@@ -226,7 +230,15 @@ pub struct SimulateArgs {
 /// Runs the command line; the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // Only `serve` exports traces: the other commands are short and their own.
+    let export = match cli.command {
+        Command::Serve => telemetry::ExportSettings::from_env(|name| std::env::var(name).ok()),
+        _ => Ok(None),
+    };
+    let traces = match export.and_then(|export| telemetry::init(cli.log_format, export.as_ref())) {
+        Ok(traces) => traces,
+        Err(e) => return fail(e.into()),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -234,13 +246,19 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    let result = runtime.block_on(run(cli));
+    if let Some(traces) = traces {
+        traces.flush_and_stop();
     }
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(error: anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {error:#}");
+    std::process::ExitCode::FAILURE
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -401,7 +419,7 @@ async fn send(config: ServiceConfig, args: SendArgs) -> anyhow::Result<()> {
         account_sid: args.account,
         redriven_from: None,
     };
-    let id = crate::egress::enqueue(slot, message).await?;
+    let id = crate::egress::enqueue(slot, message, None).await?;
     println!("{id}");
     Ok(())
 }
@@ -418,7 +436,11 @@ async fn tail(config: ServiceConfig, args: TailArgs) -> anyhow::Result<()> {
     while let Ok(Some(batch)) = tokio::time::timeout(idle, batches.next()).await {
         let mut out = std::io::stdout().lock();
         for message in batch? {
-            out.write_all(&message.payload)?;
+            if args.headers {
+                out.write_all(&message.with_headers())?;
+            } else {
+                out.write_all(&message.payload)?;
+            }
             out.write_all(b"\n")?;
             printed += 1;
             if args.limit.is_some_and(|limit| printed >= limit) {

@@ -20,6 +20,8 @@ use crate::connectors::{ConnectorSlot, Connectors};
 use crate::lifecycle::Capability;
 use crate::messages::EgressMessage;
 use crate::runtime::CallFailure;
+use crate::telemetry::TraceContext;
+use tracing::Instrument as _;
 
 pub use crate::config::EGRESS_STREAM;
 /// Where the outcome of each message is published.
@@ -44,8 +46,44 @@ pub enum EnqueueError {
 }
 
 /// Checks an egress message with its connector and publishes it; returns its
-/// id. The id is the de-duplication key: enqueueing the same id twice sends once.
-pub async fn enqueue(slot: &ConnectorSlot, mut message: EgressMessage) -> Result<String, EnqueueError> {
+/// id. The id is the de-duplication key: enqueueing the same id twice sends
+/// once. The message carries the trace it was enqueued in (`came_with`, the
+/// producer's, continued), so its send joins that trace.
+pub async fn enqueue(
+    slot: &ConnectorSlot,
+    message: EgressMessage,
+    came_with: Option<&TraceContext>,
+) -> Result<String, EnqueueError> {
+    let topic = slot.config.topics.get(EGRESS_STREAM);
+    let span = tracing::info_span!(
+        "enqueue",
+        otel.name = format!("publish {}", topic.map_or("", String::as_str)),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        connector = %slot.config.name,
+        messaging.system = slot.grants().bus.system(),
+        messaging.operation.type = "publish",
+        messaging.destination.name = topic.map(String::as_str),
+        messaging.message.id = tracing::field::Empty,
+    );
+    if let Some(parent) = came_with {
+        parent.adopt(&span);
+    }
+    let trace = TraceContext::onward(&span, came_with);
+    let enqueued = publish_checked(slot, message, trace.as_ref()).instrument(span.clone()).await;
+    match &enqueued {
+        Ok(id) => span.record("messaging.message.id", id.as_str()),
+        Err(_) => span.record("otel.status_code", "ERROR"),
+    };
+    enqueued
+}
+
+/// [`enqueue`]'s work: the connector's check, then the publish.
+async fn publish_checked(
+    slot: &ConnectorSlot,
+    mut message: EgressMessage,
+    trace: Option<&TraceContext>,
+) -> Result<String, EnqueueError> {
     let connector = &slot.config.name;
     let topic = slot
         .config
@@ -60,7 +98,7 @@ pub async fn enqueue(slot: &ConnectorSlot, mut message: EgressMessage) -> Result
     }
     message.id = Some(id.clone());
     let payload = serde_json::to_vec(&message).map_err(|e| EnqueueError::Invalid(e.to_string()))?;
-    slot.grants().bus.publish(topic, Some(&id), payload.into()).await?;
+    slot.grants().bus.publish(topic, Some(&id), payload.into(), trace).await?;
     Ok(id)
 }
 

@@ -23,6 +23,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::bus::{Bus, BusError};
 use crate::config::ConnectorConfig;
 use crate::messages::{DeadLetter, EgressMessage};
+use crate::telemetry::TraceContext;
 
 /// The state bucket of redrive markers (no connector is named so: names
 /// start with a letter).
@@ -125,7 +126,7 @@ pub async fn redrive(
                         continue;
                     }
                     if !request.dry_run {
-                        send_again(bus, egress_topic, *message, &marker).await?;
+                        send_again(bus, egress_topic, *message, stored.trace.as_ref(), &marker).await?;
                         crate::telemetry::metrics::redriven(&request.topic);
                     }
                     report.redriven += 1;
@@ -175,17 +176,19 @@ async fn redriven_before(bus: &dyn Bus, marker: &str) -> Result<bool, BusError> 
     Ok(bus.state_get(MARKERS, marker).await?.is_some())
 }
 
-/// Publishes `message` again, then marks its dead letter `marker` as sent again.
+/// Publishes `message` again, in the trace its dead letter was published in,
+/// then marks its dead letter `marker` as sent again.
 async fn send_again(
     bus: &dyn Bus,
     egress_topic: &str,
     mut message: EgressMessage,
+    trace: Option<&TraceContext>,
     marker: &str,
 ) -> Result<(), RedriveError> {
     message.redriven_from = Some(marker.to_owned());
     let key = message.record_key(message.id.as_deref().unwrap_or_default());
     let payload = serde_json::to_vec(&message).map_err(|e| RedriveError::Invalid(e.to_string()))?;
-    bus.publish(egress_topic, Some(&key), payload.into()).await?;
+    bus.publish(egress_topic, Some(&key), payload.into(), trace).await?;
     // Written, or already there (another redrive got here first): marked either way.
     bus.state_put(MARKERS, marker, crate::messages::now_rfc3339(), None).await?;
     Ok(())

@@ -23,7 +23,7 @@ use crate::connectors::ConnectorSlot;
 use crate::messages::{self, Attributes, ConsentEvent, DeadLetter, EgressMessage, StatusEvent};
 use crate::runtime::CallFailure;
 use crate::runtime::bindings::{self, ProviderError, SendError};
-use crate::telemetry::metrics;
+use crate::telemetry::{TraceContext, metrics};
 
 /// How long an idle worker waits before looking at the topic again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
@@ -185,10 +185,41 @@ impl EgressWorker {
             }
         };
         let id = message.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
-        let span =
-            tracing::info_span!("egress", connector = %self.slot.config.name, id = %id, attempt = delivery.attempt);
+        let span = self.send_span(&delivery, &id);
         let ident = Ident { records: message.record_key(&id), id };
         self.send(&delivery, &ident, message.to_wit(&ident.id), stop, sent).instrument(span).await;
+    }
+
+    /// The span of one attempt at a message: a child of the trace the
+    /// message was enqueued in, when it came with one. Its outcome and error
+    /// class are recorded when known ([`record_outcome`]).
+    fn send_span(&self, delivery: &Delivery, id: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "send",
+            otel.name = format!("process {}", self.egress_topic),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            connector = %self.slot.config.name,
+            id = %id,
+            attempt = delivery.attempt,
+            messaging.system = self.bus.system(),
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.egress_topic,
+            messaging.message.id = %id,
+            outcome = tracing::field::Empty,
+            error.class = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        if let Some(parent) = &delivery.trace {
+            parent.adopt(&span);
+        }
+        span
+    }
+
+    /// What the records about `delivery` carry: the send's own trace
+    /// context, or the one the message came with when nothing is exported.
+    fn onward(delivery: &Delivery) -> Option<TraceContext> {
+        TraceContext::onward(&tracing::Span::current(), delivery.trace.as_ref())
     }
 
     /// Checks the message with the connector, waits for its sender's rate, sends it.
@@ -231,7 +262,7 @@ impl EgressWorker {
                 self.fail(delivery, id, Failure::new(Outcome::Failed, reason, Some(error))).await
             }
             Err(CallFailure::Refused(SendError::OptedOut(error))) => {
-                if !self.publish_consent(id, message.to.as_deref(), &plan.rate_key).await {
+                if !self.publish_consent(id, delivery, message.to.as_deref(), &plan.rate_key).await {
                     // Not recorded: it comes back, is refused again, and recorded then.
                     return self.settle(self.bus.retry_later(delivery.seq, BUS_PAUSE).await, "retry");
                 }
@@ -250,9 +281,10 @@ impl EgressWorker {
     async fn accepted(&self, delivery: &Delivery, id: &Ident, accepted: bindings::Accepted) {
         tracing::info!(sid = %accepted.provider_message_id, status = %accepted.status, "sent");
         metrics::egress_outcome(&self.slot.config.name, Outcome::Accepted.as_str());
+        record_outcome(Outcome::Accepted, None);
         let mut event = status_event(&id.id, Some(accepted.provider_message_id), &accepted.status, None);
         event.reconciliation = accepted.reconciliation.map(|how| messages::reconciliation_name(how).to_owned());
-        self.publish_status_and_ack(&event, id, delivery.seq).await;
+        self.publish_status_and_ack(&event, id, delivery).await;
     }
 
     async fn retry(&self, delivery: &Delivery, id: &Ident, after: Option<Duration>, error: ProviderError) {
@@ -269,6 +301,7 @@ impl EgressWorker {
         }
         let delay = backoff(&self.config, delivery.attempt).max(after.unwrap_or_default());
         tracing::warn!(?delay, reason = %describe(&error), "send failed; retrying later");
+        record_outcome(Outcome::Retry, Some(&error));
         metrics::egress_outcome(connector, Outcome::Retry.as_str());
         metrics::egress_retry(connector);
         self.settle(self.bus.retry_later(delivery.seq, delay).await, "retry");
@@ -279,6 +312,7 @@ impl EgressWorker {
         let connector = &self.slot.config.name;
         let status = failure.outcome.as_str();
         tracing::warn!(status, reason = %failure.reason, "dead-lettering");
+        record_outcome(failure.outcome, failure.error.as_ref());
         metrics::egress_outcome(connector, status);
         let Some(topic) = &self.deadletter_topic else {
             tracing::error!("no deadletter topic for {connector}: the message stays on the egress topic");
@@ -297,24 +331,27 @@ impl EgressWorker {
             message: serde_json::from_slice(&delivery.payload)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&delivery.payload).into_owned())),
         };
-        if !self.publish_record(topic, &id.records, &record, "dead letter").await {
+        if !self.publish_record(topic, &id.records, &record, delivery, "dead letter").await {
             return;
         }
         metrics::dead_letter(connector);
         let event = status_event(&id.id, None, status, failure.error.as_ref());
-        self.publish_status_and_ack(&event, id, delivery.seq).await;
+        self.publish_status_and_ack(&event, id, delivery).await;
     }
 
     /// Publishes a message's final status event and acknowledges the message
     /// (in one commit on the SQLite bus). Should the bus take neither, the
     /// message comes back after its visibility timeout and this is done again;
     /// the event's key makes a second publish a duplicate.
-    async fn publish_status_and_ack(&self, event: &StatusEvent, id: &Ident, seq: i64) {
+    async fn publish_status_and_ack(&self, event: &StatusEvent, id: &Ident, delivery: &Delivery) {
         let Some(topic) = &self.status_topic else {
-            return self.settle(self.bus.ack(seq).await, "ack");
+            return self.settle(self.bus.ack(delivery.seq).await, "ack");
         };
         let key = format!("{}:{}", id.records, event.status);
-        if let Err(e) = self.bus.publish_and_ack(topic, Some(&key), record_payload(event), seq).await {
+        let trace = Self::onward(delivery);
+        let published =
+            self.bus.publish_and_ack(topic, Some(&key), record_payload(event), trace.as_ref(), delivery.seq);
+        if let Err(e) = published.await {
             tracing::error!(error = %e, "cannot publish the status event and acknowledge; the message will come back");
         }
     }
@@ -322,7 +359,7 @@ impl EgressWorker {
     /// The provider refused a send because `user` opted out of `sender`: the
     /// platform hears it on the consent topic, scoped to that sender. True
     /// when published (or the connector has no consent topic).
-    async fn publish_consent(&self, id: &Ident, user: Option<&str>, sender: &str) -> bool {
+    async fn publish_consent(&self, id: &Ident, delivery: &Delivery, user: Option<&str>, sender: &str) -> bool {
         let (Some(topic), Some(user)) = (&self.consent_topic, user) else { return true };
         let event = ConsentEvent {
             user: user.to_owned(),
@@ -334,14 +371,21 @@ impl EgressWorker {
             account_sid: None,
             occurred_at: messages::now_rfc3339(),
         };
-        self.publish_record(topic, &format!("{}:consent", id.records), &event, "consent event").await
+        self.publish_record(topic, &format!("{}:consent", id.records), &event, delivery, "consent event").await
     }
 
     /// Publishes one record the worker writes about a message (its `what`,
     /// for the log); false when the bus did not take it, and the message
     /// then comes back after its visibility timeout.
-    async fn publish_record(&self, topic: &str, key: &str, record: &impl serde::Serialize, what: &str) -> bool {
-        match self.bus.publish(topic, Some(key), record_payload(record)).await {
+    async fn publish_record(
+        &self,
+        topic: &str,
+        key: &str,
+        record: &impl serde::Serialize,
+        delivery: &Delivery,
+        what: &str,
+    ) -> bool {
+        match self.bus.publish(topic, Some(key), record_payload(record), Self::onward(delivery).as_ref()).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, "cannot publish the {what}; the message will come back");
@@ -370,6 +414,22 @@ struct Ident {
 impl Ident {
     fn plain(id: String) -> Self {
         Self { records: id.clone(), id }
+    }
+}
+
+/// Records how the attempt ended on the send's span: `outcome`, and for a
+/// failure `error.class` and the provider's code as `error.type`.
+fn record_outcome(outcome: Outcome, error: Option<&ProviderError>) {
+    let span = tracing::Span::current();
+    span.record("outcome", outcome.as_str());
+    if outcome != Outcome::Accepted {
+        span.record("otel.status_code", "ERROR");
+    }
+    if let Some(error) = error {
+        span.record("error.class", messages::error_class_name(error.class));
+        let kind =
+            error.code.map_or_else(|| error.http_status.map_or_else(String::new, |s| s.to_string()), |c| c.to_string());
+        span.record("error.type", if kind.is_empty() { "unknown" } else { kind.as_str() });
     }
 }
 

@@ -29,6 +29,7 @@ wasmtime::component::bindgen!({
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
         "platform:connector/cache.fetch-leave": crate::tenancy::FetchLeave,
+        "platform:connector/trace.span": crate::runtime::call_trace::GuestSpan,
     },
     require_store_data_send: true,
 });

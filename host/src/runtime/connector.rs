@@ -207,7 +207,7 @@ impl Connector {
     /// A warm instance with a fresh deadline for one call.
     async fn take_instance(&self) -> wasmtime::Result<Warm> {
         let mut warm = self.pool.take(&self.pre, &self.indices, || self.new_store()).await?;
-        warm.store.data_mut().call_deadline = Instant::now() + self.limits.call_timeout;
+        warm.store.data_mut().begin_call(self.limits.call_timeout);
         warm.store.set_epoch_deadline(1);
         Ok(warm)
     }
@@ -228,7 +228,8 @@ impl Connector {
         })
         .await;
         let outcome = match result {
-            Ok(Ok((value, warm))) => {
+            Ok(Ok((value, mut warm))) => {
+                warm.store.data_mut().end_call();
                 self.pool.give_back(warm);
                 Ok(value)
             }
@@ -394,6 +395,7 @@ impl Connector {
             let run = warm.world.wasi_http_incoming_handler().call_handle(&mut warm.store, req, out);
             match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(())) => {
+                    warm.store.data_mut().end_call();
                     pool_owner.give_back(warm);
                     Ok(())
                 }
@@ -428,7 +430,7 @@ impl Connector {
         };
         let response = match answered {
             Ok(Ok(response)) => {
-                tokio::spawn(guest);
+                tokio::spawn(tracing::Instrument::in_current_span(guest));
                 response
             }
             // The guest dropped its response without answering: it is ending; say why.

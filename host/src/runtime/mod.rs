@@ -7,6 +7,7 @@
 #[allow(missing_docs)]
 pub mod bindings;
 mod cache;
+pub mod call_trace;
 mod connector;
 mod grants;
 mod outbound;
@@ -133,7 +134,7 @@ fn pooled_engine(limits: &Limits) -> anyhow::Result<Engine> {
 /// The platform's own interfaces (the WASI ones are linked by their crates).
 fn link_host_interfaces(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
     use bindings::platform::connector::{
-        blobs, bus, cache, config, credential_sets, log, metrics, secrets, state, types,
+        blobs, bus, cache, config, credential_sets, log, metrics, secrets, state, trace, types,
     };
     types::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     secrets::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
@@ -144,7 +145,8 @@ fn link_host_interfaces(linker: &mut Linker<InstanceState>) -> wasmtime::Result<
     log::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     metrics::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
     state::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
-    blobs::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)
+    blobs::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)?;
+    trace::add_to_linker::<_, HasSelf<InstanceState>>(linker, |state| state)
 }
 
 /// Advances the engine's epoch from a plain thread, so a guest stuck in a

@@ -13,12 +13,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::platform::connector::{
-    blobs, bus, cache, config, credential_sets, log, metrics as counters, secrets, state as memory, types,
+    blobs, bus, cache, config, credential_sets, log, metrics as counters, secrets, state as memory, trace, types,
 };
+use super::call_trace::{CallTrace, GuestSpan};
 use super::grants::Grants;
 use crate::bus::PublishRefused;
-use crate::telemetry::metrics;
+use crate::telemetry::{TraceContext, metrics};
 use crate::tenancy::{FetchLeave, FetchRefused};
+use tracing::Instrument as _;
 
 /// Store data for one instance.
 pub struct InstanceState {
@@ -44,10 +46,28 @@ impl InstanceState {
             limits,
             // Outbound waits end well before the call does, so the guest sees a
             // transport error (and can say whether the request went out) rather than being cut off.
-            hooks: OutboundPolicy { grants: grants.clone(), max_timeout: call_timeout / 2 },
+            hooks: OutboundPolicy {
+                grants: grants.clone(),
+                max_timeout: call_timeout / 2,
+                trace: CallTrace::default(),
+            },
             grants,
             call_deadline: Instant::now() + call_timeout,
         }
+    }
+}
+
+impl InstanceState {
+    /// A call begins: its spans go in the caller's current one.
+    pub(super) fn begin_call(&mut self, call_timeout: Duration) {
+        self.call_deadline = Instant::now() + call_timeout;
+        self.hooks.trace.begin();
+    }
+
+    /// The call ended: its spans are let go, so they end now rather than
+    /// when the pooled instance is next used.
+    pub(super) fn end_call(&mut self) {
+        self.hooks.trace = CallTrace::default();
     }
 }
 
@@ -70,9 +90,11 @@ impl WasiHttpView for InstanceState {
 }
 
 /// Outbound HTTP policy: only allow-listed hosts, and every wait bounded.
+/// It keeps the call's spans too: each request is a child of the innermost.
 pub struct OutboundPolicy {
     grants: Arc<Grants>,
     max_timeout: Duration,
+    trace: CallTrace,
 }
 
 impl WasiHttpHooks for OutboundPolicy {
@@ -93,6 +115,7 @@ impl WasiHttpHooks for OutboundPolicy {
             > + Send,
     > {
         drop(fut);
+        let span = outbound_span(self.trace.innermost(), &self.grants.connector, &request);
         let host = request.uri().host().unwrap_or_default().to_owned();
         let allowed = self.grants.outbound.allows(&host);
         let connector = self.grants.connector.clone();
@@ -103,18 +126,58 @@ impl WasiHttpHooks for OutboundPolicy {
             first_byte: bound(options.and_then(|o| o.first_byte_timeout)),
             between_bytes: bound(options.and_then(|o| o.between_bytes_timeout)),
         };
-        Box::new(async move {
-            if !allowed {
-                tracing::warn!(connector, host, "outbound request refused: host not allowed");
-                metrics::outbound_refused(&connector);
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+        Box::new(
+            async move {
+                if !allowed {
+                    tracing::warn!(connector, host, "outbound request refused: host not allowed");
+                    metrics::outbound_refused(&connector);
+                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                }
+                let response = super::outbound::OutboundClients::shared().send(request, bounds).await;
+                let current = tracing::Span::current();
+                match &response {
+                    Ok(response) => {
+                        current.record("http.response.status_code", response.status().as_u16());
+                        if response.status().as_u16() >= 400 {
+                            current.record("error.type", response.status().as_str());
+                            current.record("otel.status_code", "ERROR");
+                        }
+                    }
+                    Err(error) => {
+                        current.record("error.type", format!("{error:?}").as_str());
+                        current.record("otel.status_code", "ERROR");
+                    }
+                }
+                // The pool drives its connections itself: nothing is left to wait on.
+                let io = async { Ok(()) };
+                Ok((response?, Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>))
             }
-            let response = super::outbound::OutboundClients::shared().send(request, bounds).await?;
-            // The pool drives its connections itself: nothing is left to wait on.
-            let io = async { Ok(()) };
-            Ok((response, Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>))
-        })
+            .instrument(span),
+        )
     }
+}
+
+/// The span of one outbound request, as OpenTelemetry's HTTP client
+/// conventions name it. The path shows no phone number, the query not at
+/// all: a URL may carry what a trace must not.
+fn outbound_span<B>(parent: &tracing::Span, connector: &str, request: &http::Request<B>) -> tracing::Span {
+    let uri = request.uri();
+    let method = request.method().as_str();
+    tracing::info_span!(
+        parent: parent,
+        "outbound",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        connector,
+        http.request.method = method,
+        server.address = uri.host().unwrap_or_default(),
+        server.port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 }),
+        url.scheme = uri.scheme_str().unwrap_or_default(),
+        url.path = super::call_trace::masked_path(uri.path()),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
 }
 
 impl types::Host for InstanceState {}
@@ -214,7 +277,13 @@ impl bus::Host for InstanceState {
         };
         let payload = crate::messages::encode(message);
         let started = Instant::now();
-        let result = self.grants.bus.publish(topic, dedup_key.as_deref(), payload.into()).await;
+        let span = publish_span(self.hooks.trace.innermost(), self.grants.bus.system(), topic, dedup_key.as_deref());
+        let trace = TraceContext::of(&span);
+        let publish = self.grants.bus.publish(topic, dedup_key.as_deref(), payload.into(), trace.as_ref());
+        let result = publish.instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         metrics::bus_publish(topic, started.elapsed(), result.is_ok());
         match result {
             Ok(crate::bus::Published::New) => Ok(bus::Receipt::Published),
@@ -231,6 +300,50 @@ impl bus::Host for InstanceState {
             PublishRefused::Unavailable(reason) => bus::BusError::Unavailable(reason),
             PublishRefused::NotAllowed(reason) => bus::BusError::NotAllowed(reason),
         })
+    }
+}
+
+/// The span of a connector's publish, as OpenTelemetry's messaging
+/// conventions name it; the message carries its context.
+fn publish_span(parent: &tracing::Span, system: &'static str, topic: &str, key: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        parent: parent,
+        "publish",
+        otel.name = format!("publish {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = system,
+        messaging.operation.type = "publish",
+        messaging.destination.name = topic,
+        messaging.message.id = key,
+    )
+}
+
+impl trace::Host for InstanceState {
+    async fn set_attribute(&mut self, key: String, value: String) -> wasmtime::Result<()> {
+        self.hooks.trace.set_call_attribute(&self.grants, &key, &value);
+        Ok(())
+    }
+}
+
+impl trace::HostSpan for InstanceState {
+    async fn new(&mut self, name: String) -> wasmtime::Result<Resource<GuestSpan>> {
+        let span = self.hooks.trace.open(&self.grants.connector, &name);
+        let shared = span.clone_span();
+        let resource = self.table.push(span)?;
+        self.hooks.trace.opened(resource.rep(), shared);
+        Ok(resource)
+    }
+
+    async fn set_attribute(&mut self, span: Resource<GuestSpan>, key: String, value: String) -> wasmtime::Result<()> {
+        self.table.get_mut(&span)?.set_attribute(&self.grants, &key, &value);
+        Ok(())
+    }
+
+    async fn drop(&mut self, span: Resource<GuestSpan>) -> wasmtime::Result<()> {
+        self.hooks.trace.closed(span.rep());
+        self.table.delete(span)?;
+        Ok(())
     }
 }
 

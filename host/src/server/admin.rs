@@ -15,6 +15,7 @@ use crate::egress::EnqueueError;
 use crate::messages::EgressMessage;
 use crate::runtime::CallFailure;
 use crate::runtime::bindings::{TokenError, TokenRequest};
+use crate::telemetry::TraceContext;
 use crate::telemetry::bounded_log::BoundedLog;
 use crate::telemetry::metrics;
 
@@ -287,11 +288,14 @@ async fn enqueue(state: &AppState, request: Request<Incoming>) -> Response<Body>
         Ok(slot) => slot,
         Err(response) => return response,
     };
+    // A producer that traces gives its context; the send continues that trace.
+    let headers = request.headers();
+    let came_with = TraceContext::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
     let message: EgressMessage = match read_json(request).await {
         Ok(message) => message,
         Err(response) => return response,
     };
-    match crate::egress::enqueue(slot, message).await {
+    match crate::egress::enqueue(slot, message, came_with.as_ref()).await {
         Ok(id) => json(StatusCode::ACCEPTED, &Enqueued { id }),
         Err(EnqueueError::Invalid(reason)) => text(StatusCode::BAD_REQUEST, &reason),
         Err(e @ EnqueueError::Connector(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -5,6 +5,8 @@
 //! reconnects with `Last-Event-ID` (browsers' EventSource does so by itself)
 //! resumes right after the last event it saw: no gap, no duplicate. Without
 //! one, `?from=start` replays what the bus retains; the default is live.
+//! With `?headers=true` each event's data is the message with its headers
+//! (its trace context), as `tail --headers` prints it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,13 +39,14 @@ pub async fn stream(state: &Arc<AppState>, topic: &str, request: &Request<Incomi
         Ok(cursor) => cursor,
         Err(response) => return response,
     };
+    let with_headers = super::query_param(request, "headers").as_deref() == Some("true");
     let stop = state.shutdown.clone();
     let batches = crate::bus::follow(state.bus.clone(), topic.to_owned(), cursor);
-    let frames = futures_util::stream::unfold((Box::pin(batches), stop), |(mut batches, stop)| async move {
+    let frames = futures_util::stream::unfold((Box::pin(batches), stop), move |(mut batches, stop)| async move {
         let next = stop.run_until_cancelled(tokio::time::timeout(KEEP_ALIVE, batches.next())).await?;
         let chunk = match next {
             Err(_idle) => Bytes::from_static(b": keep-alive\n\n"),
-            Ok(Some(Ok(batch))) => encode(&batch),
+            Ok(Some(Ok(batch))) => encode(&batch, with_headers),
             // The bus failed or ended: close; the client resumes from its last id.
             Ok(Some(Err(_)) | None) => return None,
         };
@@ -75,12 +78,14 @@ async fn start_after(state: &AppState, topic: &str, request: &Request<Incoming>)
     }
 }
 
-/// Messages as events: `id:` their sequence, one `data:` line per payload line.
-fn encode(batch: &[Stored]) -> Bytes {
+/// Messages as events: `id:` their sequence, one `data:` line per payload
+/// line (the payload with its headers, `with_headers`).
+fn encode(batch: &[Stored], with_headers: bool) -> Bytes {
     let mut out = Vec::new();
     for message in batch {
         out.extend_from_slice(format!("id: {}\n", message.seq).as_bytes());
-        for line in message.payload.split(|b| *b == b'\n') {
+        let data = if with_headers { message.with_headers() } else { message.payload.clone() };
+        for line in data.split(|b| *b == b'\n') {
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(line);
             out.push(b'\n');

@@ -25,7 +25,11 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
             None => (None, "other"),
         },
     };
-    let span = tracing::info_span!("request", route = label, %peer);
+    let span = match route {
+        Some(slot) => webhook_span(&slot.config.name, request.method().as_str(), label, peer),
+        // Health checks and unknown paths are no work to trace (exported spans are info).
+        None => tracing::debug_span!("request", route = label, %peer),
+    };
     let response = async {
         let response = match (path.as_str(), route) {
             ("/healthz", _) => text(StatusCode::OK, "ok"),
@@ -36,10 +40,46 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
         tracing::debug!(status = response.status().as_u16(), "answered");
         response
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    if route.is_some() {
+        record_answer(&span, response.status());
+    }
     metrics::http_request(label, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The span of one webhook, as OpenTelemetry's HTTP server conventions name
+/// it: the connector's publishes and outbound calls are its children, and the
+/// connector may add attributes of its own (the account, through WIT `trace`).
+fn webhook_span(connector: &str, method: &str, route: &str, peer: SocketAddr) -> tracing::Span {
+    tracing::info_span!(
+        "webhook",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        connector,
+        route,
+        %peer,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// What came of a webhook, on its span: the status, and the outcome in a word.
+fn record_answer(span: &tracing::Span, status: StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    let outcome = match status.as_u16() {
+        200..=299 => "accepted",
+        400..=499 => "refused",
+        _ => "failed",
+    };
+    span.record("outcome", outcome);
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 /// Not ready once shutdown began. Otherwise ready when every enabled

@@ -17,6 +17,7 @@ mod state;
 
 pub use setup::may_pass;
 
+use crate::telemetry::TraceContext;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -139,7 +140,13 @@ impl NatsBus {
         let message = next.map_err(unavailable)?;
         let info = message.info().map_err(unavailable)?;
         let (seq, attempt) = (info.stream_sequence as i64, info.delivered.max(1) as u32);
-        let delivery = Delivery { seq, topic: topic.to_owned(), payload: message.payload.to_vec(), attempt };
+        let delivery = Delivery {
+            seq,
+            topic: topic.to_owned(),
+            payload: message.payload.to_vec(),
+            attempt,
+            trace: message.headers.as_ref().and_then(trace_in),
+        };
         let progress = tokio::spawn(report_progress(message.clone(), visibility));
         if let Ok(mut table) = self.in_flight.lock() {
             table.insert(seq, InFlight { message, progress });
@@ -155,7 +162,8 @@ impl NatsBus {
             match stream.raw_message_builder().sequence(next).next_by_subject(topic.to_owned()).send().await {
                 Ok(message) => {
                     next = message.sequence + 1;
-                    out.push(Stored { seq: message.sequence as i64, payload: message.payload.to_vec() });
+                    let trace = trace_in(&message.headers);
+                    out.push(Stored { seq: message.sequence as i64, payload: message.payload.to_vec(), trace });
                 }
                 Err(error) if matches!(error.kind(), jetstream::stream::RawMessageErrorKind::NoMessageFound) => break,
                 Err(error) => return Err(unavailable(error)),
@@ -215,6 +223,11 @@ fn consumer_name(topic: &str) -> String {
     format!("{}-{}", crate::config::SERVICE_NAME, topic.replace(['.', '*', '>'], "_"))
 }
 
+/// The W3C trace context in a message's NATS headers, when it holds a valid one.
+fn trace_in(headers: &HeaderMap) -> Option<TraceContext> {
+    TraceContext::from_headers(|name| headers.get(name).map(|value| value.as_str()))
+}
+
 fn unavailable(error: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(error.to_string())
 }
@@ -230,11 +243,15 @@ impl Bus for NatsBus {
         topic: &'a str,
         key: Option<&'a str>,
         payload: Bytes,
+        trace: Option<&'a TraceContext>,
     ) -> BoxFuture<'a, Result<Published, BusError>> {
         Box::pin(bounded(async move {
             let mut headers = HeaderMap::new();
             if let Some(key) = key {
                 headers.insert("Nats-Msg-Id", key);
+            }
+            for (name, value) in trace.iter().flat_map(|trace| trace.headers()) {
+                headers.insert(name, value);
             }
             let ack = self
                 .jetstream
@@ -281,6 +298,10 @@ impl Bus for NatsBus {
                 Err(error) => Err(unavailable(error)),
             }
         }))
+    }
+
+    fn system(&self) -> &'static str {
+        "nats"
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), BusError>> {

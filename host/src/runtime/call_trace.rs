@@ -1,0 +1,168 @@
+//! The spans of one call into a connector: the call's own (the webhook's or
+//! the send's, made by the caller), the spans the connector opens through the
+//! WIT `trace` interface, and the host's spans of what the connector does
+//! meanwhile (outbound requests, publishes), which are children of the
+//! innermost span open.
+//!
+//! Attributes a connector gives are bounded (key shape, value length, count):
+//! a trace leaves the process, and a connector must not grow it without bound.
+
+use std::sync::Arc;
+
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::grants::Grants;
+
+/// Attributes a connector may set on one span.
+const MAX_ATTRIBUTES: u32 = 16;
+/// The longest attribute value, in bytes.
+const MAX_VALUE: usize = 256;
+
+/// A span the connector opened: the WIT `trace.span` resource.
+#[derive(Debug)]
+pub struct GuestSpan {
+    span: tracing::Span,
+    attributes: u32,
+}
+
+/// The open spans of the call under way.
+#[derive(Debug)]
+pub struct CallTrace {
+    /// The caller's span, current when the call began.
+    call: tracing::Span,
+    call_attributes: u32,
+    /// Spans the connector opened and has not dropped, by resource id, oldest first.
+    open: Vec<(u32, tracing::Span)>,
+}
+
+impl Default for CallTrace {
+    fn default() -> Self {
+        Self { call: tracing::Span::none(), call_attributes: 0, open: Vec::new() }
+    }
+}
+
+impl CallTrace {
+    /// A new call begins in the caller's current span; what an earlier call
+    /// on this instance left open is forgotten.
+    pub fn begin(&mut self) {
+        *self = Self { call: tracing::Span::current(), ..Self::default() };
+    }
+
+    /// Where the next span of this call goes: the innermost open one.
+    pub fn innermost(&self) -> &tracing::Span {
+        self.open.last().map_or(&self.call, |(_, span)| span)
+    }
+
+    /// Opens the connector's span `name` inside the innermost one.
+    pub fn open(&mut self, connector: &str, name: &str) -> GuestSpan {
+        let name = if valid_name(name) { name } else { "connector-span" };
+        let span = tracing::info_span!(parent: self.innermost(), "connector", otel.name = name, connector);
+        GuestSpan { span, attributes: 0 }
+    }
+
+    /// Remembers `span` (resource `rep`) as open.
+    pub fn opened(&mut self, rep: u32, span: tracing::Span) {
+        self.open.push((rep, span));
+    }
+
+    /// Forgets span `rep`: the connector dropped it, so it ends.
+    pub fn closed(&mut self, rep: u32) {
+        self.open.retain(|(open, _)| *open != rep);
+    }
+
+    /// Sets an attribute on the call's own span, within the bounds.
+    pub fn set_call_attribute(&mut self, grants: &Grants, key: &str, value: &str) {
+        if admit(grants, &mut self.call_attributes, key, value) {
+            self.call.set_attribute(key.to_owned(), value.to_owned());
+        }
+    }
+}
+
+impl GuestSpan {
+    /// The span itself, for [`CallTrace::opened`].
+    pub fn clone_span(&self) -> tracing::Span {
+        self.span.clone()
+    }
+
+    /// Sets an attribute on this span, within the bounds.
+    pub fn set_attribute(&mut self, grants: &Arc<Grants>, key: &str, value: &str) {
+        if admit(grants, &mut self.attributes, key, value) {
+            self.span.set_attribute(key.to_owned(), value.to_owned());
+        }
+    }
+}
+
+/// Whether an attribute may go on a span that already has `count` of the
+/// connector's. Its value is the connector's to keep clean: the host cannot
+/// tell a secret from an identifier (an account sid is granted as a secret).
+fn admit(grants: &Grants, count: &mut u32, key: &str, value: &str) -> bool {
+    if !valid_key(key) || value.len() > MAX_VALUE || *count >= MAX_ATTRIBUTES {
+        tracing::debug!(connector = %grants.connector, key, "span attribute dropped: malformed or one too many");
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+/// OpenTelemetry's attribute key shape: lowercase words joined by dots or underscores.
+fn valid_key(key: &str) -> bool {
+    (1..=64).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// A span name as the WIT says: lowercase letters, digits, dots and dashes, at most 48.
+fn valid_name(name: &str) -> bool {
+    (1..=48).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-".contains(&b))
+}
+
+/// A URL path as a span may show it: digit runs as long as a phone number's
+/// (7 or more) become `{number}`, so `/PhoneNumbers/+14155550100` shows none.
+pub fn masked_path(path: &str) -> String {
+    let mut masked = String::with_capacity(path.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, masked: &mut String| {
+        if digits.len() >= 7 {
+            masked.push_str("{number}");
+        } else {
+            masked.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in path.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut masked);
+            masked.push(c);
+        }
+    }
+    flush(&mut digits, &mut masked);
+    masked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_leave_paths_and_api_versions_stay() {
+        assert_eq!(
+            masked_path("/2010-04-01/Accounts/ACx/IncomingPhoneNumbers/+14155550100.json"),
+            "/2010-04-01/Accounts/ACx/IncomingPhoneNumbers/+{number}.json"
+        );
+        assert_eq!(
+            masked_path("/v1/Services/MG1/PhoneNumbers/%2B4915112345678"),
+            "/v1/Services/MG1/PhoneNumbers/%2B{number}"
+        );
+        assert_eq!(masked_path("/v2/Media/ME123"), "/v2/Media/ME123");
+    }
+
+    #[test]
+    fn keys_and_names_have_their_shape() {
+        assert!(valid_key("twilio.account_sid") && valid_key("messaging.message.id"));
+        assert!(!valid_key("") && !valid_key("Account") && !valid_key("a b") && !valid_key(&"a".repeat(65)));
+        assert!(valid_name("reconcile") && valid_name("media.fetch"));
+        assert!(!valid_name("Media Fetch") && !valid_name(&"a".repeat(49)));
+    }
+}
