@@ -12,6 +12,7 @@ use harness::fixtures::{borrowed, inbound_sms_with};
 use harness::nats::NatsServer;
 use harness::{Harness, Signature, get_with, post_webhook, schemas};
 use http_body_util::{BodyExt as _, Empty};
+use ingress_egress::telemetry::TraceContext;
 
 const TOPIC: &str = "ingress.twilio.messaging";
 
@@ -66,7 +67,8 @@ fn parse(block: &str) -> Option<Event> {
     let id = block.lines().find_map(|l| l.strip_prefix("id: "))?.parse().unwrap();
     let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
     let data: serde_json::Value = serde_json::from_str(&data.join("\n")).unwrap();
-    schemas::assert_valid(TOPIC, &data);
+    // With `?headers=true`, the message is wrapped with its headers.
+    schemas::assert_valid(TOPIC, data.get("message").unwrap_or(&data));
     Some(Event { id, data })
 }
 
@@ -107,10 +109,27 @@ async fn a_consumer_resumes_without_a_gap_or_a_duplicate(harness: Harness) {
     let new = sms(public, 10..11).await;
     assert_eq!(sids_of(&live.await.unwrap()), new);
 
+    // With its headers: the trace context a message was published in.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let trace = TraceContext::from_headers(|name| (name == "traceparent").then_some(traceparent)).unwrap();
+    let envelope = serde_json::to_vec(&first[0].data).unwrap();
+    let last_id = new_event_id(&service).await.to_string();
+    service.state.bus.publish(TOPIC, Some("traced"), envelope.into(), Some(&trace)).await.unwrap();
+    let with_headers = read_events(admin.clone(), "?headers=true", &[("last-event-id", &last_id)], 1).await;
+    assert_eq!(with_headers[0].data["headers"]["traceparent"], traceparent);
+    assert_eq!(with_headers[0].data["message"], first[0].data);
+    let untraced = read_events(admin.clone(), "?from=start&headers=true", &[], 1).await;
+    assert_eq!(untraced[0].data["headers"], serde_json::json!({}), "none was given");
+
     let auth = [("authorization", admin.bearer.as_str())];
     assert_eq!(get_with(admin.addr, "/v1/topics/not.a.topic/events", &auth).await.0, 404);
     assert_eq!(get_with(admin.addr, &format!("/v1/topics/{TOPIC}/events?last_event_id=x"), &auth).await.0, 400);
     service.stop().await.unwrap();
+}
+
+/// The newest event id on the topic: where a consumer that wants only what comes next resumes.
+async fn new_event_id(service: &ingress_egress::service::RunningService) -> i64 {
+    service.state.bus.last_seq(TOPIC).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

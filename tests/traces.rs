@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness::fake_twilio::FakeTwilio;
+use harness::fake_twilio::{Ending, FakeTwilio, Reply};
 use harness::fixtures::{borrowed, inbound_sms_with};
 use harness::nats::NatsServer;
 use harness::otlp::{Receiver, Span};
@@ -104,6 +104,16 @@ async fn on_nats_a_webhook_and_a_send_are_one_trace_each_from_the_headers_on() {
     let status_parent = header(&status, "traceparent").expect("the status event carries a traceparent");
     assert_eq!(trace_id(&status_parent), PLATFORM_TRACE);
 
+    // A producer on NATS gives its context as headers; the send joins it.
+    let producer_trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", format!("00-{producer_trace}-b7ad6b7169203331-01").as_str());
+    headers.insert("Nats-Msg-Id", "from-a-producer");
+    let body = r#"{"id": "from-a-producer", "to": "+14155550100", "from": "+15005550006", "body": "hi"}"#;
+    jetstream.publish_with_headers("egress.twilio", headers, body.into()).await.unwrap().await.unwrap();
+    let send = otlp.wait_for(Duration::from_secs(10), |s| s.trace_id == producer_trace && s.kind == 5).await;
+    assert_eq!((send.parent_span_id.as_str(), send.attribute("outcome")), ("b7ad6b7169203331", Some("accepted")));
+
     assert_nothing_secret_left(&otlp);
     kill(&mut serve);
 }
@@ -136,6 +146,53 @@ async fn on_sqlite_tail_shows_each_message_with_its_trace_context() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_fetches_and_reconciliation_are_children_and_json_log_lines_name_their_trace() {
+    let (twilio, otlp) = (FakeTwilio::start().await, Receiver::start().await);
+    let media_path = format!("/2010-04-01/Accounts/{}/Messages/MM{:032}/Media/ME{:032}", harness::ACCOUNT_SID, 7, 1);
+    let picture = Reply::json(200, "png bytes").with_header("content-type", "image/png");
+    // The media GET, then a send whose answer breaks: the next attempt looks it up.
+    twilio.script([picture, Reply::created("SM0123456789abcdef0123456789abcdef").ending(Ending::ResetAfter(20))]);
+    let mut harness = exporting_harness(&twilio, &otlp.endpoint());
+    harness.env.set("TWILIO_MEDIA_FETCH", "true").set("TWILIO_RECONCILE_SECONDS", "2").set("LOG_FORMAT", "json");
+    harness.set_setting("initial_backoff_ms", "20").set_setting("max_attempts", "30");
+    let log = harness.dir.path().join("serve.log");
+    let (mut serve, public, admin) = harness.spawn_serve_logging(&log).await;
+    wait_until_ready(public).await;
+
+    let mut params = inbound_sms_with(&format!("MM{:032}", 7), INBOUND_BODY);
+    params.retain(|(name, _)| *name != "NumMedia");
+    params.extend([("NumMedia", "1".to_owned()), ("MediaUrl0", format!("{}{media_path}", twilio.base_url()))]);
+    assert_eq!(post_webhook(public, "/twilio/messaging", &borrowed(&params), Signature::Valid).await.0, 200);
+    let fetch = otlp.wait_for(Duration::from_secs(10), |s| s.name == "twilio.media.fetch").await;
+    let webhook = otlp.wait_for(Duration::from_secs(5), |s| s.trace_id == fetch.trace_id && s.kind == 2).await;
+    assert_eq!(fetch.parent_span_id, webhook.span_id, "the fetch is the webhook's child");
+    let get = otlp.wait_for(Duration::from_secs(5), |s| s.parent_span_id == fetch.span_id && s.kind == 3).await;
+    assert_eq!((get.name.as_str(), get.attribute("url.path")), ("GET", Some(media_path.as_str())));
+
+    assert_eq!(enqueue_traced(&harness, admin, "ambiguous-1").await, 202);
+    let reconcile = otlp.wait_for(Duration::from_secs(15), |s| s.name == "twilio.reconcile").await;
+    assert_eq!(reconcile.trace_id, PLATFORM_TRACE);
+    let attempt = otlp.wait_for(Duration::from_secs(5), |s| s.span_id == reconcile.parent_span_id).await;
+    assert_eq!((attempt.kind, attempt.attribute("attempt")), (5, Some("2")), "a later attempt reconciles");
+    let lookup = otlp.wait_for(Duration::from_secs(5), |s| s.parent_span_id == reconcile.span_id).await;
+    assert!(lookup.attribute("url.path").unwrap().ends_with("/Messages.json"), "{lookup:?}");
+    let first = otlp
+        .wait_for(Duration::from_secs(5), |s| s.trace_id == PLATFORM_TRACE && s.attribute("attempt") == Some("1"))
+        .await;
+    assert_eq!(first.attribute("outcome"), Some("retry"), "the broken answer is retried");
+
+    kill(&mut serve);
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let joined = lines
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["trace_id"] == PLATFORM_TRACE)
+        .expect("a JSON log line inside the send names its trace");
+    assert_eq!(joined["span_id"].as_str().map(str::len), Some(16), "{joined}");
+    assert_nothing_secret_left(&otlp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_collector_away_webhooks_go_on_and_spans_are_dropped_not_kept() {
     let twilio = FakeTwilio::start().await;
     // Nothing listens there: every export fails.
@@ -143,7 +200,7 @@ async fn with_the_collector_away_webhooks_go_on_and_spans_are_dropped_not_kept()
     let mut harness = exporting_harness(&twilio, &away);
     harness.env.set("OTEL_BSP_MAX_QUEUE_SIZE", "64");
     let log = harness.dir.path().join("serve.log");
-    let (mut serve, public) = harness.spawn_serve_logging(&log).await;
+    let (mut serve, public, _) = harness.spawn_serve_logging(&log).await;
     wait_until_ready(public).await;
     let started = std::time::Instant::now();
     for i in 0..400 {
@@ -187,4 +244,31 @@ fn kill(child: &mut std::process::Child) {
 fn terminate(child: &mut std::process::Child) {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
+}
+
+#[test]
+fn a_protocol_it_does_not_speak_or_an_endpoint_that_is_no_url_stops_serve_with_a_clear_error() {
+    let harness = Harness::new();
+    let run = |vars: &[(&str, &str)]| {
+        let mut command = harness.command(&["serve"], None);
+        command.envs(vars.iter().copied());
+        let out = command.output().unwrap();
+        assert!(!out.status.success(), "serve started with {vars:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let grpc =
+        run(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]);
+    assert!(grpc.contains("OTEL_EXPORTER_OTLP_PROTOCOL \"grpc\" is not supported: use http/protobuf"), "{grpc}");
+    let malformed = run(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")]);
+    assert!(malformed.contains("trace export") && malformed.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{malformed}");
+    // `check` says what `serve` would do.
+    let mut check = harness.command(&["check"], None);
+    check.env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+    let said = String::from_utf8_lossy(&check.output().unwrap().stdout).into_owned();
+    assert!(
+        said.contains(
+            "traces: exported to http://127.0.0.1:4318 (http/protobuf), sampler parentbased_traceidratio 0.1"
+        ),
+        "{said}"
+    );
 }

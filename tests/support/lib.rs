@@ -381,6 +381,8 @@ pub const SERVICE_VARS: &[&str] = &[
     "TWILIO_ACCOUNTS_DIR",
     "TWILIO_SUBACCOUNTS",
     "PROBE_TENANTS_DIR",
+    "TWILIO_MEDIA_FETCH",
+    "TWILIO_RECONCILE_SECONDS",
     "LOG_FORMAT",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -421,11 +423,13 @@ impl Harness {
         self.spawn_serve_with(std::process::Stdio::null()).await
     }
 
-    /// [`Self::spawn_serve`], its log (stderr) written to `log`; returns it and its public address.
-    pub async fn spawn_serve_logging(&mut self, log: &std::path::Path) -> (std::process::Child, SocketAddr) {
+    /// [`Self::spawn_serve`], its log (stderr) written to `log`.
+    pub async fn spawn_serve_logging(
+        &mut self,
+        log: &std::path::Path,
+    ) -> (std::process::Child, SocketAddr, SocketAddr) {
         let file = std::fs::File::create(log).expect("the log file");
-        let (child, public, _) = self.spawn_serve_with(file.into()).await;
-        (child, public)
+        self.spawn_serve_with(file.into()).await
     }
 
     async fn spawn_serve_with(&mut self, stderr: std::process::Stdio) -> (std::process::Child, SocketAddr, SocketAddr) {

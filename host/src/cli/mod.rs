@@ -330,6 +330,10 @@ fn check(path: &std::path::Path, env: &Env) -> anyhow::Result<ServiceConfig> {
                 }
             }
             check_credential_sets(&config)?;
+            match telemetry::ExportSettings::from_env(|name| std::env::var(name).ok())? {
+                Some(export) => println!("traces: {export}"),
+                None => println!("traces: not exported (no OTEL_EXPORTER_OTLP_ENDPOINT)"),
+            }
             Ok(config)
         }
         Err(ConfigError::Invalid(problems)) => {

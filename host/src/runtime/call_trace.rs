@@ -116,28 +116,27 @@ fn valid_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-".contains(&b))
 }
 
-/// A URL path as a span may show it: digit runs as long as a phone number's
-/// (7 or more) become `{number}`, so `/PhoneNumbers/+14155550100` shows none.
+/// A URL path as a span may show it: a phone number (7 or more digits that
+/// begin a segment or follow `+`, `%2B` or `:`) becomes `{number}`, so
+/// `/PhoneNumbers/+14155550100` shows none; the digits inside a sid
+/// (`AC0123…`) stay.
 pub fn masked_path(path: &str) -> String {
     let mut masked = String::with_capacity(path.len());
-    let mut digits = String::new();
-    let flush = |digits: &mut String, masked: &mut String| {
-        if digits.len() >= 7 {
+    let mut rest = path;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        let (before, from_digits) = rest.split_at(start);
+        let run = from_digits.bytes().take_while(u8::is_ascii_digit).count();
+        masked.push_str(before);
+        let begins_number = [b'/', b'+', b':'].contains(&masked.as_bytes().last().copied().unwrap_or(b'/'))
+            || masked.to_ascii_uppercase().ends_with("%2B");
+        if run >= 7 && begins_number {
             masked.push_str("{number}");
         } else {
-            masked.push_str(digits);
+            masked.push_str(&from_digits[..run]);
         }
-        digits.clear();
-    };
-    for c in path.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-        } else {
-            flush(&mut digits, &mut masked);
-            masked.push(c);
-        }
+        rest = &from_digits[run..];
     }
-    flush(&mut digits, &mut masked);
+    masked.push_str(rest);
     masked
 }
 
@@ -156,6 +155,11 @@ mod tests {
             "/v1/Services/MG1/PhoneNumbers/%2B{number}"
         );
         assert_eq!(masked_path("/v2/Media/ME123"), "/v2/Media/ME123");
+        let sids =
+            "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages/MM00000000000000000000000000000007";
+        assert_eq!(masked_path(sids), sids, "a sid's digits are no phone number");
+        assert_eq!(masked_path("/Lookups/whatsapp:+14155550100"), "/Lookups/whatsapp:+{number}");
+        assert_eq!(masked_path("/Numbers/14155550100/x"), "/Numbers/{number}/x");
     }
 
     #[test]

@@ -44,6 +44,20 @@ const FLUSH_AT_EXIT: Duration = Duration::from_secs(3);
 pub struct ExportSettings {
     /// The sampler when `OTEL_TRACES_SAMPLER` is unset; the SDK reads it otherwise.
     default_ratio: Option<f64>,
+    /// For `check` to show: the endpoint, and the sampler named.
+    endpoint: String,
+    sampler: String,
+}
+
+impl std::fmt::Display for ExportSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.default_ratio {
+            Some(ratio) => {
+                write!(f, "exported to {} (http/protobuf), sampler parentbased_traceidratio {ratio}", self.endpoint)
+            }
+            None => write!(f, "exported to {} (http/protobuf), sampler {}", self.endpoint, self.sampler),
+        }
+    }
 }
 
 /// Why the `OTEL_*` variables cannot be used.
@@ -74,8 +88,13 @@ impl ExportSettings {
         if let Some(protocol) = protocol.filter(|p| p.trim() != "http/protobuf") {
             return Err(ExportError::Protocol(protocol));
         }
-        let default_ratio = set("OTEL_TRACES_SAMPLER").is_none().then_some(DEFAULT_SAMPLE_RATIO);
-        Ok(Some(Self { default_ratio }))
+        let sampler = set("OTEL_TRACES_SAMPLER");
+        let default_ratio = sampler.is_none().then_some(DEFAULT_SAMPLE_RATIO);
+        let sampler = sampler.map(|name| match set("OTEL_TRACES_SAMPLER_ARG") {
+            Some(arg) => format!("{name} {arg}"),
+            None => name,
+        });
+        Ok(Some(Self { default_ratio, endpoint: endpoint.unwrap_or_default(), sampler: sampler.unwrap_or_default() }))
     }
 }
 
