@@ -30,7 +30,9 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import threading
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,6 +118,8 @@ class Measurement:
     rss_idle_mb: float
     rss_peak_mb: float
     latency_us: dict = field(default_factory=dict)
+    # The service said it dropped spans (its export queue was full).
+    dropped_spans: bool = False
 
     @property
     def per_second(self):
@@ -273,6 +277,7 @@ def measure(server, connections, args, files, port):
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait()
+        dropped = "dropped a Span" in (data / "server.log").read_text(errors="replace")
     failures = result["status_errors"] + result["socket_errors"] + result["timeouts"]
     return Measurement(
         server=server.name,
@@ -286,7 +291,34 @@ def measure(server, connections, args, files, port):
         rss_idle_mb=rss_idle,
         rss_peak_mb=rss_peak,
         latency_us={float(k): v for k, v in result["latency_us"].items()},
+        dropped_spans=dropped,
     )
+
+
+class OtlpSink(BaseHTTPRequestHandler):
+    """A collector stand-in for the traced runs: takes OTLP/HTTP exports and
+    answers 200, counting bytes (what a collector does with them is not the
+    service's cost)."""
+
+    received = 0
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        OtlpSink.received += len(body)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_):
+        pass
+
+
+def start_otlp_sink():
+    """The sink on a free loopback port, served by a thread of this process; its endpoint."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), OtlpSink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{sink.server_address[1]}"
 
 
 def perf_report(data, sort):
@@ -481,11 +513,20 @@ def egress_lines(egress):
     ]
 
 
-def servers(release, accounts_dir):
+def servers(release, accounts_dir, otlp_endpoint):
     native = str(release / "native-baseline")
+    # A queue and batches sized so that every sampled span is exported, not
+    # dropped: a dropped span would cost less than a kept one.
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_BSP_MAX_QUEUE_SIZE": "262144",
+              "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "4096"}
     return [
         Server("ingress-egress (sandboxed, SQLite bus, fsync)", "service",
                lambda port, data: [str(release / "ingress-egress"), "serve"], compiles=True),
+        Server("the same, traces exported (OTLP), every webhook sampled", "service-traced",
+               lambda port, data: [str(release / "ingress-egress"), "serve"], compiles=True,
+               env={**traced, "OTEL_TRACES_SAMPLER": "always_on"}),
+        Server("the same, traces exported (OTLP), the default sampler", "service-sampled",
+               lambda port, data: [str(release / "ingress-egress"), "serve"], compiles=True, env=traced),
         Server(f"the same, {MANY_ACCOUNTS:,} accounts configured, webhooks across them", "service-10k",
                lambda port, data: [str(release / "ingress-egress"), "serve"], compiles=True,
                env={"TWILIO_ACCOUNTS_DIR": str(accounts_dir)}, signatures="-10k"),
@@ -531,6 +572,27 @@ def ingress_table(results, connections):
     return header + "\n".join(rows) + "\n"
 
 
+def tracing_costs(service, traced, sampled, connections):
+    """What exporting traces costs per webhook, against the same service
+    without, in the same run: at 100% sampling (shown), and with the default
+    sampler (the target: under 5%)."""
+    if not service:
+        return []
+    lines = []
+    cost = lambda m: m.cpu_us_per_request / service.cpu_us_per_request - 1
+    dropped = lambda m: " (**spans were dropped**: the figure is low)" if m.dropped_spans else ""
+    if traced:
+        lines.append(f"- shown: {connections} conns: traces at 100% cost {cost(traced):+.0%} CPU per webhook "
+                     f"({traced.cpu_us_per_request:.0f} µs against {service.cpu_us_per_request:.0f} µs; "
+                     f"{traced.per_second / service.per_second:.2f}× the throughput){dropped(traced)}")
+    if sampled:
+        ok = cost(sampled) < 0.05 and not sampled.dropped_spans
+        lines.append(f"- {'met' if ok else '**missed**'}: {connections} conns: traces with the default sampler "
+                     f"cost under 5% CPU per webhook ({cost(sampled):+.1%}: {sampled.cpu_us_per_request:.0f} µs "
+                     f"against {service.cpu_us_per_request:.0f} µs){dropped(sampled)}")
+    return lines
+
+
 def targets(results):
     """Each of the issue's ingress targets, met or missed, with the figure;
     beside a throughput or CPU figure, the native handler's on the same
@@ -540,6 +602,7 @@ def targets(results):
     for c in sorted({m.connections for m in results}):
         service, node, native_file = at("service", c), at("node", c), at("native-file", c)
         many = at("service-10k", c)
+        lines += tracing_costs(service, at("service-traced", c), at("service-sampled", c), c)
         if service and many:
             cost = many.cpu_us_per_request / service.cpu_us_per_request
             lines.append(f"- {'met' if cost <= 1.10 else '**missed**'}: {c} conns: with {MANY_ACCOUNTS:,} accounts, "
@@ -697,7 +760,8 @@ def main():
     parser.add_argument("--connections", default="32,64", help="concurrency levels, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="rounds over all servers (median shown)")
     parser.add_argument("--servers", default="",
-                        help="only these (service,service-10k,node,native-bus,native-normal,native-file,native-memory)")
+                        help="only these (service,service-traced,service-sampled,service-10k,node,native-bus,"
+                             "native-normal,native-file,native-memory)")
     parser.add_argument("--max-rate", type=int, default=70_000, help="requests/s the signature files are sized for")
     parser.add_argument("--no-egress", dest="egress", action="store_false", help="skip the egress comparison")
     parser.add_argument("--egress-fill", type=int, default=4, help="seconds of enqueueing before egress drains")
@@ -714,7 +778,8 @@ def main():
     url = f"http://127.0.0.1:{port}/twilio/messaging"
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-signatures-") as scratch:
-        chosen = [s for s in servers(args.release_dir, Path(scratch) / "accounts")
+        otlp = start_otlp_sink()
+        chosen = [s for s in servers(args.release_dir, Path(scratch) / "accounts", otlp)
                   if not args.servers or s.short in args.servers.split(",")]
         files = {"warm": Path(scratch) / "warm.tsv", "measure": Path(scratch) / "measure.tsv"}
         print(f"bench: signing {args.max_rate * (args.seconds + args.warmup):,} unique webhooks for {url}")

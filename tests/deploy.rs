@@ -299,3 +299,27 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported_by_a_running_servi
     assert!(missing.is_empty(), "used by the rules or the dashboard but not exported: {missing:?}");
     service.stop().await.unwrap();
 }
+
+/// The slow-webhook panel links to the traces of its time range, with a
+/// query on what the service really exports (its default service name, the
+/// webhook span's `http.route`): a renamed attribute breaks the link here.
+#[test]
+fn the_latency_panel_links_to_the_slow_webhooks_traces() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{REPO}/deploy/observability/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert!(variables.iter().any(|v| v["name"] == "traces" && v["query"] == "tempo"), "a traces data source to pick");
+    let latency =
+        dashboard["panels"].as_array().unwrap().iter().find(|p| p["title"] == "Webhook latency (until durable)");
+    let link = &latency.unwrap()["fieldConfig"]["defaults"]["links"][0];
+    let url = url::Url::parse(&format!("http://grafana{}", link["url"].as_str().unwrap())).unwrap();
+    let panes = url.query_pairs().find(|(k, _)| k == "panes").unwrap().1.into_owned();
+    let panes: serde_json::Value = serde_json::from_str(&panes).unwrap();
+    let query = panes["a"]["queries"][0]["query"].as_str().unwrap();
+    for part in ["resource.service.name = \"ingress-egress\"", "span.http.route", "duration >"] {
+        assert!(query.contains(part), "{part} not in {query}");
+    }
+    assert_eq!(panes["a"]["datasource"], "${traces}");
+}

@@ -272,3 +272,23 @@ fn a_protocol_it_does_not_speak_or_an_endpoint_that_is_no_url_stops_serve_with_a
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_swap_is_a_span_that_names_both_versions() {
+    let (twilio, otlp) = (FakeTwilio::start().await, Receiver::start().await);
+    let mut harness = exporting_harness(&twilio, &otlp.endpoint());
+    let component = harness.dir.path().join("twilio.wasm");
+    std::fs::write(&component, ingress_egress::bundled::get("twilio").unwrap()).unwrap();
+    harness.env.set("CONNECTOR_TWILIO_COMPONENT", component.to_str().unwrap());
+    harness.edit_architecture(|text| text.replace("watch_components: true", "watch_components: false"));
+    let (mut serve, public, _) = harness.spawn_serve().await;
+    wait_until_ready(public).await;
+    std::fs::write(&component, std::fs::read(harness::fixture("twilio-v2")).unwrap()).unwrap();
+    let reloaded = harness.command(&["reload"], None).stdout(std::process::Stdio::null()).status().unwrap();
+    assert!(reloaded.success());
+    let swap = otlp.wait_for(Duration::from_secs(10), |s| s.name == "swap twilio").await;
+    assert!(swap.attribute("swap.from").unwrap().starts_with("0.1.0 "), "{swap:?}");
+    assert!(swap.attribute("swap.to").unwrap().starts_with("0.2.0-test "), "{swap:?}");
+    assert_eq!((swap.kind, swap.status), (1, 0), "an internal span, not failed");
+    kill(&mut serve);
+}

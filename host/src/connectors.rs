@@ -18,6 +18,7 @@ use crate::bus::Bus;
 use crate::config::{ConnectorConfig, ServiceConfig};
 use crate::runtime::{Connector, Grants, Runtime, read_component};
 use crate::telemetry::metrics;
+use crate::telemetry::spans::{self, Kind};
 
 /// A connector's history since start: what `/admin/connectors` shows beside
 /// the current version.
@@ -88,24 +89,7 @@ impl ConnectorSlot {
             Ok(bytes) if crate::runtime::content_hash(&bytes) == self.current().content_hash() => {
                 ReloadOutcome::Unchanged
             }
-            Ok(bytes) => {
-                let span = tracing::info_span!(
-                    "swap",
-                    connector = %name,
-                    from = format!("{} {}", self.current().version(), short(self.current().content_hash())),
-                    to = tracing::field::Empty,
-                    outcome = tracing::field::Empty,
-                    otel.status_code = tracing::field::Empty,
-                );
-                let outcome = self.swap_in(runtime, bytes).instrument(span.clone()).await;
-                let (word, status) = match &outcome {
-                    ReloadOutcome::Swapped { .. } => ("swapped", "OK"),
-                    _ => ("refused", "ERROR"),
-                };
-                span.record("outcome", word);
-                span.record("otel.status_code", status);
-                outcome
-            }
+            Ok(bytes) => self.traced_swap(runtime, bytes).await,
         };
         match &outcome {
             ReloadOutcome::Swapped { from, to } => {
@@ -126,13 +110,32 @@ impl ConnectorSlot {
 }
 
 impl ConnectorSlot {
+    /// [`Self::swap_in`] as a span of its own: a swap is worth a trace.
+    async fn traced_swap(&self, runtime: &Runtime, bytes: Vec<u8>) -> ReloadOutcome {
+        use tracing::field::Empty;
+        let name = &self.config.name;
+        let span = tracing::info_span!("swap", connector = %name, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty);
+        spans::describe(&span, Kind::Internal, || {
+            let current = self.current();
+            (
+                format!("swap {name}"),
+                vec![("swap.from", format!("{} {}", current.version(), short(current.content_hash())).into())],
+            )
+        });
+        let outcome = self.swap_in(runtime, bytes).instrument(span.clone()).await;
+        match &outcome {
+            ReloadOutcome::Swapped { to, .. } => spans::attribute(&span, "swap.to", to.clone()),
+            _ => spans::failed(&span),
+        }
+        outcome
+    }
+
     /// Loads (compiles) a changed component and swaps it in when it answers.
     async fn swap_in(&self, runtime: &Runtime, bytes: Vec<u8>) -> ReloadOutcome {
         match runtime.load(bytes, self.grants.clone()).await {
             Err(e) => ReloadOutcome::Refused(e.to_string()),
             Ok(loaded) => {
                 let to = format!("{} {}", loaded.version(), short(loaded.content_hash()));
-                tracing::Span::current().record("to", to.as_str());
                 let old = self.current.swap(Arc::new(loaded));
                 let from = format!("{} {}", old.version(), short(old.content_hash()));
                 if let Ok(mut status) = self.status.lock() {

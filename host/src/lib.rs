@@ -26,9 +26,9 @@
 //! Traffic:
 //! - [`server`]: the public (webhooks) and admin (loopback) HTTP listeners.
 //! - [`egress`]: enqueueing egress messages and the workers that send them.
-//! - [`bus`]: the platform bus (embedded SQLite).
+//! - [`bus`]: the platform bus (embedded SQLite or NATS JetStream).
 //! - [`messages`]: the JSON the service publishes and consumes, as serde types.
-//! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`telemetry`]: logs, trace export (OpenTelemetry) and Prometheus metrics.
 
 #![warn(missing_docs)]
 

@@ -21,6 +21,7 @@ use crate::lifecycle::Capability;
 use crate::messages::EgressMessage;
 use crate::runtime::CallFailure;
 use crate::telemetry::TraceContext;
+use crate::telemetry::spans::{self, Kind};
 use tracing::Instrument as _;
 
 pub use crate::config::EGRESS_STREAM;
@@ -54,26 +55,22 @@ pub async fn enqueue(
     message: EgressMessage,
     came_with: Option<&TraceContext>,
 ) -> Result<String, EnqueueError> {
-    let topic = slot.config.topics.get(EGRESS_STREAM);
+    use tracing::field::Empty;
     let span = tracing::info_span!(
-        "enqueue",
-        otel.name = format!("publish {}", topic.map_or("", String::as_str)),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        connector = %slot.config.name,
-        messaging.system = slot.grants().bus.system(),
-        messaging.operation.type = "publish",
-        messaging.destination.name = topic.map(String::as_str),
-        messaging.message.id = tracing::field::Empty,
+        "enqueue", connector = %slot.config.name, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
     );
+    spans::describe(&span, Kind::Producer, || {
+        let topic = slot.config.topics.get(EGRESS_STREAM).map_or("", String::as_str);
+        (format!("publish {topic}"), spans::messaging(slot.grants().bus.system(), "publish", topic, None))
+    });
     if let Some(parent) = came_with {
         parent.adopt(&span);
     }
     let trace = TraceContext::onward(&span, came_with);
     let enqueued = publish_checked(slot, message, trace.as_ref()).instrument(span.clone()).await;
     match &enqueued {
-        Ok(id) => span.record("messaging.message.id", id.as_str()),
-        Err(_) => span.record("otel.status_code", "ERROR"),
+        Ok(id) => spans::attribute(&span, "messaging.message.id", id.clone()),
+        Err(_) => spans::failed(&span),
     };
     enqueued
 }

@@ -23,6 +23,7 @@ use crate::connectors::ConnectorSlot;
 use crate::messages::{self, Attributes, ConsentEvent, DeadLetter, EgressMessage, StatusEvent};
 use crate::runtime::CallFailure;
 use crate::runtime::bindings::{self, ProviderError, SendError};
+use crate::telemetry::spans::{self, Kind};
 use crate::telemetry::{TraceContext, metrics};
 
 /// How long an idle worker waits before looking at the topic again.
@@ -194,22 +195,20 @@ impl EgressWorker {
     /// message was enqueued in, when it came with one. Its outcome and error
     /// class are recorded when known ([`record_outcome`]).
     fn send_span(&self, delivery: &Delivery, id: &str) -> tracing::Span {
+        use tracing::field::Empty;
         let span = tracing::info_span!(
-            "send",
-            otel.name = format!("process {}", self.egress_topic),
-            otel.kind = "consumer",
-            otel.status_code = tracing::field::Empty,
+            "egress",
             connector = %self.slot.config.name,
             id = %id,
             attempt = delivery.attempt,
-            messaging.system = self.bus.system(),
-            messaging.operation.type = "process",
-            messaging.destination.name = %self.egress_topic,
-            messaging.message.id = %id,
-            outcome = tracing::field::Empty,
-            error.class = tracing::field::Empty,
-            error.type = tracing::field::Empty,
+            otel.name = Empty,
+            otel.kind = Empty,
+            otel.status_code = Empty,
         );
+        spans::describe(&span, Kind::Consumer, || {
+            let topic = &self.egress_topic;
+            (format!("process {topic}"), spans::messaging(self.bus.system(), "process", topic, Some(id)))
+        });
         if let Some(parent) = &delivery.trace {
             parent.adopt(&span);
         }
@@ -420,16 +419,23 @@ impl Ident {
 /// Records how the attempt ended on the send's span: `outcome`, and for a
 /// failure `error.class` and the provider's code as `error.type`.
 fn record_outcome(outcome: Outcome, error: Option<&ProviderError>) {
+    if !spans::exporting() {
+        return;
+    }
     let span = tracing::Span::current();
-    span.record("outcome", outcome.as_str());
+    spans::attribute(&span, "outcome", outcome.as_str());
     if outcome != Outcome::Accepted {
-        span.record("otel.status_code", "ERROR");
+        spans::failed(&span);
     }
     if let Some(error) = error {
-        span.record("error.class", messages::error_class_name(error.class));
-        let kind =
-            error.code.map_or_else(|| error.http_status.map_or_else(String::new, |s| s.to_string()), |c| c.to_string());
-        span.record("error.type", if kind.is_empty() { "unknown" } else { kind.as_str() });
+        spans::attribute(&span, "error.class", messages::error_class_name(error.class));
+        // The provider's error code, else the HTTP status: OpenTelemetry's `error.type`.
+        let kind = match (error.code, error.http_status) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(status)) => status.to_string(),
+            (None, None) => "unknown".to_owned(),
+        };
+        spans::attribute(&span, "error.type", kind);
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::grants::Grants;
+use crate::telemetry::spans;
 
 /// Attributes a connector may set on one span.
 const MAX_ATTRIBUTES: u32 = 16;
@@ -54,9 +55,20 @@ impl CallTrace {
     }
 
     /// Opens the connector's span `name` inside the innermost one.
+    /// Made only while traces are exported.
     pub fn open(&mut self, connector: &str, name: &str) -> GuestSpan {
+        if !spans::exporting() {
+            return GuestSpan { span: tracing::Span::none(), attributes: 0 };
+        }
         let name = if valid_name(name) { name } else { "connector-span" };
-        let span = tracing::info_span!(parent: self.innermost(), "connector", otel.name = name, connector);
+        let span = tracing::info_span!(
+            parent: self.innermost(),
+            "connector",
+            connector,
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+        );
+        spans::describe(&span, spans::Kind::Internal, || (name.to_owned(), Vec::new()));
         GuestSpan { span, attributes: 0 }
     }
 
@@ -72,7 +84,7 @@ impl CallTrace {
 
     /// Sets an attribute on the call's own span, within the bounds.
     pub fn set_call_attribute(&mut self, grants: &Grants, key: &str, value: &str) {
-        if admit(grants, &mut self.call_attributes, key, value) {
+        if spans::exporting() && admit(grants, &mut self.call_attributes, key, value) {
             self.call.set_attribute(key.to_owned(), value.to_owned());
         }
     }
@@ -86,7 +98,7 @@ impl GuestSpan {
 
     /// Sets an attribute on this span, within the bounds.
     pub fn set_attribute(&mut self, grants: &Arc<Grants>, key: &str, value: &str) {
-        if admit(grants, &mut self.attributes, key, value) {
+        if spans::exporting() && admit(grants, &mut self.attributes, key, value) {
             self.span.set_attribute(key.to_owned(), value.to_owned());
         }
     }

@@ -18,6 +18,7 @@ use super::bindings::platform::connector::{
 use super::call_trace::{CallTrace, GuestSpan};
 use super::grants::Grants;
 use crate::bus::PublishRefused;
+use crate::telemetry::spans::{self, Kind};
 use crate::telemetry::{TraceContext, metrics};
 use crate::tenancy::{FetchLeave, FetchRefused};
 use tracing::Instrument as _;
@@ -134,20 +135,7 @@ impl WasiHttpHooks for OutboundPolicy {
                     return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
                 }
                 let response = super::outbound::OutboundClients::shared().send(request, bounds).await;
-                let current = tracing::Span::current();
-                match &response {
-                    Ok(response) => {
-                        current.record("http.response.status_code", response.status().as_u16());
-                        if response.status().as_u16() >= 400 {
-                            current.record("error.type", response.status().as_str());
-                            current.record("otel.status_code", "ERROR");
-                        }
-                    }
-                    Err(error) => {
-                        current.record("error.type", format!("{error:?}").as_str());
-                        current.record("otel.status_code", "ERROR");
-                    }
-                }
+                record_response(&tracing::Span::current(), &response);
                 // The pool drives its connections itself: nothing is left to wait on.
                 let io = async { Ok(()) };
                 Ok((response?, Box::new(io) as Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>))
@@ -158,26 +146,46 @@ impl WasiHttpHooks for OutboundPolicy {
 }
 
 /// The span of one outbound request, as OpenTelemetry's HTTP client
-/// conventions name it. The path shows no phone number, the query not at
-/// all: a URL may carry what a trace must not.
+/// conventions name it; made only while traces are exported. The path shows
+/// no phone number, the query not at all: a URL may carry what a trace must not.
 fn outbound_span<B>(parent: &tracing::Span, connector: &str, request: &http::Request<B>) -> tracing::Span {
-    let uri = request.uri();
-    let method = request.method().as_str();
-    tracing::info_span!(
-        parent: parent,
-        "outbound",
-        otel.name = method,
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        connector,
-        http.request.method = method,
-        server.address = uri.host().unwrap_or_default(),
-        server.port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 }),
-        url.scheme = uri.scheme_str().unwrap_or_default(),
-        url.path = super::call_trace::masked_path(uri.path()),
-        http.response.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-    )
+    use tracing::field::Empty;
+    if !spans::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: parent, "outbound", connector, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
+    );
+    spans::describe(&span, Kind::Client, || {
+        let uri = request.uri();
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        let attributes = vec![
+            ("http.request.method", request.method().as_str().to_owned().into()),
+            ("server.address", uri.host().unwrap_or_default().to_owned().into()),
+            ("server.port", i64::from(port).into()),
+            ("url.scheme", uri.scheme_str().unwrap_or_default().to_owned().into()),
+            ("url.path", super::call_trace::masked_path(uri.path()).into()),
+        ];
+        (request.method().as_str().to_owned(), attributes)
+    });
+    span
+}
+
+/// What the provider answered, on the outbound request's span.
+fn record_response<B>(span: &tracing::Span, response: &Result<http::Response<B>, wasmtime_wasi_http::Error>) {
+    match response {
+        Ok(response) => {
+            spans::attribute(span, "http.response.status_code", i64::from(response.status().as_u16()));
+            if response.status().as_u16() >= 400 {
+                spans::attribute(span, "error.type", response.status().as_str().to_owned());
+                spans::failed(span);
+            }
+        }
+        Err(error) => {
+            spans::attribute(span, "error.type", format!("{error:?}"));
+            spans::failed(span);
+        }
+    }
 }
 
 impl types::Host for InstanceState {}
@@ -282,7 +290,7 @@ impl bus::Host for InstanceState {
         let publish = self.grants.bus.publish(topic, dedup_key.as_deref(), payload.into(), trace.as_ref());
         let result = publish.instrument(span.clone()).await;
         if result.is_err() {
-            span.record("otel.status_code", "ERROR");
+            spans::failed(&span);
         }
         metrics::bus_publish(topic, started.elapsed(), result.is_ok());
         match result {
@@ -304,19 +312,19 @@ impl bus::Host for InstanceState {
 }
 
 /// The span of a connector's publish, as OpenTelemetry's messaging
-/// conventions name it; the message carries its context.
+/// conventions name it; the message carries its context. Made only while
+/// traces are exported.
 fn publish_span(parent: &tracing::Span, system: &'static str, topic: &str, key: Option<&str>) -> tracing::Span {
-    tracing::info_span!(
-        parent: parent,
-        "publish",
-        otel.name = format!("publish {topic}"),
-        otel.kind = "producer",
-        otel.status_code = tracing::field::Empty,
-        messaging.system = system,
-        messaging.operation.type = "publish",
-        messaging.destination.name = topic,
-        messaging.message.id = key,
-    )
+    use tracing::field::Empty;
+    if !spans::exporting() {
+        return tracing::Span::none();
+    }
+    let span =
+        tracing::info_span!(parent: parent, "publish", otel.name = Empty, otel.kind = Empty, otel.status_code = Empty);
+    spans::describe(&span, Kind::Producer, || {
+        (format!("publish {topic}"), spans::messaging(system, "publish", topic, key))
+    });
+    span
 }
 
 impl trace::Host for InstanceState {

@@ -12,6 +12,7 @@ use super::{AppState, Body, full, text};
 use crate::connectors::ConnectorSlot;
 use crate::runtime::HandleError;
 use crate::telemetry::metrics;
+use crate::telemetry::spans::{self, Kind};
 
 pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     use tracing::Instrument as _;
@@ -53,32 +54,29 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
 /// it: the connector's publishes and outbound calls are its children, and the
 /// connector may add attributes of its own (the account, through WIT `trace`).
 fn webhook_span(connector: &str, method: &str, route: &str, peer: SocketAddr) -> tracing::Span {
-    tracing::info_span!(
-        "webhook",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        connector,
-        route,
-        %peer,
-        http.request.method = method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    )
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "webhook", connector, route, %peer, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
+    );
+    spans::describe(&span, Kind::Server, || {
+        let attributes =
+            vec![("http.request.method", method.to_owned().into()), ("http.route", route.to_owned().into())];
+        (format!("{method} {route}"), attributes)
+    });
+    span
 }
 
 /// What came of a webhook, on its span: the status, and the outcome in a word.
 fn record_answer(span: &tracing::Span, status: StatusCode) {
-    span.record("http.response.status_code", status.as_u16());
+    spans::attribute(span, "http.response.status_code", i64::from(status.as_u16()));
     let outcome = match status.as_u16() {
         200..=299 => "accepted",
         400..=499 => "refused",
         _ => "failed",
     };
-    span.record("outcome", outcome);
+    spans::attribute(span, "outcome", outcome);
     if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
+        spans::failed(span);
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bounded_log;
 pub mod context;
 mod log_ids;
 pub mod metrics;
+pub mod spans;
 pub mod traces;
 
 pub use context::TraceContext;

@@ -122,6 +122,7 @@ impl TraceExport {
         if let Some(ratio) = settings.default_ratio {
             builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
         }
+        super::spans::start_exporting();
         Ok(Self { provider: builder.build() })
     }
 
