@@ -292,3 +292,37 @@ async fn a_hot_swap_is_a_span_that_names_both_versions() {
     assert_eq!((swap.kind, swap.status), (1, 0), "an internal span, not failed");
     kill(&mut serve);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsampled_webhook_exports_nothing_yet_its_envelope_carries_the_decision() {
+    let (twilio, otlp) = (FakeTwilio::start().await, Receiver::start().await);
+    let mut harness = exporting_harness(&twilio, &otlp.endpoint());
+    // Webhooks start traces of their own: none sampled. A producer's sampled trace is followed.
+    harness.env.set("OTEL_TRACES_SAMPLER", "parentbased_always_off");
+    let (mut serve, public, admin) = harness.spawn_serve().await;
+    wait_until_ready(public).await;
+    assert_eq!(inbound(public, "SM0000000000000000000000000000a7e3").await, 200);
+    assert_eq!(enqueue_traced(&harness, admin, "traced-3").await, 202);
+    let sent = otlp.wait_for(Duration::from_secs(10), |s| s.trace_id == PLATFORM_TRACE && s.kind == 5).await;
+    assert_eq!(sent.attribute("outcome"), Some("accepted"), "the producer's sampled trace is followed");
+
+    let args = [
+        "tail",
+        "--topic",
+        "ingress.twilio.messaging",
+        "--from-start",
+        "--limit",
+        "1",
+        "--idle-timeout",
+        "10",
+        "--headers",
+    ];
+    let out = harness.command(&args, None).output().unwrap();
+    let envelope: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traceparent = envelope["headers"]["traceparent"].as_str().expect("a context, sampled or not");
+    assert!(traceparent.ends_with("-00"), "not sampled, and it says so: {traceparent}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let webhook_trace = trace_id(traceparent);
+    assert!(otlp.spans().iter().all(|s| s.trace_id != webhook_trace), "an unsampled webhook exported a span");
+    kill(&mut serve);
+}

@@ -115,13 +115,15 @@ impl ConnectorSlot {
         use tracing::field::Empty;
         let name = &self.config.name;
         let span = tracing::info_span!("swap", connector = %name, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty);
-        spans::describe(&span, Kind::Internal, || {
-            let current = self.current();
-            (
-                format!("swap {name}"),
-                vec![("swap.from", format!("{} {}", current.version(), short(current.content_hash())).into())],
-            )
-        });
+        spans::describe(
+            &span,
+            Kind::Internal,
+            || format!("swap {name}"),
+            || {
+                let current = self.current();
+                vec![("swap.from", format!("{} {}", current.version(), short(current.content_hash())).into())]
+            },
+        );
         let outcome = self.swap_in(runtime, bytes).instrument(span.clone()).await;
         match &outcome {
             ReloadOutcome::Swapped { to, .. } => spans::attribute(&span, "swap.to", to.clone()),

@@ -59,13 +59,13 @@ pub async fn enqueue(
     let span = tracing::info_span!(
         "enqueue", connector = %slot.config.name, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
     );
-    spans::describe(&span, Kind::Producer, || {
-        let topic = slot.config.topics.get(EGRESS_STREAM).map_or("", String::as_str);
-        (format!("publish {topic}"), spans::messaging(slot.grants().bus.system(), "publish", topic, None))
-    });
     if let Some(parent) = came_with {
         parent.adopt(&span);
     }
+    let topic = slot.config.topics.get(EGRESS_STREAM).map_or("", String::as_str);
+    let system = slot.grants().bus.system();
+    let name = || format!("publish {topic}");
+    spans::describe(&span, Kind::Producer, name, || spans::messaging(system, "publish", topic, None));
     let trace = TraceContext::onward(&span, came_with);
     let enqueued = publish_checked(slot, message, trace.as_ref()).instrument(span.clone()).await;
     match &enqueued {

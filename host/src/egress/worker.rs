@@ -205,13 +205,14 @@ impl EgressWorker {
             otel.kind = Empty,
             otel.status_code = Empty,
         );
-        spans::describe(&span, Kind::Consumer, || {
-            let topic = &self.egress_topic;
-            (format!("process {topic}"), spans::messaging(self.bus.system(), "process", topic, Some(id)))
-        });
         if let Some(parent) = &delivery.trace {
             parent.adopt(&span);
         }
+        let topic = &self.egress_topic;
+        let name = || format!("process {topic}");
+        spans::describe(&span, Kind::Consumer, name, || {
+            spans::messaging(self.bus.system(), "process", topic, Some(id))
+        });
         span
     }
 
@@ -419,10 +420,10 @@ impl Ident {
 /// Records how the attempt ended on the send's span: `outcome`, and for a
 /// failure `error.class` and the provider's code as `error.type`.
 fn record_outcome(outcome: Outcome, error: Option<&ProviderError>) {
-    if !spans::exporting() {
+    let span = tracing::Span::current();
+    if !spans::sampled(&span) {
         return;
     }
-    let span = tracing::Span::current();
     spans::attribute(&span, "outcome", outcome.as_str());
     if outcome != Outcome::Accepted {
         spans::failed(&span);

@@ -55,9 +55,9 @@ impl CallTrace {
     }
 
     /// Opens the connector's span `name` inside the innermost one.
-    /// Made only while traces are exported.
+    /// Made only in a sampled trace.
     pub fn open(&mut self, connector: &str, name: &str) -> GuestSpan {
-        if !spans::exporting() {
+        if !spans::sampled(self.innermost()) {
             return GuestSpan { span: tracing::Span::none(), attributes: 0 };
         }
         let name = if valid_name(name) { name } else { "connector-span" };
@@ -68,7 +68,7 @@ impl CallTrace {
             otel.name = tracing::field::Empty,
             otel.kind = tracing::field::Empty,
         );
-        spans::describe(&span, spans::Kind::Internal, || (name.to_owned(), Vec::new()));
+        spans::describe(&span, spans::Kind::Internal, || name.to_owned(), Vec::new);
         GuestSpan { span, attributes: 0 }
     }
 
@@ -84,7 +84,7 @@ impl CallTrace {
 
     /// Sets an attribute on the call's own span, within the bounds.
     pub fn set_call_attribute(&mut self, grants: &Grants, key: &str, value: &str) {
-        if spans::exporting() && admit(grants, &mut self.call_attributes, key, value) {
+        if spans::sampled(&self.call) && admit(grants, &mut self.call_attributes, key, value) {
             self.call.set_attribute(key.to_owned(), value.to_owned());
         }
     }
@@ -98,7 +98,7 @@ impl GuestSpan {
 
     /// Sets an attribute on this span, within the bounds.
     pub fn set_attribute(&mut self, grants: &Arc<Grants>, key: &str, value: &str) {
-        if spans::exporting() && admit(grants, &mut self.attributes, key, value) {
+        if spans::sampled(&self.span) && admit(grants, &mut self.attributes, key, value) {
             self.span.set_attribute(key.to_owned(), value.to_owned());
         }
     }

@@ -146,28 +146,33 @@ impl WasiHttpHooks for OutboundPolicy {
 }
 
 /// The span of one outbound request, as OpenTelemetry's HTTP client
-/// conventions name it; made only while traces are exported. The path shows
+/// conventions name it; made only in a sampled trace. The path shows
 /// no phone number, the query not at all: a URL may carry what a trace must not.
 fn outbound_span<B>(parent: &tracing::Span, connector: &str, request: &http::Request<B>) -> tracing::Span {
     use tracing::field::Empty;
-    if !spans::exporting() {
+    if !spans::sampled(parent) {
         return tracing::Span::none();
     }
     let span = tracing::info_span!(
         parent: parent, "outbound", connector, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
     );
-    spans::describe(&span, Kind::Client, || {
-        let uri = request.uri();
-        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
-        let attributes = vec![
-            ("http.request.method", request.method().as_str().to_owned().into()),
-            ("server.address", uri.host().unwrap_or_default().to_owned().into()),
-            ("server.port", i64::from(port).into()),
-            ("url.scheme", uri.scheme_str().unwrap_or_default().to_owned().into()),
-            ("url.path", super::call_trace::masked_path(uri.path()).into()),
-        ];
-        (request.method().as_str().to_owned(), attributes)
-    });
+    spans::describe(
+        &span,
+        Kind::Client,
+        || request.method().as_str().to_owned(),
+        || {
+            let uri = request.uri();
+            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+            let attributes = vec![
+                ("http.request.method", request.method().as_str().to_owned().into()),
+                ("server.address", uri.host().unwrap_or_default().to_owned().into()),
+                ("server.port", i64::from(port).into()),
+                ("url.scheme", uri.scheme_str().unwrap_or_default().to_owned().into()),
+                ("url.path", super::call_trace::masked_path(uri.path()).into()),
+            ];
+            attributes
+        },
+    );
     span
 }
 
@@ -286,7 +291,8 @@ impl bus::Host for InstanceState {
         let payload = crate::messages::encode(message);
         let started = Instant::now();
         let span = publish_span(self.hooks.trace.innermost(), self.grants.bus.system(), topic, dedup_key.as_deref());
-        let trace = TraceContext::of(&span);
+        // An unsampled trace has no publish span: the message carries the caller's context.
+        let trace = TraceContext::of(&span).or_else(|| TraceContext::of(self.hooks.trace.innermost()));
         let publish = self.grants.bus.publish(topic, dedup_key.as_deref(), payload.into(), trace.as_ref());
         let result = publish.instrument(span.clone()).await;
         if result.is_err() {
@@ -312,18 +318,17 @@ impl bus::Host for InstanceState {
 }
 
 /// The span of a connector's publish, as OpenTelemetry's messaging
-/// conventions name it; the message carries its context. Made only while
-/// traces are exported.
+/// conventions name it; the message carries its context. Made only in a
+/// sampled trace.
 fn publish_span(parent: &tracing::Span, system: &'static str, topic: &str, key: Option<&str>) -> tracing::Span {
     use tracing::field::Empty;
-    if !spans::exporting() {
+    if !spans::sampled(parent) {
         return tracing::Span::none();
     }
     let span =
         tracing::info_span!(parent: parent, "publish", otel.name = Empty, otel.kind = Empty, otel.status_code = Empty);
-    spans::describe(&span, Kind::Producer, || {
-        (format!("publish {topic}"), spans::messaging(system, "publish", topic, key))
-    });
+    let name = || format!("publish {topic}");
+    spans::describe(&span, Kind::Producer, name, || spans::messaging(system, "publish", topic, key));
     span
 }
 

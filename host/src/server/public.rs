@@ -58,11 +58,12 @@ fn webhook_span(connector: &str, method: &str, route: &str, peer: SocketAddr) ->
     let span = tracing::info_span!(
         "webhook", connector, route, %peer, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
     );
-    spans::describe(&span, Kind::Server, || {
-        let attributes =
-            vec![("http.request.method", method.to_owned().into()), ("http.route", route.to_owned().into())];
-        (format!("{method} {route}"), attributes)
-    });
+    spans::describe(
+        &span,
+        Kind::Server,
+        || format!("{method} {route}"),
+        || vec![("http.request.method", method.to_owned().into()), ("http.route", route.to_owned().into())],
+    );
     span
 }
 

@@ -6,11 +6,17 @@
 //! traces are exported, so that with export off a webhook costs what it did
 //! and a log line shows what it did. A span declares `otel.name`,
 //! `otel.kind` and `otel.status_code` as empty fields for these to fill, and
-//! is described right after it is made (a name or kind set once it started
-//! would be ignored).
+//! is described right after it is made and given its parent (a name or kind
+//! set once it started would be ignored).
+//!
+//! Most traces are not sampled (`traces.rs`): for those, describing a span
+//! stops at its name, and no child span is made at all, so that a webhook in
+//! an unsampled trace costs one span and its sampling decision
+//! (docs/performance.md, "Traces").
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry::{Key, Value};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -54,21 +60,33 @@ impl Kind {
     }
 }
 
-/// A span's name, and its attributes by their semantic-convention keys.
-pub type Description = (String, Vec<(&'static str, Value)>);
-
-/// Names `span` and gives it its attributes, when traces are exported;
-/// `describe` is only called then.
-pub fn describe(span: &tracing::Span, kind: Kind, describe: impl FnOnce() -> Description) {
+/// Names `span` and, when its trace is sampled, gives it its attributes;
+/// nothing when traces are not exported. `attributes` is only called for a
+/// sampled span. Its parent must be set before: this starts the span, and
+/// its trace's sampling decision is made then.
+pub fn describe(
+    span: &tracing::Span,
+    kind: Kind,
+    name: impl FnOnce() -> String,
+    attributes: impl FnOnce() -> Vec<(&'static str, Value)>,
+) {
     if !exporting() {
         return;
     }
-    let (name, attributes) = describe();
-    span.record("otel.name", name.as_str());
+    span.record("otel.name", name().as_str());
     span.record("otel.kind", kind.as_str());
-    for (key, value) in attributes {
+    if !sampled(span) {
+        return;
+    }
+    for (key, value) in attributes() {
         span.set_attribute(Key::from_static_str(key), value);
     }
+}
+
+/// Whether `span` is exported: traces are, and its trace was sampled. A
+/// span whose parent is not sampled makes no children.
+pub fn sampled(span: &tracing::Span) -> bool {
+    exporting() && span.context().span().span_context().is_sampled()
 }
 
 /// OpenTelemetry's messaging attributes of a publish or a take on `topic`.
@@ -89,9 +107,9 @@ pub fn messaging(
     attributes
 }
 
-/// One more attribute of `span` (an outcome, a status code), when traces are exported.
+/// One more attribute of `span` (an outcome, a status code), when it is sampled.
 pub fn attribute(span: &tracing::Span, key: &'static str, value: impl Into<Value>) {
-    if exporting() {
+    if sampled(span) {
         span.set_attribute(Key::from_static_str(key), value);
     }
 }
