@@ -53,12 +53,16 @@ impl TraceContext {
     /// The context of `span`, when traces are exported.
     pub fn of(span: &tracing::Span) -> Option<Self> {
         let context = span.context();
-        if !context.span().span_context().is_valid() {
+        let span_context = context.span().span_context().clone();
+        if !span_context.is_valid() {
             return None;
         }
-        let mut carrier = HashMap::new();
-        TraceContextPropagator::new().inject_context(&context, &mut carrier);
-        Some(Self { traceparent: carrier.remove(TRACEPARENT)?, tracestate: carrier.remove(TRACESTATE) })
+        // W3C's version 00, as the SDK's propagator writes it, without its map
+        // of strings: this runs for every message published.
+        let flags = span_context.trace_flags().to_u8();
+        let traceparent = format!("00-{}-{}-{flags:02x}", span_context.trace_id(), span_context.span_id());
+        let state = span_context.trace_state().header();
+        Some(Self { traceparent, tracestate: (!state.is_empty()).then_some(state) })
     }
 
     /// What a message published inside `span` carries: the span's own context
