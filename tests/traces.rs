@@ -68,7 +68,8 @@ async fn on_nats_a_webhook_and_a_send_are_one_trace_each_from_the_headers_on() {
     let (server, twilio, otlp) = (NatsServer::start(), FakeTwilio::start().await, Receiver::start().await);
     let mut harness = exporting_harness(&twilio, &otlp.endpoint());
     harness.env.set("BUS_URL", server.url());
-    let (mut serve, public, admin) = harness.spawn_serve().await;
+    let (serve, public, admin) = harness.spawn_serve().await;
+    let _serve = Serve(serve);
     wait_until_ready(public).await;
     let jetstream = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
 
@@ -115,14 +116,14 @@ async fn on_nats_a_webhook_and_a_send_are_one_trace_each_from_the_headers_on() {
     assert_eq!((send.parent_span_id.as_str(), send.attribute("outcome")), ("b7ad6b7169203331", Some("accepted")));
 
     assert_nothing_secret_left(&otlp);
-    kill(&mut serve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqlite_tail_shows_each_message_with_its_trace_context() {
     let (twilio, otlp) = (FakeTwilio::start().await, Receiver::start().await);
     let mut harness = exporting_harness(&twilio, &otlp.endpoint());
-    let (mut serve, public, admin) = harness.spawn_serve().await;
+    let (serve, public, admin) = harness.spawn_serve().await;
+    let _serve = Serve(serve);
     wait_until_ready(public).await;
     assert_eq!(inbound(public, "SM0000000000000000000000000000a7e2").await, 200);
     assert_eq!(enqueue_traced(&harness, admin, "traced-2").await, 202);
@@ -142,7 +143,6 @@ async fn on_sqlite_tail_shows_each_message_with_its_trace_context() {
     let status = tail("events.twilio.status");
     assert_eq!(trace_id(status["headers"]["traceparent"].as_str().unwrap()), PLATFORM_TRACE);
     assert_nothing_secret_left(&otlp);
-    kill(&mut serve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +156,8 @@ async fn media_fetches_and_reconciliation_are_children_and_json_log_lines_name_t
     harness.env.set("TWILIO_MEDIA_FETCH", "true").set("TWILIO_RECONCILE_SECONDS", "2").set("LOG_FORMAT", "json");
     harness.set_setting("initial_backoff_ms", "20").set_setting("max_attempts", "30");
     let log = harness.dir.path().join("serve.log");
-    let (mut serve, public, admin) = harness.spawn_serve_logging(&log).await;
+    let (serve, public, admin) = harness.spawn_serve_logging(&log).await;
+    let _serve = Serve(serve);
     wait_until_ready(public).await;
 
     let mut params = inbound_sms_with(&format!("MM{:032}", 7), INBOUND_BODY);
@@ -181,7 +182,6 @@ async fn media_fetches_and_reconciliation_are_children_and_json_log_lines_name_t
         .await;
     assert_eq!(first.attribute("outcome"), Some("retry"), "the broken answer is retried");
 
-    kill(&mut serve);
     let lines = std::fs::read_to_string(&log).unwrap();
     let joined = lines
         .lines()
@@ -200,7 +200,8 @@ async fn with_the_collector_away_webhooks_go_on_and_spans_are_dropped_not_kept()
     let mut harness = exporting_harness(&twilio, &away);
     harness.env.set("OTEL_BSP_MAX_QUEUE_SIZE", "64");
     let log = harness.dir.path().join("serve.log");
-    let (mut serve, public, _) = harness.spawn_serve_logging(&log).await;
+    let (serve, public, _) = harness.spawn_serve_logging(&log).await;
+    let mut serve = Serve(serve);
     wait_until_ready(public).await;
     let started = std::time::Instant::now();
     for i in 0..400 {
@@ -208,7 +209,7 @@ async fn with_the_collector_away_webhooks_go_on_and_spans_are_dropped_not_kept()
     }
     println!("400 webhooks with the collector away: {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(60), "exporting held the webhooks up");
-    terminate(&mut serve);
+    serve.terminate();
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("dropped a Span due to queue full"), "the queue is bounded: {log}");
 }
@@ -235,15 +236,24 @@ fn header(message: &async_nats::jetstream::message::StreamMessage, name: &str) -
     message.headers.get(name).map(|value| value.as_str().to_owned())
 }
 
-fn kill(child: &mut std::process::Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// A `serve` child process, killed when the test ends, however it ends: a
+/// failed assertion must not leave a service running (and taking CPU from
+/// every test and benchmark after it).
+struct Serve(std::process::Child);
+
+impl Serve {
+    /// SIGTERM, then waits for the graceful exit (which flushes what is queued).
+    fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
 }
 
-/// SIGTERM, then waits for the graceful exit (which flushes what is queued).
-fn terminate(child: &mut std::process::Child) {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -281,7 +291,8 @@ async fn a_hot_swap_is_a_span_that_names_both_versions() {
     std::fs::write(&component, ingress_egress::bundled::get("twilio").unwrap()).unwrap();
     harness.env.set("CONNECTOR_TWILIO_COMPONENT", component.to_str().unwrap());
     harness.edit_architecture(|text| text.replace("watch_components: true", "watch_components: false"));
-    let (mut serve, public, _) = harness.spawn_serve().await;
+    let (serve, public, _) = harness.spawn_serve().await;
+    let _serve = Serve(serve);
     wait_until_ready(public).await;
     std::fs::write(&component, std::fs::read(harness::fixture("twilio-v2")).unwrap()).unwrap();
     let reloaded = harness.command(&["reload"], None).stdout(std::process::Stdio::null()).status().unwrap();
@@ -290,7 +301,6 @@ async fn a_hot_swap_is_a_span_that_names_both_versions() {
     assert!(swap.attribute("swap.from").unwrap().starts_with("0.1.0 "), "{swap:?}");
     assert!(swap.attribute("swap.to").unwrap().starts_with("0.2.0-test "), "{swap:?}");
     assert_eq!((swap.kind, swap.status), (1, 0), "an internal span, not failed");
-    kill(&mut serve);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +309,8 @@ async fn an_unsampled_webhook_exports_nothing_yet_its_envelope_carries_the_decis
     let mut harness = exporting_harness(&twilio, &otlp.endpoint());
     // Webhooks start traces of their own: none sampled. A producer's sampled trace is followed.
     harness.env.set("OTEL_TRACES_SAMPLER", "parentbased_always_off");
-    let (mut serve, public, admin) = harness.spawn_serve().await;
+    let (serve, public, admin) = harness.spawn_serve().await;
+    let _serve = Serve(serve);
     wait_until_ready(public).await;
     assert_eq!(inbound(public, "SM0000000000000000000000000000a7e3").await, 200);
     assert_eq!(enqueue_traced(&harness, admin, "traced-3").await, 202);
@@ -324,5 +335,4 @@ async fn an_unsampled_webhook_exports_nothing_yet_its_envelope_carries_the_decis
     tokio::time::sleep(Duration::from_millis(500)).await;
     let webhook_trace = trace_id(traceparent);
     assert!(otlp.spans().iter().all(|s| s.trace_id != webhook_trace), "an unsampled webhook exported a span");
-    kill(&mut serve);
 }
