@@ -374,14 +374,28 @@ def tracing_shares(chosen, args, files, port):
         return []
     plain = tracing_share(by_short["service"], args, files, port)
     lines = []
-    for short, what, target in (("service-traced", "traces at 100% sampling", None),
-                                ("service-sampled", "traces with the default sampler", 0.05)):
+    for short, what in (("service-traced", "traces at 100% sampling"),
+                        ("service-sampled", "traces with the default sampler")):
         if short in by_short:
             added = tracing_share(by_short[short], args, files, port) - plain
-            verdict = "shown" if target is None else ("met" if added < target else "**missed**")
-            lines.append(f"- {verdict}: {what}: {added:+.1%} of the service's CPU in tracing and exporting "
-                         f"(`perf record`; without export, {plain:.1%} of its samples are in its log's spans)")
+            lines.append(f"- shown: {what}: {added:+.1%} of the service's CPU in tracing and exporting code "
+                         f"(`perf record`; without export, {plain:.1%} of its samples are in its log's spans). "
+                         "A floor: what that code makes others do (allocating, cache misses) counts elsewhere")
     return lines
+
+
+def tracing_target(measurements, share_lines):
+    """The issue's target, under 5% per webhook with the default sampler,
+    judged on both figures: met only when the paired CPU per webhook and the
+    share of tracing code are both under it."""
+    paired = [line for line in tracing_costs(measurements) if "default sampler" in line]
+    shares = [line for line in share_lines if "default sampler" in line]
+    figure = lambda line: float(re.search(r"([+-][0-9.]+)%", line).group(1)) / 100
+    if not paired:
+        return []
+    under = all(figure(line) < 0.05 for line in paired + shares)
+    return [f"- {'met' if under else '**missed**'}: traces with the default sampler cost under 5% CPU per webhook "
+            "(both figures above under 5%)"]
 
 
 def profile(server, args, files, port):
@@ -651,8 +665,8 @@ def tracing_costs(measurements):
             dropped = any(t.dropped_spans for t, _ in pairs)
             lines.append(f"- shown: {connections} conns: {what}, CPU per webhook against the plain service "
                          f"in the same round: {cost:+.1%}, the median of {len(costs)} rounds ("
-                         + ", ".join(f"{c:+.1%}" for c in costs) + "; this machine moves one server by more "
-                         "between rounds: the `perf` share below is the figure to trust)"
+                         + ", ".join(f"{c:+.1%}" for c in costs) + "; on this machine one server moves by "
+                         "±10–25% between rounds)"
                          + (" (**spans were dropped**: the figure is low)" if dropped else ""))
     return lines
 
@@ -895,7 +909,8 @@ def main():
     plot(shown, args.plot)
     raw = [dict(vars(m), latency_us={str(k): v for k, v in m.latency_us.items()}) for m in shown]
     (ROOT / f"bench/results/{stem}ingress.json").write_text(json.dumps(raw, indent=1) + "\n")
-    write_results(args, shown, on_nats, egress, costs(args.release_dir), profiled, tracing_costs(results) + shares)
+    traced = tracing_costs(results) + shares
+    write_results(args, shown, on_nats, egress, costs(args.release_dir), profiled, traced + tracing_target(results, shares))
     print(args.results.read_text())
 
 
