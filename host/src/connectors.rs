@@ -107,9 +107,7 @@ impl ConnectorSlot {
         }
         outcome
     }
-}
 
-impl ConnectorSlot {
     /// [`Self::swap_in`] as a span of its own: a swap is worth a trace.
     async fn traced_swap(&self, runtime: &Runtime, bytes: Vec<u8>) -> ReloadOutcome {
         use tracing::field::Empty;
@@ -119,10 +117,7 @@ impl ConnectorSlot {
             &span,
             Kind::Internal,
             || format!("swap {name}"),
-            || {
-                let current = self.current();
-                vec![("swap.from", format!("{} {}", current.version(), short(current.content_hash())).into())]
-            },
+            || vec![("swap.from", label(&self.current()).into())],
         );
         let outcome = self.swap_in(runtime, bytes).instrument(span.clone()).await;
         match &outcome {
@@ -137,9 +132,8 @@ impl ConnectorSlot {
         match runtime.load(bytes, self.grants.clone()).await {
             Err(e) => ReloadOutcome::Refused(e.to_string()),
             Ok(loaded) => {
-                let to = format!("{} {}", loaded.version(), short(loaded.content_hash()));
-                let old = self.current.swap(Arc::new(loaded));
-                let from = format!("{} {}", old.version(), short(old.content_hash()));
+                let to = label(&loaded);
+                let from = label(&self.current.swap(Arc::new(loaded)));
                 if let Ok(mut status) = self.status.lock() {
                     status.loaded_at = unix_now();
                     status.swaps += 1;
@@ -150,8 +144,11 @@ impl ConnectorSlot {
     }
 }
 
-fn short(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
+/// A component as the log and the swap's span name it: its version and
+/// the start of its content hash.
+fn label(component: &Connector) -> String {
+    let hash = component.content_hash();
+    format!("{} {}", component.version(), hash.get(..12).unwrap_or(hash))
 }
 
 /// All enabled connectors, and the runtime they run in.

@@ -56,18 +56,23 @@ pub async fn enqueue(
     came_with: Option<&TraceContext>,
 ) -> Result<String, EnqueueError> {
     use tracing::field::Empty;
+    let connector = &slot.config.name;
+    let topic = slot
+        .config
+        .topics
+        .get(EGRESS_STREAM)
+        .ok_or_else(|| EnqueueError::Invalid(format!("connector {connector} has no egress topic")))?;
     let span = tracing::info_span!(
-        "enqueue", connector = %slot.config.name, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
+        "enqueue", connector = %connector, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
     );
     if let Some(parent) = came_with {
         parent.adopt(&span);
     }
-    let topic = slot.config.topics.get(EGRESS_STREAM).map_or("", String::as_str);
     let system = slot.grants().bus.system();
     let name = || format!("publish {topic}");
     spans::describe(&span, Kind::Producer, name, || spans::messaging(system, "publish", topic, None));
     let trace = TraceContext::onward(&span, came_with);
-    let enqueued = publish_checked(slot, message, trace.as_ref()).instrument(span.clone()).await;
+    let enqueued = publish_checked(slot, topic, message, trace.as_ref()).instrument(span.clone()).await;
     match &enqueued {
         Ok(id) => spans::attribute(&span, "messaging.message.id", id.clone()),
         Err(_) => spans::failed(&span),
@@ -75,18 +80,13 @@ pub async fn enqueue(
     enqueued
 }
 
-/// [`enqueue`]'s work: the connector's check, then the publish.
+/// [`enqueue`]'s work: the connector's check, then the publish on `topic`.
 async fn publish_checked(
     slot: &ConnectorSlot,
+    topic: &str,
     mut message: EgressMessage,
     trace: Option<&TraceContext>,
 ) -> Result<String, EnqueueError> {
-    let connector = &slot.config.name;
-    let topic = slot
-        .config
-        .topics
-        .get(EGRESS_STREAM)
-        .ok_or_else(|| EnqueueError::Invalid(format!("connector {connector} has no egress topic")))?;
     let id = message.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     match slot.current().check(&message.to_wit(&id)).await {
         Ok(_) => {}

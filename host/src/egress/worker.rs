@@ -421,22 +421,22 @@ impl Ident {
 /// failure `error.class` and the provider's code as `error.type`.
 fn record_outcome(outcome: Outcome, error: Option<&ProviderError>) {
     let span = tracing::Span::current();
-    if !spans::sampled(&span) {
-        return;
-    }
-    spans::attribute(&span, "outcome", outcome.as_str());
+    spans::attributes(&span, || {
+        let mut attributes = vec![("outcome", outcome.as_str().into())];
+        if let Some(error) = error {
+            // The provider's error code, else the HTTP status: OpenTelemetry's `error.type`.
+            let kind = match (error.code, error.http_status) {
+                (Some(code), _) => code.to_string(),
+                (None, Some(status)) => status.to_string(),
+                (None, None) => "unknown".to_owned(),
+            };
+            attributes.push(("error.class", messages::error_class_name(error.class).into()));
+            attributes.push(("error.type", kind.into()));
+        }
+        attributes
+    });
     if outcome != Outcome::Accepted {
         spans::failed(&span);
-    }
-    if let Some(error) = error {
-        spans::attribute(&span, "error.class", messages::error_class_name(error.class));
-        // The provider's error code, else the HTTP status: OpenTelemetry's `error.type`.
-        let kind = match (error.code, error.http_status) {
-            (Some(code), _) => code.to_string(),
-            (None, Some(status)) => status.to_string(),
-            (None, None) => "unknown".to_owned(),
-        };
-        spans::attribute(&span, "error.type", kind);
     }
 }
 

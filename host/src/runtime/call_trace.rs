@@ -43,10 +43,12 @@ impl Default for CallTrace {
 }
 
 impl CallTrace {
-    /// A new call begins in the caller's current span; what an earlier call
-    /// on this instance left open is forgotten.
+    /// A new call begins in the caller's current span (kept only while
+    /// traces are exported: nothing else reads it); what an earlier call on
+    /// this instance left open is forgotten.
     pub fn begin(&mut self) {
-        *self = Self { call: tracing::Span::current(), ..Self::default() };
+        let call = if spans::exporting() { tracing::Span::current() } else { tracing::Span::none() };
+        *self = Self { call, ..Self::default() };
     }
 
     /// Where the next span of this call goes: the innermost open one.
@@ -176,7 +178,7 @@ mod tests {
 
     #[test]
     fn keys_and_names_have_their_shape() {
-        assert!(valid_key("twilio.account_sid") && valid_key("messaging.message.id"));
+        assert!(valid_key("connector.account_id") && valid_key("messaging.message.id"));
         assert!(!valid_key("") && !valid_key("Account") && !valid_key("a b") && !valid_key(&"a".repeat(65)));
         assert!(valid_name("reconcile") && valid_name("media.fetch"));
         assert!(!valid_name("Media Fetch") && !valid_name(&"a".repeat(49)));

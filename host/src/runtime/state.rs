@@ -163,14 +163,13 @@ fn outbound_span<B>(parent: &tracing::Span, connector: &str, request: &http::Req
         || {
             let uri = request.uri();
             let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
-            let attributes = vec![
+            vec![
                 ("http.request.method", request.method().as_str().to_owned().into()),
                 ("server.address", uri.host().unwrap_or_default().to_owned().into()),
                 ("server.port", i64::from(port).into()),
                 ("url.scheme", uri.scheme_str().unwrap_or_default().to_owned().into()),
                 ("url.path", super::call_trace::masked_path(uri.path()).into()),
-            ];
-            attributes
+            ]
         },
     );
     span
@@ -180,9 +179,15 @@ fn outbound_span<B>(parent: &tracing::Span, connector: &str, request: &http::Req
 fn record_response<B>(span: &tracing::Span, response: &Result<http::Response<B>, wasmtime_wasi_http::Error>) {
     match response {
         Ok(response) => {
-            spans::attribute(span, "http.response.status_code", i64::from(response.status().as_u16()));
-            if response.status().as_u16() >= 400 {
-                spans::attribute(span, "error.type", response.status().as_str().to_owned());
+            let status = response.status();
+            spans::attributes(span, || {
+                let mut attributes = vec![("http.response.status_code", i64::from(status.as_u16()).into())];
+                if status.as_u16() >= 400 {
+                    attributes.push(("error.type", status.as_str().to_owned().into()));
+                }
+                attributes
+            });
+            if status.as_u16() >= 400 {
                 spans::failed(span);
             }
         }

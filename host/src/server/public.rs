@@ -69,13 +69,14 @@ fn webhook_span(connector: &str, method: &str, route: &str, peer: SocketAddr) ->
 
 /// What came of a webhook, on its span: the status, and the outcome in a word.
 fn record_answer(span: &tracing::Span, status: StatusCode) {
-    spans::attribute(span, "http.response.status_code", i64::from(status.as_u16()));
     let outcome = match status.as_u16() {
         200..=299 => "accepted",
         400..=499 => "refused",
         _ => "failed",
     };
-    spans::attribute(span, "outcome", outcome);
+    spans::attributes(span, || {
+        vec![("http.response.status_code", i64::from(status.as_u16()).into()), ("outcome", outcome.into())]
+    });
     if status.is_server_error() {
         spans::failed(span);
     }

@@ -52,6 +52,9 @@ impl TraceContext {
 
     /// The context of `span`, when traces are exported.
     pub fn of(span: &tracing::Span) -> Option<Self> {
+        if !super::spans::exporting() {
+            return None;
+        }
         let context = span.context();
         let span_context = context.span().span_context().clone();
         if !span_context.is_valid() {

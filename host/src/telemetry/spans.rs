@@ -109,8 +109,16 @@ pub fn messaging(
 
 /// One more attribute of `span` (an outcome, a status code), when it is sampled.
 pub fn attribute(span: &tracing::Span, key: &'static str, value: impl Into<Value>) {
+    attributes(span, || vec![(key, value.into())]);
+}
+
+/// More attributes of `span`, when it is sampled (asked once for them all);
+/// `attributes` is only called then.
+pub fn attributes(span: &tracing::Span, attributes: impl FnOnce() -> Vec<(&'static str, Value)>) {
     if sampled(span) {
-        span.set_attribute(Key::from_static_str(key), value);
+        for (key, value) in attributes() {
+            span.set_attribute(Key::from_static_str(key), value);
+        }
     }
 }
 
