@@ -43,10 +43,14 @@ async fn inbound(public: SocketAddr, sid: &str) -> u16 {
 
 /// Posts an egress message `id` to the admin listener, in the platform's trace.
 async fn enqueue_traced(harness: &Harness, admin: SocketAddr, id: &str) -> u16 {
+    enqueue(harness, admin, id, Some(&format!("00-{PLATFORM_TRACE}-00f067aa0ba902b7-01"))).await
+}
+
+/// Posts an egress message, with `traceparent` when given.
+async fn enqueue(harness: &Harness, admin: SocketAddr, id: &str, traceparent: Option<&str>) -> u16 {
     let bearer = harness.admin_bearer();
-    let traceparent = format!("00-{PLATFORM_TRACE}-00f067aa0ba902b7-01");
-    let headers =
-        [("content-type", "application/json"), ("authorization", bearer.as_str()), ("traceparent", &traceparent)];
+    let mut headers = vec![("content-type", "application/json"), ("authorization", bearer.as_str())];
+    headers.extend(traceparent.map(|traceparent| ("traceparent", traceparent)));
     let body = format!(r#"{{"id": "{id}", "to": "+14155550100", "from": "+15005550006", "body": "{OUTBOUND_BODY}"}}"#);
     post(admin, "/v1/messages", &headers, body.into_bytes()).await.0
 }
@@ -332,7 +336,40 @@ async fn an_unsampled_webhook_exports_nothing_yet_its_envelope_carries_the_decis
     let envelope: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let traceparent = envelope["headers"]["traceparent"].as_str().expect("a context, sampled or not");
     assert!(traceparent.ends_with("-00"), "not sampled, and it says so: {traceparent}");
+
+    // Egress: a message with no context starts an unsampled trace of its own;
+    // one whose producer did not sample goes on in the producer's trace.
+    const UNSAMPLED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    assert_eq!(enqueue(&harness, admin, "untraced-root", None).await, 202);
+    let unsampled = format!("00-{UNSAMPLED_TRACE}-b7ad6b7169203331-00");
+    assert_eq!(enqueue(&harness, admin, "untraced-child", Some(&unsampled)).await, 202);
+    let statuses = status_contexts(&harness, 3);
+    let root = &statuses["untraced-root"];
+    assert!(root.ends_with("-00") && trace_id(root) != PLATFORM_TRACE, "a root of its own, unsampled: {root}");
+    assert_eq!(trace_id(&statuses["untraced-child"]), UNSAMPLED_TRACE);
+    assert!(statuses["untraced-child"].ends_with("-00"), "{statuses:?}");
+    assert_eq!(trace_id(&statuses["traced-3"]), PLATFORM_TRACE);
+
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let webhook_trace = trace_id(traceparent);
-    assert!(otlp.spans().iter().all(|s| s.trace_id != webhook_trace), "an unsampled webhook exported a span");
+    let unexported = [trace_id(traceparent), trace_id(root), UNSAMPLED_TRACE.to_owned()];
+    let leaked: Vec<_> = otlp.spans().into_iter().filter(|s| unexported.contains(&s.trace_id)).collect();
+    assert!(leaked.is_empty(), "an unsampled trace exported spans: {leaked:?}");
+}
+
+/// The `traceparent` of each of the first `count` status events, by the egress message's id.
+fn status_contexts(harness: &Harness, count: usize) -> std::collections::HashMap<String, String> {
+    let limit = count.to_string();
+    let args = ["tail", "--topic", "events.twilio.status", "--from-start", "--idle-timeout", "10", "--headers"];
+    let out = harness.command(&args, None).args(["--limit", &limit]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let events: Vec<serde_json::Value> = lines.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(events.len(), count, "{lines}");
+    events
+        .iter()
+        .map(|event| {
+            let id = event["message"]["id"].as_str().unwrap_or_else(|| panic!("no id: {event}")).to_owned();
+            (id, event["headers"]["traceparent"].as_str().unwrap_or_else(|| panic!("no context: {event}")).to_owned())
+        })
+        .collect()
 }

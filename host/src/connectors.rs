@@ -112,7 +112,9 @@ impl ConnectorSlot {
     async fn traced_swap(&self, runtime: &Runtime, bytes: Vec<u8>) -> ReloadOutcome {
         use tracing::field::Empty;
         let name = &self.config.name;
-        let span = tracing::info_span!("swap", connector = %name, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty);
+        let span = spans::service_span!(
+            &spans::start(None), None, "swap", connector = %name, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
+        );
         spans::describe(
             &span,
             Kind::Internal,

@@ -62,16 +62,14 @@ pub async fn enqueue(
         .topics
         .get(EGRESS_STREAM)
         .ok_or_else(|| EnqueueError::Invalid(format!("connector {connector} has no egress topic")))?;
-    let span = tracing::info_span!(
-        "enqueue", connector = %connector, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
+    let start = spans::start(came_with);
+    let span = spans::service_span!(
+        &start, came_with, "enqueue", connector = %connector, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
     );
-    if let Some(parent) = came_with {
-        parent.adopt(&span);
-    }
     let system = slot.grants().bus.system();
     let name = || format!("publish {topic}");
     spans::describe(&span, Kind::Producer, name, || spans::messaging(system, "publish", topic, None));
-    let trace = TraceContext::onward(&span, came_with);
+    let trace = start.onward(&span, came_with);
     let enqueued = publish_checked(slot, topic, message, trace.as_ref()).instrument(span.clone()).await;
     match &enqueued {
         Ok(id) => spans::attribute(&span, "messaging.message.id", id.clone()),

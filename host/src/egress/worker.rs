@@ -23,7 +23,7 @@ use crate::connectors::ConnectorSlot;
 use crate::messages::{self, Attributes, ConsentEvent, DeadLetter, EgressMessage, StatusEvent};
 use crate::runtime::CallFailure;
 use crate::runtime::bindings::{self, ProviderError, SendError};
-use crate::telemetry::spans::{self, Kind};
+use crate::telemetry::spans::{self, Kind, Start};
 use crate::telemetry::{TraceContext, metrics};
 
 /// How long an idle worker waits before looking at the topic again.
@@ -186,17 +186,21 @@ impl EgressWorker {
             }
         };
         let id = message.id.clone().unwrap_or_else(|| format!("seq-{}", delivery.seq));
-        let span = self.send_span(&delivery, &id);
+        let start = spans::start(delivery.trace.as_ref());
+        let span = self.send_span(&start, &delivery, &id);
         let ident = Ident { records: message.record_key(&id), id };
-        self.send(&delivery, &ident, message.to_wit(&ident.id), stop, sent).instrument(span).await;
+        let send = self.send(&delivery, &ident, message.to_wit(&ident.id), stop, sent).instrument(span);
+        TraceContext::carry(start.carried(), send).await;
     }
 
     /// The span of one attempt at a message: a child of the trace the
     /// message was enqueued in, when it came with one. Its outcome and error
     /// class are recorded when known ([`record_outcome`]).
-    fn send_span(&self, delivery: &Delivery, id: &str) -> tracing::Span {
+    fn send_span(&self, start: &Start, delivery: &Delivery, id: &str) -> tracing::Span {
         use tracing::field::Empty;
-        let span = tracing::info_span!(
+        let span = spans::service_span!(
+            start,
+            delivery.trace.as_ref(),
             "egress",
             connector = %self.slot.config.name,
             id = %id,
@@ -205,9 +209,6 @@ impl EgressWorker {
             otel.kind = Empty,
             otel.status_code = Empty,
         );
-        if let Some(parent) = &delivery.trace {
-            parent.adopt(&span);
-        }
         let topic = &self.egress_topic;
         let name = || format!("process {topic}");
         spans::describe(&span, Kind::Consumer, name, || {
@@ -217,9 +218,10 @@ impl EgressWorker {
     }
 
     /// What the records about `delivery` carry: the send's own trace
-    /// context, or the one the message came with when nothing is exported.
+    /// context; in an unsampled trace, the one the send carries; the one
+    /// the message came with when nothing is exported.
     fn onward(delivery: &Delivery) -> Option<TraceContext> {
-        TraceContext::onward(&tracing::Span::current(), delivery.trace.as_ref())
+        TraceContext::carried().or_else(|| TraceContext::onward(&tracing::Span::current(), delivery.trace.as_ref()))
     }
 
     /// Checks the message with the connector, waits for its sender's rate, sends it.

@@ -296,8 +296,11 @@ impl bus::Host for InstanceState {
         let payload = crate::messages::encode(message);
         let started = Instant::now();
         let span = publish_span(self.hooks.trace.innermost(), self.grants.bus.system(), topic, dedup_key.as_deref());
-        // An unsampled trace has no publish span: the message carries the caller's context.
-        let trace = TraceContext::of(&span).or_else(|| TraceContext::of(self.hooks.trace.innermost()));
+        // An unsampled trace has no publish span: the message carries the
+        // caller's context, or the one its untraced work carries.
+        let trace = TraceContext::of(&span)
+            .or_else(|| TraceContext::of(self.hooks.trace.innermost()))
+            .or_else(TraceContext::carried);
         let publish = self.grants.bus.publish(topic, dedup_key.as_deref(), payload.into(), trace.as_ref());
         let result = publish.instrument(span.clone()).await;
         if result.is_err() {

@@ -11,8 +11,9 @@ use hyper::{Request, Response, StatusCode};
 use super::{AppState, Body, full, text};
 use crate::connectors::ConnectorSlot;
 use crate::runtime::HandleError;
+use crate::telemetry::TraceContext;
 use crate::telemetry::metrics;
-use crate::telemetry::spans::{self, Kind};
+use crate::telemetry::spans::{self, Kind, Start};
 
 pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     use tracing::Instrument as _;
@@ -26,8 +27,9 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
             None => (None, "other"),
         },
     };
+    let start = spans::start(None);
     let span = match route {
-        Some(slot) => webhook_span(&slot.config.name, request.method().as_str(), label, peer),
+        Some(slot) => webhook_span(&start, &slot.config.name, request.method().as_str(), label, peer),
         // Health checks and unknown paths are no work to trace (exported spans are info).
         None => tracing::debug_span!("request", route = label, %peer),
     };
@@ -41,8 +43,8 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
         tracing::debug!(status = response.status().as_u16(), "answered");
         response
     }
-    .instrument(span.clone())
-    .await;
+    .instrument(span.clone());
+    let response = TraceContext::carry(start.carried(), response).await;
     if route.is_some() {
         record_answer(&span, response.status());
     }
@@ -53,10 +55,10 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
 /// The span of one webhook, as OpenTelemetry's HTTP server conventions name
 /// it: the connector's publishes and outbound calls are its children, and the
 /// connector may add attributes of its own (the account, through WIT `trace`).
-fn webhook_span(connector: &str, method: &str, route: &str, peer: SocketAddr) -> tracing::Span {
+fn webhook_span(start: &Start, connector: &str, method: &str, route: &str, peer: SocketAddr) -> tracing::Span {
     use tracing::field::Empty;
-    let span = tracing::info_span!(
-        "webhook", connector, route, %peer, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
+    let span = spans::service_span!(
+        start, None, "webhook", connector, route, %peer, otel.name = Empty, otel.kind = Empty, otel.status_code = Empty
     );
     spans::describe(
         &span,

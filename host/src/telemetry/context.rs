@@ -4,12 +4,18 @@
 //! embedded bus, the `traceparent` header of `POST /v1/messages`.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+tokio::task_local! {
+    /// The context of a task's untraced work (`spans::Start::Untraced`).
+    static CARRIED: TraceContext;
+}
 
 /// The header names, as W3C Trace Context spells them.
 pub const TRACEPARENT: &str = "traceparent";
@@ -52,7 +58,7 @@ impl TraceContext {
 
     /// The context of `span`, when traces are exported.
     pub fn of(span: &tracing::Span) -> Option<Self> {
-        if !super::spans::exporting() {
+        if !super::spans::exporting() || super::spans::untraced(span) {
             return None;
         }
         let context = span.context();
@@ -88,6 +94,35 @@ impl TraceContext {
     pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
         std::iter::once((TRACEPARENT, self.traceparent.as_str()))
             .chain(self.tracestate.as_deref().map(|state| (TRACESTATE, state)))
+    }
+
+    /// Whether the trace is sampled (the `sampled` flag of its `traceparent`).
+    pub fn sampled(&self) -> bool {
+        let flags = self.traceparent.get(53..55).and_then(|flags| u8::from_str_radix(flags, 16).ok());
+        flags.is_some_and(|flags| flags & 1 == 1)
+    }
+
+    /// A new trace that is not sampled: what a root's messages carry when
+    /// its span is not exported (`spans::start`), so that whoever consumes
+    /// them follows the decision and can still name the trace in a log.
+    pub fn unsampled_root() -> Self {
+        let trace_id = rand::random_range(1..=u128::MAX);
+        let span_id = rand::random_range(1..=u64::MAX);
+        Self { traceparent: format!("00-{trace_id:032x}-{span_id:016x}-00"), tracestate: None }
+    }
+
+    /// Runs `work` carrying `context`: what it publishes without a span of
+    /// its own to give a context carries this one ([`Self::carried`]).
+    pub async fn carry<F: Future>(context: Option<Self>, work: F) -> F::Output {
+        match context {
+            Some(context) => CARRIED.scope(context, work).await,
+            None => work.await,
+        }
+    }
+
+    /// The context the work in progress carries (see [`Self::carry`]).
+    pub fn carried() -> Option<Self> {
+        CARRIED.try_with(Clone::clone).ok()
     }
 
     /// The trace's id (32 hex digits), as a trace viewer shows it.
@@ -127,6 +162,21 @@ mod tests {
         ] {
             assert_eq!(parse(malformed, None), None, "{malformed:?}");
         }
+    }
+
+    #[test]
+    fn the_sampled_flag_is_read_from_the_traceparent() {
+        assert!(parse(VALID, None).unwrap().sampled());
+        assert!(!parse(&VALID.replace("-01", "-00"), None).unwrap().sampled());
+        assert!(parse(&VALID.replace("-01", "-03"), None).unwrap().sampled());
+    }
+
+    #[tokio::test]
+    async fn carried_work_sees_its_context_and_other_work_none() {
+        let came = parse(VALID, None).unwrap();
+        let seen = TraceContext::carry(Some(came.clone()), async { TraceContext::carried() }).await;
+        assert_eq!(seen, Some(came));
+        assert_eq!(TraceContext::carry(None, async { TraceContext::carried() }).await, None);
     }
 
     #[test]

@@ -42,8 +42,13 @@ const FLUSH_AT_EXIT: Duration = Duration::from_secs(3);
 /// Where traces go, read from the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportSettings {
-    /// The sampler when `OTEL_TRACES_SAMPLER` is unset; the SDK reads it otherwise.
-    default_ratio: Option<f64>,
+    /// The share of traces started here that are sampled, when the service
+    /// decides it itself (a parent-based sampler, or none named): see
+    /// [`root_ratio`]. None when the SDK decides every span (`always_on`,
+    /// `always_off`, `traceidratio`, which ignore a parent).
+    root_ratio: Option<f64>,
+    /// Whether no sampler was named (the default applies).
+    default_sampler: bool,
     /// For `check` to show: the endpoint, and the sampler named.
     endpoint: String,
     sampler: String,
@@ -51,11 +56,11 @@ pub struct ExportSettings {
 
 impl std::fmt::Display for ExportSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.default_ratio {
-            Some(ratio) => {
+        match (self.default_sampler, self.root_ratio) {
+            (true, Some(ratio)) => {
                 write!(f, "exported to {} (http/protobuf), sampler parentbased_traceidratio {ratio}", self.endpoint)
             }
-            None => write!(f, "exported to {} (http/protobuf), sampler {}", self.endpoint, self.sampler),
+            _ => write!(f, "exported to {} (http/protobuf), sampler {}", self.endpoint, self.sampler),
         }
     }
 }
@@ -89,12 +94,35 @@ impl ExportSettings {
             return Err(ExportError::Protocol(protocol));
         }
         let sampler = set("OTEL_TRACES_SAMPLER");
-        let default_ratio = sampler.is_none().then_some(DEFAULT_SAMPLE_RATIO);
-        let sampler = sampler.map(|name| match set("OTEL_TRACES_SAMPLER_ARG") {
+        let argument = set("OTEL_TRACES_SAMPLER_ARG");
+        let root_ratio = root_ratio(sampler.as_deref(), argument.as_deref());
+        let default_sampler = sampler.is_none();
+        let sampler = sampler.map(|name| match argument {
             Some(arg) => format!("{name} {arg}"),
             None => name,
         });
-        Ok(Some(Self { default_ratio, endpoint: endpoint.unwrap_or_default(), sampler: sampler.unwrap_or_default() }))
+        let endpoint = endpoint.unwrap_or_default();
+        Ok(Some(Self { root_ratio, default_sampler, endpoint, sampler: sampler.unwrap_or_default() }))
+    }
+}
+
+/// The share of root traces sampled when the sampler is parent-based (or
+/// none is named), as the SDK reads `OTEL_TRACES_SAMPLER[_ARG]`: a root is
+/// then decided before its span is made, so that an unsampled webhook costs
+/// no span in the OpenTelemetry layer at all (docs/performance.md,
+/// "Traces"). None for the samplers that ignore a parent, which the SDK
+/// applies to every span.
+fn root_ratio(sampler: Option<&str>, argument: Option<&str>) -> Option<f64> {
+    let Some(sampler) = sampler.map(str::trim) else { return Some(DEFAULT_SAMPLE_RATIO) };
+    match sampler {
+        "always_on" | "always_off" | "traceidratio" => None,
+        "parentbased_always_off" => Some(0.0),
+        // As the SDK: an argument that is missing or not a share is 1.0.
+        "parentbased_traceidratio" => {
+            Some(argument.and_then(|a| a.trim().parse::<f64>().ok()).filter(|r| (0.0..=1.0).contains(r)).unwrap_or(1.0))
+        }
+        // parentbased_always_on, and what the SDK does not know (it falls back to that).
+        _ => Some(1.0),
     }
 }
 
@@ -119,10 +147,12 @@ impl TraceExport {
         }
         let exporter = exporter.build().map_err(|e| ExportError::Exporter(e.to_string()))?;
         let mut builder = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource());
-        if let Some(ratio) = settings.default_ratio {
-            builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
+        if settings.root_ratio.is_some() {
+            // A root span is made in the OpenTelemetry layer only once the
+            // service sampled it (`spans::start`); a child follows its parent.
+            builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
         }
-        super::spans::start_exporting();
+        super::spans::start_exporting(settings.root_ratio);
         Ok(Self { provider: builder.build() })
     }
 
@@ -138,6 +168,7 @@ impl TraceExport {
         let spans_of_ours = tracing_subscriber::filter::filter_fn(|metadata| {
             metadata.is_span()
                 && metadata.target().starts_with("ingress_egress")
+                && metadata.target() != super::spans::UNTRACED
                 && *metadata.level() <= tracing::Level::INFO
         })
         .with_max_level_hint(tracing::Level::INFO);
@@ -197,11 +228,27 @@ mod tests {
     #[test]
     fn the_default_sampler_applies_only_when_none_is_named_and_grpc_is_refused_by_name() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
-        assert_eq!(settings(&[endpoint]).unwrap().unwrap().default_ratio, Some(DEFAULT_SAMPLE_RATIO));
+        let default = settings(&[endpoint]).unwrap().unwrap();
+        assert_eq!((default.root_ratio, default.default_sampler), (Some(DEFAULT_SAMPLE_RATIO), true));
         let named = ("OTEL_TRACES_SAMPLER", "always_on");
-        assert_eq!(settings(&[endpoint, named]).unwrap().unwrap().default_ratio, None);
+        assert_eq!(settings(&[endpoint, named]).unwrap().unwrap().root_ratio, None);
         let grpc = settings(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap_err();
         assert!(grpc.to_string().contains("\"grpc\" is not supported: use http/protobuf"), "{grpc}");
         assert!(settings(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_parent_based_sampler_has_its_roots_decided_by_the_service_and_the_others_by_the_sdk() {
+        assert_eq!(root_ratio(None, Some("0.5")), Some(DEFAULT_SAMPLE_RATIO));
+        assert_eq!(root_ratio(Some("parentbased_always_on"), None), Some(1.0));
+        assert_eq!(root_ratio(Some("parentbased_always_off"), None), Some(0.0));
+        assert_eq!(root_ratio(Some("parentbased_traceidratio"), Some(" 0.25 ")), Some(0.25));
+        for unusable in [None, Some("2"), Some("-0.1"), Some("half")] {
+            assert_eq!(root_ratio(Some("parentbased_traceidratio"), unusable), Some(1.0), "{unusable:?}");
+        }
+        assert_eq!(root_ratio(Some("xray"), None), Some(1.0));
+        for own in ["always_on", "always_off", "traceidratio"] {
+            assert_eq!(root_ratio(Some(own), Some("0.5")), None, "{own}");
+        }
     }
 }
