@@ -90,7 +90,7 @@ fn compare_compile_caches() {
         .map(|_| {
             let started = Instant::now();
             let compiled = ours.load_or_compile(&engine, bytes, "bench").expect("load");
-            assert!(compiled.from_cache);
+            assert_eq!(compiled.origin, ingress_egress::runtime::Origin::Cache);
             started.elapsed()
         })
         .collect();

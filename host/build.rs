@@ -4,9 +4,19 @@
 //! The guest gets its own target directory (no lock contention with this build)
 //! and none of the host's RUSTFLAGS. The artifacts are bundled into the binary
 //! and their paths exported for the tests.
+//!
+//! Each bundled component is also precompiled here, with the runtime's own
+//! compile settings (`src/runtime/compile_settings.rs`), and bundled beside
+//! its bytes under its content hash: a first start deserializes it rather
+//! than compiling (docs/performance.md, "First start").
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use sha2::Digest as _;
+
+#[path = "src/runtime/compile_settings.rs"]
+mod compile_settings;
 
 /// (package, artifact file stem, name it is bundled under)
 const COMPONENTS: &[(&str, &str, &str)] = &[("twilio-connector", "twilio_connector", "twilio")];
@@ -46,6 +56,10 @@ fn main() {
     let mut bundled = String::from(
         "/// Components built into this binary: (name, bytes).\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
     );
+    let mut precompiled = String::from(
+        "/// The bundled components compiled at build time: (content hash, compiled bytes).\n\
+         pub static PRECOMPILED: &[(&str, &[u8])] = &[\n",
+    );
     for (package, stem, name) in COMPONENTS {
         build(&workspace, &target_dir, package, &[]);
         let artifact = target_dir.join("wasm32-wasip2/release").join(format!("{stem}.wasm"));
@@ -53,7 +67,12 @@ fn main() {
         std::fs::copy(&artifact, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", artifact.display()));
         bundled.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", copy.display().to_string()));
         println!("cargo:rustc-env=COMPONENT_{}_WASM={}", name.to_uppercase(), copy.display());
+        if let Some((hash, compiled)) = precompile(&copy, &out_dir.join(format!("{name}.cwasm"))) {
+            precompiled.push_str(&format!("    ({hash:?}, include_bytes!({:?})),\n", compiled.display().to_string()));
+        }
     }
+    bundled.push_str("];\n\n");
+    bundled.push_str(&precompiled);
     bundled.push_str("];\n\n/// Test fixture components: (name, path).\npub static FIXTURES: &[(&str, &str)] = &[\n");
     for (package, stem, name, env) in FIXTURES {
         build(&workspace, &target_dir, package, env);
@@ -64,6 +83,31 @@ fn main() {
     }
     bundled.push_str("];\n");
     std::fs::write(out_dir.join("bundled.rs"), bundled).expect("writing bundled.rs");
+}
+
+/// Compiles the component at `wasm` for this machine, as the runtime's
+/// engine would, into `out`: its content hash (as `runtime::content_hash`
+/// names it) and the artifact. None when the binary is built for another
+/// architecture or system than this machine's (the runtime then compiles at
+/// first start); another libc (a static musl build) runs the same code.
+fn precompile(wasm: &Path, out: &Path) -> Option<(String, PathBuf)> {
+    let arch_and_system = |triple: String| {
+        let parts: Vec<String> = triple.split('-').map(str::to_owned).collect();
+        (parts.first().cloned(), parts.get(2).cloned())
+    };
+    let (target, host) = (std::env::var("TARGET").unwrap_or_default(), std::env::var("HOST").unwrap_or_default());
+    if arch_and_system(target) != arch_and_system(host) {
+        println!("cargo::warning=cross-compiling: the bundled components are compiled at first start instead");
+        return None;
+    }
+    let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("reading {}: {e}", wasm.display()));
+    let engine = wasmtime::Engine::new(&compile_settings::compile_settings())
+        .unwrap_or_else(|e| fail(&format!("creating the engine that precompiles the components: {e}")));
+    let compiled = engine
+        .precompile_component(&bytes)
+        .unwrap_or_else(|e| fail(&format!("precompiling {}: {e:#}", wasm.display())));
+    std::fs::write(out, compiled).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+    Some((hex::encode(sha2::Sha256::digest(&bytes)), out.to_owned()))
 }
 
 /// Stops the build with one line that says what to run when the toolchain has

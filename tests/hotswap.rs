@@ -206,17 +206,24 @@ async fn swapped_by_the_watcher(harness: &Harness, path: &Path) {
 #[tokio::test]
 async fn compiled_components_are_reused_across_restarts_and_swaps_back() {
     let (harness, path) = file_backed(false);
+    let compiled = async |service: &RunningService| admin_connector(service).await["compiled"].clone();
+    // The bundled component's bytes, on an empty data directory: compiled when the binary was built.
     let service = harness.start().await;
-    assert_eq!(admin_connector(&service).await["compiled_from_cache"], false);
+    assert_eq!(compiled(&service).await, "precompiled");
     install(&path, &v2_bytes());
     assert_eq!(reload(&service).await.1["connectors"][0]["outcome"], "swapped");
+    assert_eq!(compiled(&service).await, "compiled");
     install(&path, &v1_bytes());
     assert_eq!(reload(&service).await.1["connectors"][0]["outcome"], "swapped");
+    assert_eq!(compiled(&service).await, "precompiled");
     // Back to a version compiled before: from the cache.
+    install(&path, &v2_bytes());
+    assert_eq!(reload(&service).await.1["connectors"][0]["outcome"], "swapped");
+    assert_eq!(compiled(&service).await, "cache");
     assert_eq!(admin_connector(&service).await["compiled_from_cache"], true);
     service.stop().await.unwrap();
     let restarted = harness.start().await;
-    assert_eq!(admin_connector(&restarted).await["compiled_from_cache"], true);
+    assert_eq!(compiled(&restarted).await, "cache");
     restarted.stop().await.unwrap();
 }
 

@@ -63,6 +63,12 @@ pub mod bundled {
         BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
     }
 
+    /// The compiled form of the bundled component whose content hash is
+    /// `content_hash`, made at build time with the runtime's settings.
+    pub fn precompiled(content_hash: &str) -> Option<&'static [u8]> {
+        PRECOMPILED.iter().find(|(hash, _)| *hash == content_hash).map(|(_, bytes)| *bytes)
+    }
+
     /// Where the build put the test fixture component called `name`.
     pub fn fixture(name: &str) -> Option<&'static str> {
         FIXTURES.iter().find(|(n, _)| *n == name).map(|(_, path)| *path)

@@ -1,6 +1,8 @@
 //! The compile cache: compiled components on disk, keyed by the component's
 //! content hash and the engine's compatibility hash, so a restart or a swap
-//! back to a known version does not compile again.
+//! back to a known version does not compile again. Before it, the bundled
+//! components' compiled forms, made when the binary was built: a first start
+//! on an empty data directory compiles nothing.
 //!
 //! Why not wasmtime's own cache (`Config::cache`): it stores entries
 //! zstd-compressed and copies them back into memory, where this one maps the
@@ -21,11 +23,23 @@ pub struct CompileCache {
     dir: Option<PathBuf>,
 }
 
-/// A compiled component and whether it came from the cache.
+/// A compiled component and where its compiled form came from.
 #[derive(Debug)]
 pub struct Compiled {
     pub component: Component,
-    pub from_cache: bool,
+    pub origin: Origin,
+}
+
+/// Where a component's compiled form came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Compiled when the binary was built (a bundled component).
+    Precompiled,
+    /// The compile cache on disk.
+    Cache,
+    /// Compiled as it was loaded.
+    Compiled,
 }
 
 impl CompileCache {
@@ -44,10 +58,13 @@ impl CompileCache {
     /// Loads the compiled form of `bytes` from the cache, or compiles and stores it.
     /// Blocking: call it off the request path.
     pub fn load_or_compile(&self, engine: &Engine, bytes: &[u8], content_hash: &str) -> anyhow::Result<Compiled> {
+        if let Some(component) = precompiled(engine, content_hash) {
+            return Ok(Compiled { component, origin: Origin::Precompiled });
+        }
         let Some(path) = self.path(engine, content_hash) else {
             return Ok(Compiled {
                 component: Component::new(engine, bytes).map_err(anyhow::Error::from)?,
-                from_cache: false,
+                origin: Origin::Compiled,
             });
         };
         if path.is_file() {
@@ -55,7 +72,7 @@ impl CompileCache {
             // `precompile_component`, under a name bound to the engine's
             // compatibility hash; a file that fails to deserialize is recompiled.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(Compiled { component, from_cache: true }),
+                Ok(component) => return Ok(Compiled { component, origin: Origin::Cache }),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "unusable compile cache entry; recompiling")
                 }
@@ -67,7 +84,24 @@ impl CompileCache {
         if let Err(e) = write_atomically(&path, &compiled) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
         }
-        Ok(Compiled { component, from_cache: false })
+        Ok(Compiled { component, origin: Origin::Compiled })
+    }
+}
+
+/// The build's compiled form of the bundled component `content_hash`, when
+/// there is one and it fits `engine`; a misfit (another CPU's features,
+/// another wasmtime) is said, and the caller compiles.
+fn precompiled(engine: &Engine, content_hash: &str) -> Option<Component> {
+    let bytes = crate::bundled::precompiled(content_hash)?;
+    // SAFETY: the bytes were made by this binary's build script, by
+    // `Engine::precompile_component` with the runtime's compile settings;
+    // wasmtime checks that they fit this engine and host before using them.
+    match unsafe { Component::deserialize(engine, bytes) } {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the component compiled at build time does not fit this engine; compiling it");
+            None
+        }
     }
 }
 
@@ -78,4 +112,32 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn twilio() -> (&'static [u8], String) {
+        let bytes = crate::bundled::get("twilio").expect("bundled");
+        (bytes, crate::runtime::content_hash(bytes))
+    }
+
+    #[test]
+    fn a_bundled_component_is_compiled_at_build_time_for_the_runtimes_settings() {
+        let (bytes, hash) = twilio();
+        let engine = Engine::new(&super::super::compile_settings::compile_settings()).unwrap();
+        let compiled = CompileCache::new(None).load_or_compile(&engine, bytes, &hash).unwrap();
+        assert_eq!(compiled.origin, Origin::Precompiled);
+    }
+
+    #[test]
+    fn an_engine_the_build_did_not_compile_for_compiles_it_itself() {
+        let (bytes, hash) = twilio();
+        let mut other = super::super::compile_settings::compile_settings();
+        other.epoch_interruption(false);
+        let engine = Engine::new(&other).unwrap();
+        let compiled = CompileCache::new(None).load_or_compile(&engine, bytes, &hash).unwrap();
+        assert_eq!(compiled.origin, Origin::Compiled);
+    }
 }

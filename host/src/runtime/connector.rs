@@ -18,6 +18,7 @@ use super::bindings::{
     Accepted, AccessToken, ConnectorWorldIndices, Descriptor, EgressMessage, EgressPlan, SendError, SimulatedRequest,
     TokenError, TokenRequest, WiringReport,
 };
+use super::cache::Origin;
 use super::pool::{InstancePool, Warm};
 use super::{Grants, InstanceState, Runtime};
 use crate::config::Limits;
@@ -97,7 +98,7 @@ pub struct Connector {
     limits: Limits,
     descriptor: Descriptor,
     content_hash: String,
-    from_cache: bool,
+    origin: Origin,
 }
 
 impl std::fmt::Debug for Connector {
@@ -138,7 +139,7 @@ impl Connector {
             limits: limits.clone(),
             descriptor: Descriptor { name: String::new(), version: String::new() },
             content_hash,
-            from_cache: compiled.from_cache,
+            origin: compiled.origin,
         };
         connector.descriptor = connector.describe().await.map_err(|e| LoadError::Describe(e.to_string()))?;
         Ok(connector)
@@ -159,9 +160,9 @@ impl Connector {
         &self.content_hash
     }
 
-    /// Whether the compiled code came from the compile cache.
-    pub fn from_cache(&self) -> bool {
-        self.from_cache
+    /// Where the compiled code came from: the build, the compile cache, or a compile at load.
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// What this connector was granted.

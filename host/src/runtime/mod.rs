@@ -8,6 +8,7 @@
 pub mod bindings;
 mod cache;
 pub mod call_trace;
+mod compile_settings;
 mod connector;
 mod grants;
 mod outbound;
@@ -22,6 +23,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 pub use cache::CompileCache;
+pub use cache::Origin;
 pub use connector::{CallError, CallFailure, Connector, HandleError, LoadError, PoolExhausted, content_hash};
 pub use grants::{Grants, OutboundAllowList};
 pub use state::{InstanceState, SecretRefused};
@@ -98,8 +100,7 @@ pub fn read_component(source: &crate::config::ComponentSource) -> anyhow::Result
 }
 
 fn base_config() -> Config {
-    let mut config = Config::new();
-    config.wasm_component_model(true).epoch_interruption(true);
+    let mut config = compile_settings::compile_settings();
     // `perf` can name guest functions when asked to (writes /tmp/perf-PID.map).
     if std::env::var_os("WASMTIME_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);

@@ -38,6 +38,9 @@ pub struct ConnectorView {
     pub content_hash: String,
     /// Whether the compiled form came from the compile cache.
     pub compiled_from_cache: bool,
+    /// Where the compiled form came from: `precompiled` (when the binary was
+    /// built), `cache` (the compile cache) or `compiled` (at load).
+    pub compiled: crate::runtime::Origin,
     /// When this version was loaded (Unix seconds).
     pub loaded_at: u64,
     /// Swaps since start.
@@ -219,7 +222,8 @@ fn view(slot: &ConnectorSlot) -> ConnectorView {
         component: slot.config.component.to_string(),
         version: current.version().to_owned(),
         content_hash: current.content_hash().to_owned(),
-        compiled_from_cache: current.from_cache(),
+        compiled_from_cache: current.origin() == crate::runtime::Origin::Cache,
+        compiled: current.origin(),
         loaded_at: status.loaded_at,
         swap_count: status.swaps,
         last_refusal: status.last_refusal.map(|(at, reason)| Refusal { at, reason }),
