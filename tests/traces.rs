@@ -281,7 +281,7 @@ fn a_protocol_it_does_not_speak_or_an_endpoint_that_is_no_url_stops_serve_with_a
     let said = String::from_utf8_lossy(&check.output().unwrap().stdout).into_owned();
     assert!(
         said.contains(
-            "traces: exported to http://127.0.0.1:4318 (http/protobuf), sampler parentbased_traceidratio 0.1"
+            "traces: exported to http://127.0.0.1:4318 (http/protobuf), sampler parentbased_traceidratio 0.01"
         ),
         "{said}"
     );

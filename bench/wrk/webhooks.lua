@@ -6,7 +6,10 @@
 -- /bench-exhausted, which every server answers 404: the run is then marked
 -- as too short for the server's speed instead of replaying a sid.
 --
---   wrk -s webhooks.lua URL -- SIGNATURES THREADS
+--   wrk -s webhooks.lua URL -- SIGNATURES THREADS [HOST]
+--
+-- HOST, when given, is sent as the Host header: a server on another port
+-- than the one the webhooks were signed for then sees the signed URL.
 local threads = {}
 local counter = 0
 
@@ -16,10 +19,11 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local lines, next_line, prefix
+local lines, next_line, prefix, host
 
 function init(args)
   local file, nthreads = args[1], tonumber(args[2])
+  host = args[3]
   lines, next_line = {}, 1
   local n = 0
   for line in io.lines(file) do
@@ -44,6 +48,7 @@ function request()
   return wrk.format("POST", "/twilio/messaging", {
     ["Content-Type"] = "application/x-www-form-urlencoded",
     ["X-Twilio-Signature"] = signature,
+    ["Host"] = host,
   }, body)
 end
 

@@ -29,8 +29,12 @@ const DEFAULT_SERVICE_NAME: &str = "ingress-egress";
 /// The share of traces started here (a webhook, an egress message that came
 /// without a trace context) that are sampled when `OTEL_TRACES_SAMPLER` is
 /// unset. A message that arrives with a context follows its parent's
-/// decision. `bench/run` shows what sampling costs (docs/performance.md).
-pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
+/// decision. 1%: at this service's rate that is still tens of traces a
+/// second per host, and a sampled webhook costs about a quarter more CPU
+/// than an unsampled one, so 10% would cost about 11% of the service's CPU
+/// (bench/run side by side, docs/performance.md "Traces"); an operator who
+/// wants more sets `OTEL_TRACES_SAMPLER_ARG` with `parentbased_traceidratio`.
+pub const DEFAULT_SAMPLE_RATIO: f64 = 0.01;
 
 /// How long the exporter waits for the collector, per batch, unless
 /// `OTEL_EXPORTER_OTLP_TIMEOUT` says otherwise: the queue keeps filling meanwhile.
