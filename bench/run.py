@@ -83,7 +83,7 @@ class Server:
     signatures: str = ""
 
     def start(self, port, data, extra_env=None):
-        if self.compiles and not (data / "compile-cache").exists():
+        if self.compiles and not any(data.iterdir()):
             started = time.monotonic()
             first = self._spawn(port, data, extra_env)
             FIRST_STARTS.append((time.monotonic() - started, process_memory_mb(first.pid, "VmHWM")))
@@ -282,7 +282,6 @@ def measure(server, connections, args, files, port):
             running = start_wrk(port, files["measure" + server.signatures], connections, args.seconds)
             [result], rss_peak = wait_sampling_rss([running], [process.pid])
             cpu = process_cpu_seconds(process.pid) - cpu_before
-
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait()
@@ -337,6 +336,10 @@ def perf_report(data, sort):
     return [line.rstrip() for line in output.splitlines() if line.strip() and not line.startswith("#")]
 
 
+# The traced rows, beside the plain service ("service"), and what each shows.
+TRACED_ROWS = (("service-traced", "traces at 100% sampling"),
+               ("service-sampled", "traces with the default sampler"))
+
 # Symbols of tracing and trace export: the `tracing` facade and subscriber,
 # tracing-opentelemetry, the OpenTelemetry SDK (sampler, ids), the service's
 # own telemetry module.
@@ -380,8 +383,7 @@ def tracing_shares(chosen, args, files, port):
         return []
     plain = tracing_share(by_short["service"], args, files, port)
     lines = []
-    for short, what in (("service-traced", "traces at 100% sampling"),
-                        ("service-sampled", "traces with the default sampler")):
+    for short, what in TRACED_ROWS:
         if short in by_short:
             added = tracing_share(by_short[short], args, files, port) - plain
             lines.append(f"- shown: {what}: {added:+.1%} of the service's CPU in tracing and exporting code "
@@ -406,7 +408,7 @@ def side_by_side(a, b, args, files, port):
                 wrk_result(started)
             before = [process_cpu_seconds(p.pid) for p in (first, second)]
             results = [wrk_result(started) for started in loads("measure", args.seconds)]
-            cpu = [process_cpu_seconds(p.pid) - b for p, b in zip((first, second), before)]
+            cpu = [process_cpu_seconds(p.pid) - used for p, used in zip((first, second), before)]
         finally:
             for process in (first, second):
                 process.send_signal(signal.SIGKILL)
@@ -426,8 +428,7 @@ def tracing_side_by_side(chosen, args, files, port):
         return []
     lines = []
     for short, what in (("service", "the plain service beside a copy of itself (no difference to find)"),
-                        ("service-traced", "traces at 100% sampling"),
-                        ("service-sampled", "traces with the default sampler")):
+                        *TRACED_ROWS):
         if short not in by_short:
             continue
         costs = sorted(side_by_side(by_short["service"], by_short[short], args, files, port)
@@ -712,8 +713,7 @@ def tracing_costs(measurements):
         for m in measurements:
             if m.connections == connections:
                 by_round.setdefault(m.round, {})[m.short] = m
-        for short, what in (("service-traced", "traces at 100% sampling"),
-                            ("service-sampled", "traces with the default sampler")):
+        for short, what in TRACED_ROWS:
             pairs = [(r[short], r["service"]) for r in by_round.values() if short in r and "service" in r]
             if not pairs:
                 continue

@@ -118,14 +118,15 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn twilio() -> (&'static [u8], String) {
-        let bytes = crate::bundled::get("twilio").expect("bundled");
+    /// The first component built into this binary, and its content hash.
+    fn bundled() -> (&'static [u8], String) {
+        let (_, bytes) = crate::bundled::BUNDLED.first().expect("a bundled component");
         (bytes, crate::runtime::content_hash(bytes))
     }
 
     #[test]
     fn a_bundled_component_is_compiled_at_build_time_for_the_runtimes_settings() {
-        let (bytes, hash) = twilio();
+        let (bytes, hash) = bundled();
         let engine = Engine::new(&super::super::compile_settings::compile_settings()).unwrap();
         let compiled = CompileCache::new(None).load_or_compile(&engine, bytes, &hash).unwrap();
         assert_eq!(compiled.origin, Origin::Precompiled);
@@ -133,7 +134,7 @@ mod tests {
 
     #[test]
     fn an_engine_the_build_did_not_compile_for_compiles_it_itself() {
-        let (bytes, hash) = twilio();
+        let (bytes, hash) = bundled();
         let mut other = super::super::compile_settings::compile_settings();
         other.epoch_interruption(false);
         let engine = Engine::new(&other).unwrap();

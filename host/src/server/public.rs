@@ -27,11 +27,15 @@ pub async fn handle(state: &AppState, request: Request<Incoming>, peer: SocketAd
             None => (None, "other"),
         },
     };
-    let start = spans::start(None);
-    let span = match route {
-        Some(slot) => webhook_span(&start, &slot.config.name, request.method().as_str(), label, peer),
-        // Health checks and unknown paths are no work to trace (exported spans are info).
-        None => tracing::debug_span!("request", route = label, %peer),
+    // Health checks and unknown paths are no work to trace: no sampling
+    // decision, and a debug span (exported spans are info).
+    let (start, span) = match route {
+        Some(slot) => {
+            let start = spans::start(None);
+            let span = webhook_span(&start, &slot.config.name, request.method().as_str(), label, peer);
+            (start, span)
+        }
+        None => (Start::Traced, tracing::debug_span!("request", route = label, %peer)),
     };
     let response = async {
         let response = match (path.as_str(), route) {
