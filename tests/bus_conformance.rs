@@ -54,7 +54,7 @@ impl Backend {
             Self::Sqlite(dir) => Arc::new(SqliteBus::new(&dir.path().join("bus.sqlite3"), &config).unwrap()),
             Self::Nats(server) => {
                 // JetStream wants the duplicate window within the age limit.
-                config.nats.duplicate_window = config.nats.duplicate_window.min(retention);
+                config.duplicate_window = config.duplicate_window.min(retention);
                 Arc::new(NatsBus::connect(&[format!("127.0.0.1:{}", server.port)], &config).await.unwrap())
             }
         }
@@ -103,6 +103,18 @@ async fn a_duplicate_key_is_stored_once(backend: Backend) {
     assert_eq!(publish(bus.as_ref(), STREAM, "SM1").await, Published::Duplicate);
     assert_eq!(publish(bus.as_ref(), STREAM, "SM2").await, Published::New);
     assert_eq!(bus.read(STREAM, 0, 10).await.unwrap().len(), 2);
+}
+
+/// The keys within the duplicate window outlive the process that published
+/// them (the embedded bus reads them back at open).
+async fn a_duplicate_is_known_after_a_restart(backend: Backend) {
+    let bus = backend.open().await;
+    assert_eq!(publish(bus.as_ref(), STREAM, "SM1").await, Published::New);
+    assert_eq!(publish(bus.as_ref(), STREAM, "SM2").await, Published::New);
+    drop(bus);
+    let restarted = backend.open().await;
+    assert_eq!(publish(restarted.as_ref(), STREAM, "SM1").await, Published::Duplicate, "known after a restart");
+    assert_eq!(restarted.read(STREAM, 0, 10).await.unwrap().len(), 2);
 }
 
 async fn tail_reads_from_a_sequence_and_knows_the_last(backend: Backend) {
@@ -316,6 +328,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn a_duplicate_key_is_stored_once() {
                 super::a_duplicate_key_is_stored_once(backend()).await;
+            }
+
+            #[tokio::test]
+            async fn a_duplicate_is_known_after_a_restart() {
+                super::a_duplicate_is_known_after_a_restart(backend()).await;
             }
 
             #[tokio::test]

@@ -4,6 +4,7 @@
 //! [`Bus`] is the interface every backend implements; [`sqlite`] is the
 //! embedded default, [`nats`] JetStream for several hosts. What travels on it is [`crate::messages`].
 
+mod dedup;
 mod disk;
 mod follow;
 pub mod nats;

@@ -4,6 +4,13 @@
 //! in a single transaction (group commit): a burst of concurrent publishes
 //! shares one fsync instead of queueing behind one fsync each. A publish is
 //! answered only after its transaction committed with `synchronous=FULL`.
+//!
+//! The layout keeps a commit small (docs/performance.md, "The embedded
+//! bus"): de-duplication keys are checked in memory ([`super::dedup`]), not
+//! by a unique index on random keys, and a stream's messages go in settled,
+//! so that the index of waiting work holds only work-queue messages. A
+//! publish then writes only right-edge pages: the table's, the index by
+//! topic's and `sqlite_sequence`'s.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -13,6 +20,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::dedup::{self, DedupWindow};
 use super::{BoxFuture, Bus, BusError, Delivery, Published, StateEntry, StateWrite, Stored};
 use crate::config::{BusConfig, StreamRetention, StreamSpec};
 use crate::telemetry::TraceContext;
@@ -26,6 +34,12 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement, so a prune never holds the writer for long.
 const PRUNE_CHUNK: i64 = 5000;
+/// The most de-duplication keys held in memory: about 20–40 MB. A window
+/// of an hour holds this many at about 280 webhooks a second; faster, the
+/// oldest go early, and the log says how far back the window reaches.
+pub const MAX_DEDUP_KEYS: usize = 1_000_000;
+/// How often a window cut short by [`MAX_DEDUP_KEYS`] is logged, at most.
+const CUT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -39,7 +53,8 @@ CREATE TABLE IF NOT EXISTS messages (
     acked INTEGER NOT NULL DEFAULT 0,
     headers TEXT
 );
-CREATE UNIQUE INDEX IF NOT EXISTS messages_dedup ON messages(topic, dedup_key) WHERE dedup_key IS NOT NULL;
+-- De-duplication keys are checked in memory (dedup.rs); files from before keep no index of them.
+DROP INDEX IF EXISTS messages_dedup;
 -- Reads, the newest seq, pruning: a topic's messages in order.
 CREATE INDEX IF NOT EXISTS messages_by_topic ON messages(topic, seq);
 -- Taking the next message of a work queue: only the unacknowledged, in
@@ -154,6 +169,7 @@ impl SqliteBus {
     /// [`Self::new`], committing as `synchronous` says.
     pub fn with_synchronous(path: &Path, config: &BusConfig, synchronous: Synchronous) -> anyhow::Result<Self> {
         let pruning = Pruning { retention: config.retention, streams: config.streams.clone() };
+        let window = DedupWindow::new(config.duplicate_window, MAX_DEDUP_KEYS);
         use anyhow::Context as _;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -166,11 +182,15 @@ impl SqliteBus {
         conn.execute_batch(SCHEMA).with_context(|| format!("creating the schema in {}", path.display()))?;
         add_headers_column(&conn, "messages")
             .with_context(|| format!("adding the headers column in {}", path.display()))?;
+        settle_stream_messages(&conn, &pruning)
+            .with_context(|| format!("settling stream messages in {}", path.display()))?;
+        let mut writer = Writer::new(conn, pruning, window);
+        writer.load_window().with_context(|| format!("reading de-duplication keys from {}", path.display()))?;
         let reader = open_connection(path, synchronous)?;
         let (sender, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("bus-writer".into())
-            .spawn(move || writer_loop(conn, receiver, pruning))
+            .spawn(move || writer.run(receiver))
             .context("starting the bus writer")?;
         Ok(Self { writer: Mutex::new(sender), reader: Arc::new(Mutex::new(reader)), path: path.to_owned() })
     }
@@ -321,33 +341,160 @@ impl Bus for SqliteBus {
     }
 }
 
-/// Runs queued operations in batches, one transaction (one fsync) per batch,
-/// and prunes messages past their retention between batches.
-fn writer_loop(mut conn: Connection, receiver: mpsc::Receiver<Op>, pruning: Pruning) {
-    let mut last_prune = std::time::Instant::now();
-    let prune_every = (pruning.retention / 2).clamp(Duration::from_millis(100), PRUNE_EVERY);
-    loop {
-        let first = match receiver.recv_timeout(prune_every) {
-            Ok(op) => Some(op),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        if let Some(first) = first {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+/// The writer thread's state: its connection, what it prunes, and the
+/// de-duplication window with the keys of the batch under way.
+struct Writer {
+    conn: Connection,
+    pruning: Pruning,
+    window: DedupWindow,
+    pending: dedup::BatchKeys,
+    /// The newest message whose key the window has seen.
+    seen_seq: i64,
+    /// SQLite's `data_version` as this writer last read it: it moves when
+    /// another connection (a CLI command's `redrive`) committed to the file.
+    data_version: i64,
+    /// When a window cut short was last logged.
+    cut_logged: Option<std::time::Instant>,
+}
+
+impl Writer {
+    fn new(conn: Connection, pruning: Pruning, window: DedupWindow) -> Self {
+        let pending = dedup::BatchKeys::default();
+        Self { conn, pruning, window, pending, seen_seq: 0, data_version: 0, cut_logged: None }
+    }
+
+    /// Runs queued operations in batches, one transaction (one fsync) per
+    /// batch, and prunes messages past their retention between batches.
+    fn run(mut self, receiver: mpsc::Receiver<Op>) {
+        let mut last_prune = std::time::Instant::now();
+        let prune_every = (self.pruning.retention / 2).clamp(Duration::from_millis(100), PRUNE_EVERY);
+        loop {
+            let first = match receiver.recv_timeout(prune_every) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            if let Some(first) = first {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match receiver.try_recv() {
+                        Ok(op) => batch.push(op),
+                        Err(_) => break,
+                    }
+                }
+                self.run_batch(batch);
+            }
+            if last_prune.elapsed() >= prune_every {
+                last_prune = std::time::Instant::now();
+                if let Err(e) = prune(&self.conn, &self.pruning) {
+                    tracing::warn!(error = %e, "pruning the bus failed; will try again");
                 }
             }
-            run_batch(&mut conn, batch, &pruning);
         }
-        if last_prune.elapsed() >= prune_every {
-            last_prune = std::time::Instant::now();
-            if let Err(e) = prune(&conn, &pruning) {
-                tracing::warn!(error = %e, "pruning the bus failed; will try again");
+    }
+
+    /// The keys published within the window, newest first from the end of
+    /// the file, back to the window's start (or as many as it holds).
+    fn load_window(&mut self) -> rusqlite::Result<()> {
+        let cutoff = now_ms() - self.window.window_ms();
+        self.data_version = data_version(&self.conn)?;
+        self.seen_seq = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages", [], |row| row.get(0))?;
+        let mut stmt = self.conn.prepare(
+            "SELECT topic, dedup_key, published_at FROM messages WHERE dedup_key IS NOT NULL ORDER BY seq DESC",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut recent = Vec::new();
+        while let Some(row) = rows.next()? {
+            let published_at: i64 = row.get(2)?;
+            if published_at < cutoff || recent.len() >= MAX_DEDUP_KEYS {
+                break;
+            }
+            let (topic, key): (String, String) = (row.get(0)?, row.get(1)?);
+            recent.push((self.window.fingerprint(&topic, &key), published_at));
+        }
+        for (key, published_at) in recent.into_iter().rev() {
+            self.window.insert(key, published_at);
+        }
+        Ok(())
+    }
+
+    /// The keys another connection published since this writer last looked
+    /// (inside the batch's write lock, so none comes in meanwhile).
+    fn catch_up(window: &mut DedupWindow, tx: &Connection, seen_seq: &mut i64) -> rusqlite::Result<()> {
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, topic, dedup_key, published_at FROM messages WHERE seq > ?1 AND dedup_key IS NOT NULL \
+             ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![*seen_seq])?;
+        while let Some(row) = rows.next()? {
+            let (topic, key): (String, String) = (row.get(1)?, row.get(2)?);
+            window.insert(window.fingerprint(&topic, &key), row.get(3)?);
+            *seen_seq = row.get(0)?;
+        }
+        Ok(())
+    }
+
+    fn run_batch(&mut self, batch: Vec<Op>) {
+        // IMMEDIATE: the write lock up front, waiting out another process's
+        // (busy_timeout), where a read that later writes would fail at once.
+        let tx = match self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                fail_all(batch, &e.to_string());
+                return;
+            }
+        };
+        let seen_before = self.seen_seq;
+        let caught_up = match data_version(&tx) {
+            Ok(version) if version == self.data_version => Ok(()),
+            Ok(version) => {
+                Self::catch_up(&mut self.window, &tx, &mut self.seen_seq).map(|()| self.data_version = version)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = caught_up {
+            drop(tx);
+            fail_all(batch, &format!("reading what other connections published: {e}"));
+            return;
+        }
+        let now = now_ms();
+        self.window.expire(now);
+        let mut state =
+            Batch { tx: &tx, now, pruning: &self.pruning, window: &self.window, keys: &mut self.pending, last_seq: 0 };
+        let answers: Vec<Pending> = batch.into_iter().map(|op| state.apply(op)).collect();
+        let last_seq = state.last_seq;
+        // Nothing is answered before the commit: an answered publish is durable.
+        let commit_error = tx.commit().err().map(|e| e.to_string());
+        match commit_error {
+            None => {
+                self.seen_seq = self.seen_seq.max(last_seq);
+                let cut = self.pending.commit(&mut self.window, now);
+                self.log_cut(cut);
+            }
+            Some(_) => {
+                self.seen_seq = seen_before;
+                self.pending.discard();
             }
         }
+        for item in answers {
+            item.answer(commit_error.as_deref());
+        }
+    }
+
+    /// Says, at most once per [`CUT_WARNING_EVERY`], that the window holds
+    /// less time than configured.
+    fn log_cut(&mut self, cut: Option<Duration>) {
+        let Some(reach) = cut else { return };
+        if self.cut_logged.is_some_and(|logged| logged.elapsed() < CUT_WARNING_EVERY) {
+            return;
+        }
+        self.cut_logged = Some(std::time::Instant::now());
+        tracing::warn!(
+            reaches_back_s = reach.as_secs(),
+            configured_s = self.window.window_ms() / 1000,
+            keys = self.window.len(),
+            "the de-duplication window is full: it now reaches back less far than configured"
+        );
     }
 }
 
@@ -405,58 +552,85 @@ enum Pending {
     State(oneshot::Sender<Result<StateWrite, BusError>>, Result<StateWrite, BusError>),
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Op>, pruning: &Pruning) {
-    // IMMEDIATE: the write lock up front, waiting out another process's
-    // (busy_timeout), where a read that later writes would fail at once.
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            fail_all(batch, &e.to_string());
-            return;
-        }
-    };
-    let now = now_ms();
-    let pending: Vec<Pending> = batch.into_iter().map(|op| apply(&tx, op, now, pruning)).collect();
-    // Nothing is answered before the commit: an answered publish is durable.
-    let commit_error = tx.commit().err().map(|e| e.to_string());
-    for item in pending {
-        item.answer(commit_error.as_deref());
-    }
+/// One batch's transaction, and what its operations need.
+struct Batch<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    now: i64,
+    pruning: &'a Pruning,
+    window: &'a DedupWindow,
+    keys: &'a mut dedup::BatchKeys,
+    /// The seq of the batch's last message.
+    last_seq: i64,
 }
 
-/// Runs one operation inside the batch's transaction; its answer waits.
-fn apply(tx: &rusqlite::Transaction<'_>, op: Op, now: i64, pruning: &Pruning) -> Pending {
-    let unavailable = |e: rusqlite::Error| BusError::Unavailable(e.to_string());
-    match op {
-        Op::Publish { topic, key, payload, headers, ack, reply } => {
-            let published = insert(tx, &topic, key.as_deref(), &payload, headers.as_deref(), now);
-            let settled = match ack {
-                Some(seq) => published.and_then(|published| acknowledge(tx, seq).map(|()| published)),
-                None => published,
-            };
-            Pending::Publish(reply, settled.map_err(unavailable))
+impl Batch<'_> {
+    /// Runs one operation inside the batch's transaction; its answer waits.
+    fn apply(&mut self, op: Op) -> Pending {
+        let unavailable = |e: rusqlite::Error| BusError::Unavailable(e.to_string());
+        let (tx, now) = (self.tx, self.now);
+        match op {
+            Op::Publish { topic, key, payload, headers, ack, reply } => {
+                let published = self.publish(&topic, key.as_deref(), &payload, headers.as_deref());
+                let settled = match ack {
+                    Some(seq) => published.and_then(|published| acknowledge(tx, seq).map(|()| published)),
+                    None => published,
+                };
+                Pending::Publish(reply, settled.map_err(unavailable))
+            }
+            Op::Take { topic, visibility, reply } => {
+                Pending::Take(reply, take_next(tx, topic, now, visibility).map_err(unavailable))
+            }
+            Op::Ack { seq, reply } => Pending::Unit(reply, acknowledge(tx, seq).map_err(unavailable)),
+            Op::RetryLater { seq, delay, reply } => Pending::Unit(
+                reply,
+                tx.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1 AND acked = 0")
+                    .and_then(|mut stmt| stmt.execute(params![seq, now + delay.as_millis() as i64]))
+                    .map(|_| ())
+                    .map_err(unavailable),
+            ),
+            Op::Prune { reply } => Pending::Unit(reply, prune(tx, self.pruning).map(|_| ()).map_err(unavailable)),
+            Op::StatePut { bucket, key, value, expected, reply } => {
+                Pending::State(reply, state_put(tx, &bucket, &key, &value, expected, now).map_err(unavailable))
+            }
+            Op::Ping { reply } => Pending::Unit(
+                reply,
+                tx.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?1)", params![now])
+                    .map(|_| ())
+                    .map_err(unavailable),
+            ),
         }
-        Op::Take { topic, visibility, reply } => {
-            Pending::Take(reply, take_next(tx, topic, now, visibility).map_err(unavailable))
+    }
+
+    /// Inserts a message unless its de-duplication key was published on the
+    /// topic within the window (or earlier in this batch).
+    fn publish(
+        &mut self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        headers: Option<&str>,
+    ) -> rusqlite::Result<Published> {
+        let fingerprint = key.map(|key| self.window.fingerprint(topic, key));
+        if let Some(fingerprint) = fingerprint
+            && !self.keys.first_time(self.window, fingerprint)
+        {
+            return Ok(Published::Duplicate);
         }
-        Op::Ack { seq, reply } => Pending::Unit(reply, acknowledge(tx, seq).map_err(unavailable)),
-        Op::RetryLater { seq, delay, reply } => Pending::Unit(
-            reply,
-            tx.prepare_cached("UPDATE messages SET visible_at = ?2 WHERE seq = ?1 AND acked = 0")
-                .and_then(|mut stmt| stmt.execute(params![seq, now + delay.as_millis() as i64]))
-                .map(|_| ())
-                .map_err(unavailable),
-        ),
-        Op::Prune { reply } => Pending::Unit(reply, prune(tx, pruning).map(|_| ()).map_err(unavailable)),
-        Op::StatePut { bucket, key, value, expected, reply } => {
-            Pending::State(reply, state_put(tx, &bucket, &key, &value, expected, now).map_err(unavailable))
+        // A stream's message is never taken: it goes in settled, out of the
+        // index of waiting work (`messages_waiting`).
+        let settled = !self.pruning.only_handled(topic);
+        match insert(self.tx, topic, key, payload, headers, settled, self.now) {
+            Ok(seq) => {
+                self.last_seq = seq;
+                Ok(Published::New)
+            }
+            Err(e) => {
+                if let Some(fingerprint) = fingerprint {
+                    self.keys.forget(fingerprint);
+                }
+                Err(e)
+            }
         }
-        Op::Ping { reply } => Pending::Unit(
-            reply,
-            tx.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?1)", params![now])
-                .map(|_| ())
-                .map_err(unavailable),
-        ),
     }
 }
 
@@ -486,21 +660,40 @@ fn state_put(
     Ok(StateWrite::Written(revision as u64))
 }
 
-/// Inserts a message unless its de-duplication key is already on the topic.
+/// Inserts a message, `settled` when nothing will take it; its seq.
 fn insert(
     tx: &Connection,
     topic: &str,
     key: Option<&str>,
     payload: &[u8],
     headers: Option<&str>,
+    settled: bool,
     now: i64,
-) -> rusqlite::Result<Published> {
+) -> rusqlite::Result<i64> {
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO messages (topic, dedup_key, payload, published_at, visible_at, headers) \
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        "INSERT INTO messages (topic, dedup_key, payload, published_at, visible_at, headers, acked) \
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
     )
-    .and_then(|mut stmt| stmt.execute(params![topic, key, payload, now, headers]))
-    .map(|changed| if changed == 1 { Published::New } else { Published::Duplicate })
+    .and_then(|mut stmt| stmt.insert(params![topic, key, payload, now, headers, settled]))
+}
+
+/// SQLite's count of commits other connections made to the file, as this one sees it.
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+}
+
+/// Stream messages a file from before this layout holds as waiting are
+/// settled, so the index of waiting work holds only work queues' (once:
+/// afterwards none are found).
+fn settle_stream_messages(conn: &Connection, pruning: &Pruning) -> rusqlite::Result<()> {
+    let waiting: Vec<String> = conn
+        .prepare("SELECT DISTINCT topic FROM messages WHERE acked = 0")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for topic in waiting.iter().filter(|topic| !pruning.only_handled(topic)) {
+        conn.execute("UPDATE messages SET acked = 1 WHERE topic = ?1 AND acked = 0", params![topic])?;
+    }
+    Ok(())
 }
 
 /// The oldest visible, unacknowledged message of a topic, hidden for a while.
@@ -679,6 +872,86 @@ mod tests {
         assert_eq!(left("egress.t").await, [b"2".to_vec()], "a work queue keeps what waits");
         assert_eq!(left("elsewhere.t").await, [b"2".to_vec()], "a topic no stream names is kept like one");
         assert!(left("ingress.t").await.is_empty(), "a stream is pruned by age alone");
+    }
+
+    #[tokio::test]
+    async fn keys_are_known_across_a_restart_and_to_another_connection_on_the_file() {
+        let (dir, bus) = temp_bus();
+        let path = dir.path().join("bus.sqlite3");
+        async fn publish(bus: &SqliteBus, key: &str) -> Published {
+            bus.publish("ingress.t", Some(key), Bytes::from_static(b"m"), None).await.unwrap()
+        }
+        assert_eq!(publish(&bus, "SM1").await, Published::New);
+        // A CLI command's bus beside the service's, on the same file.
+        let other = SqliteBus::open(&path).unwrap();
+        assert_eq!(publish(&other, "SM1").await, Published::Duplicate, "loaded at open");
+        assert_eq!(publish(&other, "SM2").await, Published::New);
+        assert_eq!(publish(&bus, "SM2").await, Published::Duplicate, "the other's publish is read back");
+        assert_eq!(publish(&bus, "SM3").await, Published::New);
+        assert_eq!(publish(&other, "SM3").await, Published::Duplicate);
+        drop((bus, other));
+        let reopened = SqliteBus::open(&path).unwrap();
+        for key in ["SM1", "SM2", "SM3"] {
+            assert_eq!(publish(&reopened, key).await, Published::Duplicate, "{key} after a restart");
+        }
+        assert_eq!(reopened.read("ingress.t", 0, 10).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_key_older_than_the_duplicate_window_is_new_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BusConfig { duplicate_window: Duration::from_millis(40), ..BusConfig::embedded(dir.path()) };
+        let bus = SqliteBus::new(&dir.path().join("bus.sqlite3"), &config).unwrap();
+        let publish = || bus.publish("ingress.t", Some("SM1"), Bytes::from_static(b"m"), None);
+        assert_eq!(publish().await.unwrap(), Published::New);
+        assert_eq!(publish().await.unwrap(), Published::Duplicate);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(publish().await.unwrap(), Published::New, "JetStream's duplicate window, on SQLite too");
+    }
+
+    #[tokio::test]
+    async fn stream_messages_go_in_settled_and_no_index_holds_the_keys() {
+        let (dir, bus) = temp_bus();
+        bus.publish("ingress.t", Some("SM1"), Bytes::from_static(b"m"), None).await.unwrap();
+        bus.publish("egress.t", Some("E1"), Bytes::from_static(b"m"), None).await.unwrap();
+        let conn = Connection::open(dir.path().join("bus.sqlite3")).unwrap();
+        let acked = |topic: &str| {
+            conn.query_row("SELECT acked FROM messages WHERE topic = ?1", [topic], |row| row.get::<_, i64>(0)).unwrap()
+        };
+        assert_eq!((acked("ingress.t"), acked("egress.t")), (1, 0));
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(indexes, ["messages_by_topic", "messages_waiting"]);
+    }
+
+    #[tokio::test]
+    async fn a_file_of_the_older_layout_loses_its_key_index_and_settles_its_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&SCHEMA.replace(
+                "DROP INDEX IF EXISTS messages_dedup;",
+                "CREATE UNIQUE INDEX messages_dedup ON messages(topic, dedup_key) WHERE dedup_key IS NOT NULL;",
+            ))
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO messages (topic, dedup_key, payload, published_at, visible_at) VALUES \
+                 ('ingress.t', 'SM1', x'00', 0, 0), ('egress.t', 'E1', x'00', 0, 0);",
+            )
+            .unwrap();
+        }
+        let bus = SqliteBus::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).unwrap();
+        assert_eq!(count("SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_dedup'"), 0);
+        assert_eq!(count("SELECT COUNT(*) FROM messages WHERE acked = 0"), 1, "only the work queue's waits");
+        assert_eq!(bus.take("egress.t", Duration::from_secs(60)).await.unwrap().unwrap().payload, [0]);
     }
 
     #[tokio::test]

@@ -431,10 +431,12 @@ fn resolve(
     // The bus's credentials, unlike the connectors', are needed by every
     // command that opens the bus (`tail`, `send`), whatever `secrets` says.
     let bus_secrets = matches!(bus.url, BusUrl::Nats(_)).then_some(SecretSource { env, dir: secrets_dir.as_deref() });
-    bus.nats = resolve_nats(service.nats, env, bus_secrets, problems);
-    if bus.nats.duplicate_window > bus.retention {
-        problems.add("nats.duplicate_window_minutes", "must not be longer than bus_retention_hours");
+    bus.duplicate_window = resolve_duplicate_window(service.bus_duplicate_window_minutes, &service.nats, problems)
+        .unwrap_or(bus.duplicate_window);
+    if bus.duplicate_window > bus.retention {
+        problems.add("bus_duplicate_window_minutes", "must not be longer than bus_retention_hours");
     }
+    bus.nats = resolve_nats(service.nats, env, bus_secrets, problems);
     let watch = WatchConfig {
         enabled: service.watch_components.unwrap_or(WatchConfig::default().enabled),
         polling: service.watch_polling.unwrap_or(WatchConfig::default().polling),
@@ -621,6 +623,20 @@ fn resolve_server(
     }
 }
 
+/// `bus_duplicate_window_minutes`, or its older spelling under `nats:`; not both.
+fn resolve_duplicate_window(minutes: Option<u64>, nats: &schema::NatsDef, problems: &mut Problems) -> Option<Duration> {
+    let minutes = match (minutes, nats.duplicate_window_minutes) {
+        (Some(_), Some(_)) => {
+            problems
+                .add("nats.duplicate_window_minutes", "the older spelling of bus_duplicate_window_minutes: set one");
+            None
+        }
+        (Some(minutes), None) => problems.positive("bus_duplicate_window_minutes", Some(minutes)),
+        (None, older) => problems.positive("nats.duplicate_window_minutes", older),
+    };
+    minutes.map(|minutes| Duration::from_secs(60 * minutes))
+}
+
 /// The JetStream settings. Their secrets are read (from `in_use`) and they
 /// and the variables are checked only when the bus is NATS.
 fn resolve_nats(
@@ -646,9 +662,6 @@ fn resolve_nats(
                 defaults.replicas
             }
         },
-        duplicate_window: def
-            .duplicate_window_minutes
-            .map_or(defaults.duplicate_window, |minutes| Duration::from_secs(60 * minutes)),
         connect_timeout: def.connect_timeout_ms.map_or(defaults.connect_timeout, Duration::from_millis),
         secrets: secrets.values,
         variables: variables.into_present(),

@@ -23,10 +23,13 @@ pub struct ServiceDef {
     /// `sqlite://PATH` or `nats://HOST:PORT`; `sqlite://{data_dir}/bus.sqlite3` when absent.
     #[serde(default)]
     pub bus_url: Option<String>,
-    /// Hours an acknowledged message (and its de-duplication key) is kept
-    /// (`BusConfig::DEFAULT_RETENTION` when absent).
+    /// Hours an acknowledged message is kept (`BusConfig::DEFAULT_RETENTION` when absent).
     #[serde(default)]
     pub bus_retention_hours: Option<u64>,
+    /// Minutes a de-duplication key is remembered, on both backends
+    /// (`BusConfig::DEFAULT_DUPLICATE_WINDOW` when absent).
+    #[serde(default)]
+    pub bus_duplicate_window_minutes: Option<u64>,
     /// Seconds `serve` waits at start for a bus that is not there yet
     /// (`BusConfig::DEFAULT_START_TIMEOUT` when absent).
     #[serde(default)]
@@ -71,6 +74,8 @@ pub struct ServiceDef {
 pub struct NatsDef {
     /// `auto` or a count.
     pub replicas: Option<ReplicasDef>,
+    /// The older spelling of `bus_duplicate_window_minutes`, from when only
+    /// JetStream had a window.
     pub duplicate_window_minutes: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
     /// Credentials (token, user and password, a creds file), read like a

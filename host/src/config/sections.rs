@@ -82,8 +82,11 @@ pub struct BusConfig {
     /// Where the bus is.
     pub url: BusUrl,
     /// How long stream messages stay, and acknowledged work-queue messages
-    /// (with their de-duplication keys) on the embedded bus.
+    /// on the embedded bus.
     pub retention: Duration,
+    /// How long a de-duplication key is remembered after its publish, on
+    /// both backends (JetStream's duplicate window for `Nats-Msg-Id`).
+    pub duplicate_window: Duration,
     /// Which topics are streams and which are work queues, on both backends.
     pub streams: Vec<StreamSpec>,
     /// The JetStream settings, used when `url` is NATS.
@@ -97,6 +100,10 @@ impl BusConfig {
     /// A week: longer than any provider's webhook retry horizon, so a
     /// redelivered webhook still finds its de-duplication key.
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// An hour: Twilio's retries of one webhook (connection overrides allow
+    /// at most 5, each bounded by seconds) end well within it.
+    pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
 
     /// A minute: long enough for a JetStream cluster to elect its meta
     /// leader after its pods started together, short enough that a bus
@@ -128,6 +135,7 @@ impl BusConfig {
         Self {
             url: BusUrl::Sqlite(data_dir.join("bus.sqlite3")),
             retention: Self::DEFAULT_RETENTION,
+            duplicate_window: Self::DEFAULT_DUPLICATE_WINDOW,
             streams: Self::default_streams(),
             nats: NatsConfig::default(),
             start_timeout: Self::DEFAULT_START_TIMEOUT,
@@ -200,9 +208,6 @@ impl fmt::Display for Replicas {
 pub struct NatsConfig {
     /// Copies of each stream.
     pub replicas: Replicas,
-    /// How long JetStream remembers a de-duplication key (`Nats-Msg-Id`):
-    /// longer than a provider's webhook retries last.
-    pub duplicate_window: Duration,
     /// Bound on connecting and on each request to the server.
     pub connect_timeout: Duration,
     /// Credentials by name (`NATS_TOKEN`, `NATS_PASSWORD`, `NATS_CREDS`).
@@ -211,17 +216,10 @@ pub struct NatsConfig {
     pub variables: BTreeMap<String, String>,
 }
 
-impl NatsConfig {
-    /// An hour: Twilio's retries of one webhook (connection overrides allow
-    /// at most 5, each bounded by seconds) end well within it.
-    pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
-}
-
 impl Default for NatsConfig {
     fn default() -> Self {
         Self {
             replicas: Replicas::Auto,
-            duplicate_window: Self::DEFAULT_DUPLICATE_WINDOW,
             connect_timeout: Duration::from_secs(5),
             secrets: BTreeMap::new(),
             variables: BTreeMap::new(),

@@ -263,7 +263,22 @@ fn retention_and_the_duplicate_window_are_bounded() {
         "    data_dir: ./data\n",
         "    data_dir: ./data\n    bus_retention_hours: 0\n    nats:\n      duplicate_window_minutes: 100000000\n",
     );
-    assert_eq!(names(problems(&text, &full_env())), ["bus_retention_hours", "nats.duplicate_window_minutes"]);
+    assert_eq!(names(problems(&text, &full_env())), ["bus_retention_hours", "bus_duplicate_window_minutes"]);
+}
+
+#[test]
+fn the_duplicate_window_has_one_spelling_per_file_and_the_older_one_still_works() {
+    let with = |lines: &str| ARCHITECTURE.replace("    data_dir: ./data\n", &format!("    data_dir: ./data\n{lines}"));
+    let older = with("    nats:\n      duplicate_window_minutes: 5\n");
+    assert_eq!(load(&older, &full_env()).bus.duplicate_window, Duration::from_secs(300));
+    let newer = with("    bus_duplicate_window_minutes: 7\n");
+    assert_eq!(load(&newer, &full_env()).bus.duplicate_window, Duration::from_secs(420));
+    let both = with("    bus_duplicate_window_minutes: 7\n    nats:\n      duplicate_window_minutes: 5\n");
+    assert_eq!(names(problems(&both, &full_env())), ["nats.duplicate_window_minutes"]);
+    assert_eq!(
+        names(problems(&with("    bus_duplicate_window_minutes: 0\n"), &full_env())),
+        ["bus_duplicate_window_minutes"]
+    );
 }
 
 #[test]

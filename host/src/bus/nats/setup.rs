@@ -72,9 +72,9 @@ pub async fn connect(seeds: &[String], config: &NatsConfig) -> anyhow::Result<as
 }
 
 /// The stream `spec` asks for, with the bus's retention.
-fn desired(spec: &StreamSpec, config: &NatsConfig, retention: Duration, replicas: usize) -> stream::Config {
+fn desired(spec: &StreamSpec, bus: &BusConfig, replicas: usize) -> stream::Config {
     let (policy, max_age) = match spec.retention {
-        StreamRetention::Limits => (stream::RetentionPolicy::Limits, retention),
+        StreamRetention::Limits => (stream::RetentionPolicy::Limits, bus.retention),
         // Work-queue messages stay until acknowledged, however long that is.
         StreamRetention::WorkQueue => (stream::RetentionPolicy::WorkQueue, Duration::ZERO),
     };
@@ -84,7 +84,7 @@ fn desired(spec: &StreamSpec, config: &NatsConfig, retention: Duration, replicas
         retention: policy,
         max_age,
         num_replicas: replicas,
-        duplicate_window: config.duplicate_window,
+        duplicate_window: bus.duplicate_window,
         storage: stream::StorageType::File,
         allow_direct: true,
         ..Default::default()
@@ -150,7 +150,7 @@ async fn survey(jetstream: &jetstream::Context, wanted: stream::Config, create: 
 pub async fn ensure_streams(jetstream: &jetstream::Context, bus: &BusConfig, replicas: usize) -> anyhow::Result<()> {
     let mut mismatched = Vec::new();
     for spec in &bus.streams {
-        match survey(jetstream, desired(spec, &bus.nats, bus.retention, replicas), true).await? {
+        match survey(jetstream, desired(spec, bus, replicas), true).await? {
             Found::Created => {
                 tracing::info!(stream = %spec.name, subjects = ?spec.subjects, replicas, "stream created")
             }
@@ -175,7 +175,7 @@ pub async fn describe(client: &async_nats::Client, bus: &BusConfig) -> anyhow::R
     let mut jetstream = jetstream::new(client.clone());
     jetstream.set_timeout(bus.nats.connect_timeout);
     for spec in &bus.streams {
-        let line = match survey(&jetstream, desired(spec, &bus.nats, bus.retention, replicas), false).await? {
+        let line = match survey(&jetstream, desired(spec, bus, replicas), false).await? {
             Found::AsConfigured | Found::Created => "as configured".to_owned(),
             Found::Missing => "missing (serve creates it)".to_owned(),
             Found::Differs(differs) => format!("differs, serve will not start: {}", differs.join("; ")),
