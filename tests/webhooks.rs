@@ -385,3 +385,64 @@ async fn with_no_connector_enabled_the_service_is_ready() {
     assert_eq!(post_webhook(service.public_addr, "/twilio/messaging", &inbound_sms(), Signature::Valid).await.0, 404);
     service.stop().await.unwrap();
 }
+
+/// One webhook as the host's listener hands it over, for either entry point.
+fn request_parts(host: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> hyper::http::request::Parts {
+    let mut request = hyper::Request::builder().method(method).uri(path).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(()).unwrap().into_parts().0
+}
+
+/// The Twilio component answers a webhook through its `webhooks` export (one
+/// call, what this host uses) exactly as through `wasi:http/incoming-handler`
+/// (what other hosts use): the same status, headers and body, case by case,
+/// and both publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_export_and_wasi_http_answer_alike() {
+    use http_body_util::BodyExt as _;
+    let harness = Harness::new();
+    let service = harness.start().await;
+    let connector = service.state.connectors.by_name("twilio").unwrap().current();
+    assert!(connector.answers_whole(), "the bundled component takes webhooks in one call");
+    let host = service.public_addr.to_string();
+    let url = format!("http://{host}/twilio/messaging");
+    let signed = |sid: &str| {
+        let params = harness::fixtures::minimal_sms(sid, "hi");
+        let pairs = borrowed(&params);
+        (harness::form(&pairs), sign(&url, &pairs))
+    };
+    let (sms, signature) = signed("SM000000000000000000000000000000a1");
+    let (other_sms, _) = signed("SM000000000000000000000000000000a2");
+    let cases = [
+        ("POST", "/twilio/messaging", signature.as_str(), sms),
+        ("POST", "/twilio/messaging", "forged", other_sms),
+        ("POST", "/twilio/messaging", "", Vec::new()),
+        ("GET", "/twilio/messaging", "", Vec::new()),
+        ("POST", "/twilio/nowhere", "", Vec::new()),
+    ];
+    for (n, (method, path, signature, body)) in cases.into_iter().enumerate() {
+        let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
+        if !signature.is_empty() {
+            headers.push(("x-twilio-signature", signature));
+        }
+        let parts = request_parts(&host, method, path, &headers);
+        let whole = connector.handle_whole(parts, body.clone().into()).await.unwrap();
+        let request = hyper::Request::from_parts(
+            request_parts(&host, method, path, &headers),
+            ingress_egress::server::full(body),
+        );
+        let streamed = connector.handle(request).await.unwrap();
+        let (streamed_head, streamed_body) = streamed.into_parts();
+        let streamed_body = streamed_body.collect().await.unwrap().to_bytes();
+        let (whole_head, whole_body) = whole.into_parts();
+        assert_eq!(whole_head.status, streamed_head.status, "case {n}: {method} {path}");
+        assert_eq!(whole_head.headers, streamed_head.headers, "case {n}");
+        assert_eq!(whole_body, streamed_body, "case {n}");
+        let expected = [200, 403, 400, 405, 404][n];
+        assert_eq!(whole_head.status.as_u16(), expected, "case {n}: {whole_body:?}");
+    }
+    // The signed SMS went in twice, the second a duplicate of the first.
+    assert_eq!(messages(&service, MESSAGING).await.len(), 1);
+}

@@ -2,7 +2,8 @@
 //!
 //! It exports the platform's `connector` interface (describe, check, send),
 //! the optional `tokens` and `simulator` interfaces, and
-//! `wasi:http/incoming-handler` for Twilio's webhooks, and reaches
+//! `wasi:http/incoming-handler` for Twilio's webhooks (and `webhooks`, the
+//! same in one call, for hosts that offer it), and reaches
 //! the outside only through what the host grants: named secrets, plain config,
 //! the bus, logging and `wasi:http/outgoing-handler`.
 //!
@@ -94,6 +95,14 @@ impl exports::platform::connector::provisioning::Guest for Component {
         parts: Vec<String>,
     ) -> Result<WiringReport, String> {
         provisioning::wiring_calls::wire(account.as_deref(), public_url, dry_run, &parts)
+    }
+}
+
+impl exports::platform::connector::webhooks::Guest for Component {
+    fn handle(
+        request: exports::platform::connector::webhooks::WebhookRequest,
+    ) -> exports::platform::connector::webhooks::WebhookResponse {
+        ingress::webhook::handle_whole(request)
     }
 }
 

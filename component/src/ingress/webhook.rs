@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use crate::exports::platform::connector::webhooks::{WebhookRequest, WebhookResponse};
 use crate::ingress::consent;
 use crate::ingress::envelope::{self, Context, Params};
 use crate::ingress::event_streams;
@@ -57,6 +58,14 @@ impl Reply {
         body.push('\n');
         Self { status, content_type: "text/plain; charset=utf-8", body }
     }
+
+    /// Its headers: the content type and length.
+    fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        vec![
+            ("content-type".to_owned(), self.content_type.as_bytes().to_vec()),
+            ("content-length".to_owned(), self.body.len().to_string().into_bytes()),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +84,65 @@ pub(crate) enum Failure {
     Answer(Reply),
 }
 
-pub fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-    let reply = answer(&request);
-    respond(response_out, reply);
+/// A webhook as either entry point hands it over: `wasi:http`'s resources
+/// read into it, or the `webhooks` export's record as it came.
+pub(crate) struct Webhook {
+    method: String,
+    /// `http`, `https` or another scheme's name.
+    scheme: Option<String>,
+    authority: Option<String>,
+    path_with_query: String,
+    headers: Vec<(String, Vec<u8>)>,
+    /// The body, or the status and answer that refuse it.
+    body: Result<Vec<u8>, (u16, &'static str)>,
 }
 
-fn answer(request: &IncomingRequest) -> Reply {
-    let path_with_query = request.path_with_query().unwrap_or_else(|| "/".to_owned());
+/// `wasi:http/incoming-handler`: the request's resources read into a
+/// [`Webhook`], the answer written to the outparam.
+pub fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
+    let method = match request.method() {
+        Method::Post => "POST".to_owned(),
+        Method::Get => "GET".to_owned(),
+        Method::Other(other) => other,
+        other => format!("{other:?}").to_ascii_uppercase(),
+    };
+    let scheme = request.scheme().map(|scheme| match scheme {
+        Scheme::Https => "https".to_owned(),
+        Scheme::Http => "http".to_owned(),
+        Scheme::Other(other) => other,
+    });
+    let webhook = Webhook {
+        method,
+        scheme,
+        authority: request.authority(),
+        path_with_query: request.path_with_query().unwrap_or_else(|| "/".to_owned()),
+        // All headers in one host call, rather than one call per header looked at.
+        headers: request.headers().entries(),
+        body: read_body(&request),
+    };
+    respond(response_out, answer(&webhook));
+}
+
+/// The `webhooks` export: the request as the host read it, the answer whole.
+pub fn handle_whole(request: WebhookRequest) -> WebhookResponse {
+    let body = match request.body.len() {
+        0..=MAX_BODY_BYTES => Ok(request.body),
+        _ => Err((413, "request body too large")),
+    };
+    let webhook = Webhook {
+        method: request.method,
+        scheme: Some(request.scheme),
+        authority: request.authority,
+        path_with_query: request.path_with_query,
+        headers: request.headers,
+        body,
+    };
+    let reply = answer(&webhook);
+    WebhookResponse { status: reply.status, headers: reply.headers(), body: reply.body.into_bytes() }
+}
+
+fn answer(request: &Webhook) -> Reply {
+    let path_with_query = request.path_with_query.as_str();
     let path = path_with_query.split('?').next().unwrap_or_default();
     let route = match path {
         "/twilio/messaging" => Route::Messaging,
@@ -90,20 +151,18 @@ fn answer(request: &IncomingRequest) -> Reply {
         "/twilio/events" => Route::Events,
         _ => return refuse(Refusal::Route, 404, "no such route", path),
     };
-    if !matches!(request.method(), Method::Post) {
+    if request.method != "POST" {
         return refuse(Refusal::Method, 405, "webhooks are POST", path);
     }
-    // All headers in one host call, rather than one call per header looked at.
-    let headers = request.headers().entries();
     let header = |name: &str| {
-        let value = headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name))?;
+        let value = request.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name))?;
         String::from_utf8(value.1.clone()).ok()
     };
-    let body = match read_body(request) {
-        Ok(body) => body,
-        Err((status, answer)) => return refuse(Refusal::Body, status, answer, path),
+    let body = match &request.body {
+        Ok(body) => body.as_slice(),
+        Err((status, answer)) => return refuse(Refusal::Body, *status, answer, path),
     };
-    let url = public_url(request, &header, &path_with_query);
+    let url = public_url(request, &header, path_with_query);
     // Twilio's webhooks are forms, named or not; an Event Streams batch is
     // JSON unless it says it is a form.
     let says_form = |ct: String| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded");
@@ -112,16 +171,16 @@ fn answer(request: &IncomingRequest) -> Reply {
         _ => header("content-type").is_none_or(says_form),
     };
     let params: Vec<(String, String)> =
-        if is_form { form_urlencoded::parse(&body).into_owned().collect() } else { Vec::new() };
-    let content = if is_form { SignedContent::Form(&params) } else { SignedContent::Raw(&body) };
+        if is_form { form_urlencoded::parse(body).into_owned().collect() } else { Vec::new() };
+    let content = if is_form { SignedContent::Form(&params) } else { SignedContent::Raw(body) };
     let Some(signature) = header("x-twilio-signature") else {
         return refuse(Refusal::Unsigned, 400, "missing X-Twilio-Signature", path);
     };
-    let events = (route == Route::Events && !is_form).then(|| event_streams::read_batch(&body));
+    let events = (route == Route::Events && !is_form).then(|| event_streams::read_batch(body));
     let claimed = match &events {
         Some(events) => event_streams::batch_account(events).map(str::to_owned),
         None if is_form => Params(&params).get("AccountSid").map(str::to_owned),
-        None => json_account_sid(&body),
+        None => json_account_sid(body),
     };
     // Only a signed request may cost an account lookup.
     let account = match account_of(claimed.as_deref()) {
@@ -385,20 +444,17 @@ pub(crate) fn refused(stream: &str, key: &str, error: BusError) -> Reply {
 /// The URL Twilio signed: the configured public base, else the forwarded
 /// scheme and host (the host passes those headers only when it trusts them),
 /// else the request as received.
-fn public_url(request: &IncomingRequest, header: &dyn Fn(&str) -> Option<String>, path_with_query: &str) -> String {
+fn public_url(request: &Webhook, header: &dyn Fn(&str) -> Option<String>, path_with_query: &str) -> String {
     if let Some(base) = settings::webhook_base_url() {
         return format!("{base}{path_with_query}");
     }
     let scheme = header("x-forwarded-proto")
         .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
-        .unwrap_or_else(|| match request.scheme() {
-            Some(Scheme::Https) => "https".to_owned(),
-            Some(Scheme::Other(other)) => other,
-            _ => "http".to_owned(),
-        });
+        .or_else(|| request.scheme.clone())
+        .unwrap_or_else(|| "http".to_owned());
     let host = header("x-forwarded-host")
         .and_then(|v| v.split(',').next().map(|s| s.trim().to_owned()))
-        .or_else(|| request.authority())
+        .or_else(|| request.authority.clone())
         .or_else(|| header("host"))
         .unwrap_or_default();
     format!("{scheme}://{host}{path_with_query}")
@@ -453,12 +509,8 @@ fn refuse(reason: Refusal, status: u16, answer: &str, detail: &str) -> Reply {
 }
 
 fn respond(response_out: ResponseOutparam, reply: Reply) {
-    let entries = [
-        ("content-type".to_owned(), reply.content_type.as_bytes().to_vec()),
-        ("content-length".to_owned(), reply.body.len().to_string().into_bytes()),
-    ];
     // Both headers in one host call; these names and values are always valid.
-    let headers = Fields::from_list(&entries).unwrap_or_else(|_| Fields::new());
+    let headers = Fields::from_list(&reply.headers()).unwrap_or_else(|_| Fields::new());
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(reply.status);
     let Ok(body) = response.body() else {

@@ -2,7 +2,7 @@
 //! the guests.
 //!
 //! The base world is what every connector must export. Each optional export
-//! (`tokens`, `simulator`, `message-control`, `provisioning`) has a world of its own, so the host can look for it
+//! (`tokens`, `simulator`, `message-control`, `provisioning`, `webhooks`) has a world of its own, so the host can look for it
 //! in a component without requiring it.
 
 wasmtime::component::bindgen!({
@@ -55,6 +55,12 @@ pub mod message_controller {
 pub mod provisioner {
     wasmtime::component::bindgen!({ path: "../wit", world: "provisioner", exports: { default: async } });
     pub use exports::platform::connector::provisioning::{SettingState, WebhookSetting, WiringReport};
+}
+
+/// The optional `webhooks` export: a webhook in one call.
+pub mod webhook_handler {
+    wasmtime::component::bindgen!({ path: "../wit", world: "webhook-handler", exports: { default: async } });
+    pub use exports::platform::connector::webhooks::{WebhookRequest, WebhookResponse};
 }
 
 /// The optional `simulator` export.

@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use super::bindings::message_controller::MessageControllerIndices;
 use super::bindings::provisioner::ProvisionerIndices;
 use super::bindings::token_issuer::TokenIssuerIndices;
+use super::bindings::webhook_handler::{WebhookHandlerIndices, WebhookRequest, WebhookResponse};
 use super::bindings::webhook_simulator::WebhookSimulatorIndices;
 use super::bindings::{
     Accepted, AccessToken, ConnectorWorldIndices, Descriptor, EgressMessage, EgressPlan, SendError, SimulatedRequest,
@@ -86,6 +87,7 @@ struct OptionalExports {
     simulator: Option<WebhookSimulatorIndices>,
     control: Option<MessageControllerIndices>,
     provisioning: Option<ProvisionerIndices>,
+    webhooks: Option<WebhookHandlerIndices>,
 }
 
 /// A compiled, linked and described connector, ready for calls.
@@ -128,6 +130,7 @@ impl Connector {
             simulator: WebhookSimulatorIndices::new(&pre).ok(),
             control: MessageControllerIndices::new(&pre).ok(),
             provisioning: ProvisionerIndices::new(&pre).ok(),
+            webhooks: WebhookHandlerIndices::new(&pre).ok(),
         };
         let limits = &runtime.limits;
         let mut connector = Self {
@@ -371,6 +374,56 @@ impl Connector {
         CallError(reason)
     }
 
+    /// Whether it takes webhooks in one call (the optional `webhooks`
+    /// export, [`Self::handle_whole`]) rather than through `wasi:http`.
+    pub fn answers_whole(&self) -> bool {
+        self.optional.webhooks.is_some()
+    }
+
+    /// Serves one webhook, read whole, with the component's `webhooks`
+    /// export: one call in, one answer out.
+    pub async fn handle_whole(
+        &self,
+        parts: http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Result<hyper::Response<bytes::Bytes>, HandleError> {
+        let started = Instant::now();
+        let timeout = self.limits.call_timeout;
+        let indices = self.optional.webhooks.as_ref().ok_or_else(|| CallError("no `webhooks` export".into()))?;
+        let mut warm = self.instance_for_request().await?;
+        let request = whole_request(parts, &body);
+        let answered = tokio::time::timeout(timeout, async {
+            let webhooks = indices.load(&mut warm.store, &warm.instance)?;
+            webhooks.platform_connector_webhooks().call_handle(&mut warm.store, &request).await
+        })
+        .await;
+        let answer = match answered {
+            Ok(Ok(answer)) => {
+                warm.store.data_mut().end_call();
+                self.pool.give_back(warm);
+                whole_response(answer)
+            }
+            Ok(Err(trap)) => Err(format!("the connector failed: {trap:#}")),
+            Err(_) => Err(format!("the connector took longer than {timeout:?}")),
+        };
+        metrics::component_call(&self.descriptor.name, "http", started.elapsed(), answer.is_ok());
+        Ok(answer.map_err(CallError)?)
+    }
+
+    /// A warm instance for a request: busy (503, retry) when the pool has
+    /// none to give.
+    async fn instance_for_request(&self) -> Result<Warm, HandleError> {
+        let timeout = self.limits.call_timeout;
+        match tokio::time::timeout(timeout, self.take_instance()).await {
+            Ok(Ok(warm)) => Ok(warm),
+            Ok(Err(e)) if e.chain().any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>()) => {
+                Err(HandleError::Busy(PoolExhausted))
+            }
+            Ok(Err(e)) => Err(CallError(format!("cannot instantiate the connector: {e:#}")).into()),
+            Err(_) => Err(CallError(format!("instantiating took longer than {timeout:?}")).into()),
+        }
+    }
+
     /// Serves one HTTP request with the component's `wasi:http/incoming-handler`.
     pub async fn handle<B>(&self, request: hyper::Request<B>) -> Result<hyper::Response<HyperOutgoingBody>, HandleError>
     where
@@ -379,14 +432,7 @@ impl Connector {
     {
         let started = Instant::now();
         let timeout = self.limits.call_timeout;
-        let mut warm = match tokio::time::timeout(timeout, self.take_instance()).await {
-            Ok(Ok(warm)) => warm,
-            Ok(Err(e)) if e.chain().any(|cause| cause.is::<wasmtime::PoolConcurrencyLimitError>()) => {
-                return Err(HandleError::Busy(PoolExhausted));
-            }
-            Ok(Err(e)) => return Err(CallError(format!("cannot instantiate the connector: {e:#}")).into()),
-            Err(_) => return Err(CallError(format!("instantiating took longer than {timeout:?}")).into()),
-        };
+        let mut warm = self.instance_for_request().await?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let cannot_pass = |e: wasmtime::Error| CallError(format!("cannot pass the request in: {e:#}"));
         let req = warm.store.data_mut().http().new_incoming_request(Scheme::Http, request).map_err(cannot_pass)?;
@@ -444,6 +490,34 @@ impl Connector {
         };
         response.map_err(|code| CallError(format!("the connector answered with an error: {code:?}")))
     }
+}
+
+/// A request as the `webhooks` export takes it.
+fn whole_request(parts: http::request::Parts, body: &[u8]) -> WebhookRequest {
+    let headers = parts.headers.iter().map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()));
+    WebhookRequest {
+        method: parts.method.as_str().to_owned(),
+        scheme: parts.uri.scheme_str().unwrap_or("http").to_owned(),
+        // As `wasi:http` gives it: the URI's, else the Host header.
+        authority: parts
+            .uri
+            .authority()
+            .map(|authority| authority.as_str().to_owned())
+            .or_else(|| parts.headers.get(hyper::header::HOST).and_then(|host| host.to_str().ok()).map(str::to_owned)),
+        path_with_query: parts.uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        headers: headers.collect(),
+        body: body.to_vec(),
+    }
+}
+
+/// The export's answer as an HTTP response; a status or header HTTP cannot
+/// carry fails the call, as a malformed `wasi:http` response does.
+fn whole_response(answer: WebhookResponse) -> Result<hyper::Response<bytes::Bytes>, String> {
+    let mut response = hyper::Response::builder().status(answer.status);
+    for (name, value) in &answer.headers {
+        response = response.header(name.as_str(), value.as_slice());
+    }
+    response.body(answer.body.into()).map_err(|e| format!("the connector answered what HTTP cannot carry: {e}"))
 }
 
 /// SHA-256 of a component file, hex: how versions are told apart.

@@ -154,14 +154,20 @@ async fn to_connector(
         }
     }
     let connector = slot.current();
-    let request = Request::from_parts(parts, full(bytes));
-    match connector.handle(request).await {
+    // In one call when the component offers it, else through `wasi:http`.
+    let answered = if connector.answers_whole() {
+        connector.handle_whole(parts, bytes).await.map(|response| response.map(full))
+    } else {
+        let request = Request::from_parts(parts, full(bytes));
+        connector.handle(request).await.map(|response| response.map(|body| body.boxed_unsync()))
+    };
+    match answered {
         Ok(response) => {
             // Connectors answer 400 to an unsigned request and 403 to a forged one.
             if matches!(response.status(), StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST) {
                 metrics::webhook_rejected(connector.name(), response.status().as_u16());
             }
-            response.map(|body| body.boxed_unsync())
+            response
         }
         Err(HandleError::Busy(busy)) => {
             tracing::warn!(connector = connector.name(), path, %peer, "{busy}: asking the caller to retry");
