@@ -100,19 +100,13 @@ pub(crate) struct Webhook {
 /// `wasi:http/incoming-handler`: the request's resources read into a
 /// [`Webhook`], the answer written to the outparam.
 pub fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-    let method = match request.method() {
-        Method::Post => "POST".to_owned(),
-        Method::Get => "GET".to_owned(),
-        Method::Other(other) => other,
-        other => format!("{other:?}").to_ascii_uppercase(),
-    };
     let scheme = request.scheme().map(|scheme| match scheme {
         Scheme::Https => "https".to_owned(),
         Scheme::Http => "http".to_owned(),
         Scheme::Other(other) => other,
     });
     let webhook = Webhook {
-        method,
+        method: method_name(request.method()),
         scheme,
         authority: request.authority(),
         path_with_query: request.path_with_query().unwrap_or_else(|| "/".to_owned()),
@@ -121,6 +115,23 @@ pub fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
         body: read_body(&request),
     };
     respond(response_out, answer(&webhook));
+}
+
+/// A method as HTTP spells it.
+fn method_name(method: Method) -> String {
+    let name = match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Delete => "DELETE",
+        Method::Connect => "CONNECT",
+        Method::Options => "OPTIONS",
+        Method::Trace => "TRACE",
+        Method::Patch => "PATCH",
+        Method::Other(other) => return other,
+    };
+    name.to_owned()
 }
 
 /// The `webhooks` export: the request as the host read it, the answer whole.

@@ -399,9 +399,8 @@ impl Writer {
         let cutoff = now_ms() - self.window.window_ms();
         self.data_version = data_version(&self.conn)?;
         self.seen_seq = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages", [], |row| row.get(0))?;
-        let mut stmt = self.conn.prepare(
-            "SELECT topic, dedup_key, published_at FROM messages WHERE dedup_key IS NOT NULL ORDER BY seq DESC",
-        )?;
+        // Every row, keyed or not, so that the first one before the window ends the scan.
+        let mut stmt = self.conn.prepare("SELECT topic, dedup_key, published_at FROM messages ORDER BY seq DESC")?;
         let mut rows = stmt.query([])?;
         let mut recent = Vec::new();
         while let Some(row) = rows.next()? {
@@ -409,8 +408,9 @@ impl Writer {
             if published_at < cutoff || recent.len() >= MAX_DEDUP_KEYS {
                 break;
             }
-            let (topic, key): (String, String) = (row.get(0)?, row.get(1)?);
-            recent.push((self.window.fingerprint(&topic, &key), published_at));
+            if let (topic, Some(key)) = (row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?) {
+                recent.push((self.window.fingerprint(&topic, &key), published_at));
+            }
         }
         for (key, published_at) in recent.into_iter().rev() {
             self.window.insert(key, published_at);
