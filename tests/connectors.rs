@@ -51,9 +51,13 @@ async fn a_second_connector_serves_beside_twilio_with_its_own_routes_topics_and_
     assert_eq!(status, 200);
     let (_, listed) = admin_get(admin, "/admin/connectors").await;
     let listed: ConnectorList<ConnectorView> = serde_json::from_str(&listed).unwrap();
-    let flags: Vec<(&str, bool, bool)> =
-        listed.connectors.iter().map(|c| (c.name.as_str(), c.issues_tokens, c.simulates_webhooks)).collect();
-    assert_eq!(flags, [("probe", false, false), ("twilio", true, true)]);
+    let flags: Vec<(&str, bool, bool, bool)> = listed
+        .connectors
+        .iter()
+        .map(|c| (c.name.as_str(), c.issues_tokens, c.simulates_webhooks, c.answers_whole))
+        .collect();
+    // The probe's webhooks went through `wasi:http` above, Twilio's through its `webhooks` export.
+    assert_eq!(flags, [("probe", false, false, false), ("twilio", true, true, true)]);
 
     // Route labels come from the configured routes.
     let (_, metrics) = admin_get(admin, "/metrics").await;

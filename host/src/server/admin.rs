@@ -51,6 +51,9 @@ pub struct ConnectorView {
     pub issues_tokens: bool,
     /// Whether it exports the webhook simulator.
     pub simulates_webhooks: bool,
+    /// Whether it takes webhooks in one call (the `webhooks` export) rather
+    /// than through `wasi:http/incoming-handler`.
+    pub answers_whole: bool,
     /// Its credential sets as last read, when it is granted them.
     #[serde(default)]
     pub credential_sets: Option<CredentialSetsView>,
@@ -237,6 +240,7 @@ fn view(slot: &ConnectorSlot) -> ConnectorView {
             }
         }),
         simulates_webhooks: current.simulates_webhooks(),
+        answers_whole: current.answers_whole(),
     }
 }
 
