@@ -34,7 +34,7 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Rows deleted per statement, so a prune never holds the writer for long.
 const PRUNE_CHUNK: i64 = 5000;
-/// The most de-duplication keys held in memory: about 20–40 MB. A window
+/// The most de-duplication keys held in memory: about 40 MB. A window
 /// of an hour holds this many at about 280 webhooks a second; faster, the
 /// oldest go early, and the log says how far back the window reaches.
 pub const MAX_DEDUP_KEYS: usize = 1_000_000;
@@ -393,33 +393,20 @@ impl Writer {
         }
     }
 
-    /// The keys published within the window, newest first from the end of
-    /// the file, back to the window's start (or as many as it holds).
+    /// The keys published within the window, read into it oldest first,
+    /// as they were published (so nothing is held twice: a start with a full
+    /// window peaks at the window's own memory).
     fn load_window(&mut self) -> rusqlite::Result<()> {
-        let cutoff = now_ms() - self.window.window_ms();
         self.data_version = data_version(&self.conn)?;
         self.seen_seq = self.conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages", [], |row| row.get(0))?;
-        // Every row, keyed or not, so that the first one before the window ends the scan.
-        let mut stmt = self.conn.prepare("SELECT topic, dedup_key, published_at FROM messages ORDER BY seq DESC")?;
-        let mut rows = stmt.query([])?;
-        let mut recent = Vec::new();
-        while let Some(row) = rows.next()? {
-            let published_at: i64 = row.get(2)?;
-            if published_at < cutoff || recent.len() >= MAX_DEDUP_KEYS {
-                break;
-            }
-            if let (topic, Some(key)) = (row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?) {
-                recent.push((self.window.fingerprint(&topic, &key), published_at));
-            }
-        }
-        for (key, published_at) in recent.into_iter().rev() {
-            self.window.insert(key, published_at);
-        }
-        Ok(())
+        let mut before_window = window_start(&self.conn, now_ms() - self.window.window_ms())?.saturating_sub(1);
+        Self::catch_up(&mut self.window, &self.conn, &mut before_window)
     }
 
-    /// The keys another connection published since this writer last looked
-    /// (inside the batch's write lock, so none comes in meanwhile).
+    /// The keys published after `seen_seq`, oldest first, into the window:
+    /// at open those within the window; before a batch those another
+    /// connection published since this writer last looked (inside the
+    /// batch's write lock, so none comes in meanwhile).
     fn catch_up(window: &mut DedupWindow, tx: &Connection, seen_seq: &mut i64) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare_cached(
             "SELECT seq, topic, dedup_key, published_at FROM messages WHERE seq > ?1 AND dedup_key IS NOT NULL \
@@ -675,6 +662,23 @@ fn insert(
          VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
     )
     .and_then(|mut stmt| stmt.insert(params![topic, key, payload, now, headers, settled]))
+}
+
+/// The first seq of the duplicate window ending now: walking back from the
+/// newest message (seq and time only) to the first one published before
+/// `cutoff`, or to the [`MAX_DEDUP_KEYS`]th key. Past the end when empty.
+fn window_start(conn: &Connection, cutoff: i64) -> rusqlite::Result<i64> {
+    let mut stmt = conn.prepare("SELECT seq, published_at, dedup_key IS NOT NULL FROM messages ORDER BY seq DESC")?;
+    let mut rows = stmt.query([])?;
+    let (mut start, mut keys) = (i64::MAX, 0);
+    while let Some(row) = rows.next()? {
+        if row.get::<_, i64>(1)? < cutoff || keys >= MAX_DEDUP_KEYS {
+            break;
+        }
+        start = row.get(0)?;
+        keys += usize::from(row.get::<_, bool>(2)?);
+    }
+    Ok(start)
 }
 
 /// SQLite's count of commits other connections made to the file, as this one sees it.
