@@ -399,9 +399,11 @@ def side_by_side(a, b, args, files, port):
     with tempfile.TemporaryDirectory(prefix="bench-a-") as data_a, \
             tempfile.TemporaryDirectory(prefix="bench-b-") as data_b:
         other = free_port()
-        first = a.start(port, Path(data_a))
-        second = b.start(other, Path(data_b))
+        running = [a.start(port, Path(data_a))]
         try:
+            # Inside the try: a second server that fails to start must not leave the first running.
+            running.append(b.start(other, Path(data_b)))
+            first, second = running
             loads = lambda name, seconds: [start_wrk(port, files[name], 16, seconds),
                                            start_wrk(other, files[name], 16, seconds, signed_port=port)]
             for started in loads("warm", args.warmup):
@@ -410,7 +412,7 @@ def side_by_side(a, b, args, files, port):
             results = [wrk_result(started) for started in loads("measure", args.seconds)]
             cpu = [process_cpu_seconds(p.pid) - used for p, used in zip((first, second), before)]
         finally:
-            for process in (first, second):
+            for process in running:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
     served = [r["requests"] - r["status_errors"] - r["socket_errors"] - r["timeouts"] for r in results]
