@@ -231,17 +231,28 @@ impl Connector {
             Ok::<_, wasmtime::Error>((value, warm))
         })
         .await;
-        let outcome = match result {
+        let outcome = self.settle(what, result);
+        metrics::component_call(&self.descriptor.name, what, started.elapsed(), outcome.is_ok());
+        outcome
+    }
+
+    /// How a bounded call on a warm instance ended: its value, with the
+    /// instance back in the pool; or why it failed (the instance, mid-call,
+    /// is dropped).
+    fn settle<T>(
+        &self,
+        what: &'static str,
+        result: Result<wasmtime::Result<(T, Warm)>, tokio::time::error::Elapsed>,
+    ) -> Result<T, CallError> {
+        match result {
             Ok(Ok((value, mut warm))) => {
                 warm.store.data_mut().end_call();
                 self.pool.give_back(warm);
                 Ok(value)
             }
             Ok(Err(trap)) => Err(CallError(format!("{what} failed in the connector: {trap:#}"))),
-            Err(_) => Err(CallError(format!("{what} took longer than {timeout:?}"))),
-        };
-        metrics::component_call(&self.descriptor.name, what, started.elapsed(), outcome.is_ok());
-        outcome
+            Err(_) => Err(CallError(format!("{what} took longer than {:?}", self.limits.call_timeout))),
+        }
     }
 
     /// Asks the component who it is.
@@ -392,22 +403,15 @@ impl Connector {
         let indices = self.optional.webhooks.as_ref().ok_or_else(|| CallError("no `webhooks` export".into()))?;
         let mut warm = self.instance_for_request().await?;
         let request = whole_request(parts, &body);
-        let answered = tokio::time::timeout(timeout, async {
+        let answered = tokio::time::timeout(timeout, async move {
             let webhooks = indices.load(&mut warm.store, &warm.instance)?;
-            webhooks.platform_connector_webhooks().call_handle(&mut warm.store, &request).await
+            let answer = webhooks.platform_connector_webhooks().call_handle(&mut warm.store, &request).await?;
+            Ok((answer, warm))
         })
         .await;
-        let answer = match answered {
-            Ok(Ok(answer)) => {
-                warm.store.data_mut().end_call();
-                self.pool.give_back(warm);
-                whole_response(answer)
-            }
-            Ok(Err(trap)) => Err(format!("the connector failed: {trap:#}")),
-            Err(_) => Err(format!("the connector took longer than {timeout:?}")),
-        };
-        metrics::component_call(&self.descriptor.name, "http", started.elapsed(), answer.is_ok());
-        Ok(answer.map_err(CallError)?)
+        let response = self.settle("http", answered).and_then(|answer| whole_response(answer).map_err(CallError));
+        metrics::component_call(&self.descriptor.name, "http", started.elapsed(), response.is_ok());
+        Ok(response?)
     }
 
     /// A warm instance for a request: busy (503, retry) when the pool has
