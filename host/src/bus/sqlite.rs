@@ -431,7 +431,6 @@ impl Writer {
                 return;
             }
         };
-        let seen_before = self.seen_seq;
         let caught_up = match data_version(&tx) {
             Ok(version) if version == self.data_version => Ok(()),
             Ok(version) => {
@@ -458,10 +457,8 @@ impl Writer {
                 let cut = self.pending.commit(&mut self.window, now);
                 self.log_cut(cut);
             }
-            Some(_) => {
-                self.seen_seq = seen_before;
-                self.pending.discard();
-            }
+            // What was caught up stays seen: it was another connection's, committed.
+            Some(_) => self.pending.discard(),
         }
         for item in answers {
             item.answer(commit_error.as_deref());
