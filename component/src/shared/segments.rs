@@ -27,43 +27,65 @@ pub struct SegmentInfo {
     pub segments: u32,
 }
 
+/// Septets per ASCII character: 1 in the basic set, 2 in the extension
+/// table, 0 outside GSM-7. Built from the two tables above, so that a body's
+/// common characters cost one load each, not a scan of the alphabet.
+const GSM7_ASCII: [u8; 128] = ascii_septets();
+
+const fn ascii_septets() -> [u8; 128] {
+    let mut table = [0u8; 128];
+    let (basic, extension) = (GSM7_BASIC.as_bytes(), GSM7_EXTENSION.as_bytes());
+    let mut i = 0;
+    while i < basic.len() {
+        if basic[i] < 128 {
+            table[basic[i] as usize] = 1;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < extension.len() {
+        if extension[i] < 128 {
+            table[extension[i] as usize] = 2;
+        }
+        i += 1;
+    }
+    table
+}
+
 /// Counts the segments of `body`. An empty body still takes one segment.
 pub fn count(body: &str) -> SegmentInfo {
-    match gsm7_units(body) {
-        Some(units) => SegmentInfo { encoding: Encoding::Gsm7, segments: split(&units, 160, 153) },
+    match body.chars().map(gsm7_septets).sum::<Option<u32>>() {
+        Some(septets) => SegmentInfo {
+            encoding: Encoding::Gsm7,
+            segments: split(septets, body.chars().map(|c| gsm7_septets(c).unwrap_or(1)), 160, 153),
+        },
         None => {
             // UTF-16 units, with a surrogate pair as one indivisible 2-unit item.
-            let units: Vec<u8> = body.chars().map(|c| c.len_utf16() as u8).collect();
-            SegmentInfo { encoding: Encoding::Ucs2, segments: split(&units, 70, 67) }
+            let units = body.chars().map(|c| c.len_utf16() as u32);
+            SegmentInfo { encoding: Encoding::Ucs2, segments: split(units.clone().sum(), units, 70, 67) }
         }
     }
 }
 
-/// Septets per character, or `None` when a character is outside GSM-7.
-fn gsm7_units(body: &str) -> Option<Vec<u8>> {
-    body.chars()
-        .map(|c| {
-            if GSM7_BASIC.contains(c) {
-                Some(1)
-            } else if GSM7_EXTENSION.contains(c) {
-                Some(2)
-            } else {
-                None
-            }
-        })
-        .collect()
+/// Septets `c` takes, or `None` when it is outside GSM-7.
+fn gsm7_septets(c: char) -> Option<u32> {
+    let septets = match u8::try_from(c) {
+        Ok(byte) if byte.is_ascii() => GSM7_ASCII[usize::from(byte)],
+        _ if GSM7_BASIC.contains(c) => 1,
+        _ if GSM7_EXTENSION.contains(c) => 2,
+        _ => 0,
+    };
+    (septets > 0).then_some(u32::from(septets))
 }
 
-/// Packs indivisible items of the given sizes into segments.
-fn split(units: &[u8], single: u32, per_part: u32) -> u32 {
-    let total: u32 = units.iter().map(|&u| u32::from(u)).sum();
+/// Packs indivisible items of the given sizes (`total` in all) into segments.
+fn split(total: u32, units: impl Iterator<Item = u32>, single: u32, per_part: u32) -> u32 {
     if total <= single {
         return 1;
     }
     let mut segments = 1;
     let mut used = 0;
-    for &unit in units {
-        let unit = u32::from(unit);
+    for unit in units {
         if used + unit > per_part {
             segments += 1;
             used = 0;
@@ -133,11 +155,48 @@ mod tests {
         assert_eq!(segs("ç").0, Encoding::Ucs2);
     }
 
+    #[test]
+    fn every_character_of_the_tables_counts_as_they_say() {
+        for c in GSM7_BASIC.chars() {
+            assert_eq!(gsm7_septets(c), Some(1), "{c:?}");
+        }
+        for c in GSM7_EXTENSION.chars() {
+            assert_eq!(gsm7_septets(c), Some(2), "{c:?}");
+        }
+        for c in (0u8..128).map(char::from).filter(|c| !GSM7_BASIC.contains(*c) && !GSM7_EXTENSION.contains(*c)) {
+            assert_eq!(gsm7_septets(c), None, "{c:?}");
+        }
+        assert_eq!(gsm7_septets('\u{1B}'), None, "the escape itself is not a character");
+    }
+
     proptest! {
         #[test]
         fn gsm7_matches_the_closed_form(n in 0usize..2000) {
             let expected = if n <= 160 { 1 } else { n.div_ceil(153) as u32 };
             prop_assert_eq!(count(&"x".repeat(n)).segments, expected);
+        }
+
+        /// Against the plain reading of the rules: every character looked up
+        /// in the alphabet as written, its size listed, then packed.
+        #[test]
+        fn matches_a_plain_reading_of_the_tables(body in "[a-z€{ж😀ÇçΔ\\[\n ]{0,400}") {
+            let sizes: Option<Vec<u32>> = body
+                .chars()
+                .map(|c| if GSM7_BASIC.contains(c) { Some(1) } else if GSM7_EXTENSION.contains(c) { Some(2) } else { None })
+                .collect();
+            let (encoding, sizes, single, per_part) = match sizes {
+                Some(sizes) => (Encoding::Gsm7, sizes, 160, 153),
+                None => (Encoding::Ucs2, body.chars().map(|c| c.len_utf16() as u32).collect(), 70, 67),
+            };
+            let mut packed = (1, 0);
+            for size in &sizes {
+                if packed.1 + size > per_part {
+                    packed = (packed.0 + 1, 0);
+                }
+                packed.1 += size;
+            }
+            let segments = if sizes.iter().sum::<u32>() <= single { 1 } else { packed.0 };
+            prop_assert_eq!(count(&body), SegmentInfo { encoding, segments });
         }
 
         #[test]
