@@ -23,7 +23,8 @@ const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>
 pub enum Sink {
     /// The service's own bus: durable as the service is.
     Bus(Arc<dyn Bus>),
-    /// A file, appended by one writer thread in batches, never synced.
+    /// A file, appended by one writer thread in batches: never synced, or
+    /// `fdatasync`'d after each batch (the floor of any durable store).
     File(FileWriter),
     /// The newest envelopes in memory, nothing durable.
     Memory(Arc<Mutex<std::collections::VecDeque<Vec<u8>>>>),
@@ -34,8 +35,9 @@ pub enum Sink {
 pub struct FileWriter(std::sync::mpsc::Sender<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>);
 
 impl FileWriter {
-    /// Starts the writer thread on `path`.
-    pub fn start(path: &std::path::Path) -> std::io::Result<Self> {
+    /// Starts the writer thread on `path`; with `sync`, each batch is on
+    /// the disk (`fdatasync`) before its requests are answered.
+    pub fn start(path: &std::path::Path, sync: bool) -> std::io::Result<Self> {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         let (sender, receiver) = std::sync::mpsc::channel::<(Vec<u8>, tokio::sync::oneshot::Sender<()>)>();
         std::thread::spawn(move || {
@@ -46,7 +48,7 @@ impl FileWriter {
                     buffer.extend_from_slice(line);
                     buffer.push(b'\n');
                 }
-                if file.write_all(&buffer).is_err() {
+                if file.write_all(&buffer).and_then(|()| if sync { file.sync_data() } else { Ok(()) }).is_err() {
                     return; // The answers' senders drop: every waiting request fails.
                 }
                 for (_, done) in batch {

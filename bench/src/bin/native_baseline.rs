@@ -1,7 +1,8 @@
 //! A native baseline server for `bench/run`: `native-baseline ADDR SINK DIR`,
 //! SINK one of `bus` (the service's SQLite bus, fsync'd group commit),
 //! `bus-normal` (the same bus with `synchronous=NORMAL`: no fsync at commit),
-//! `file` (appended, no fsync) or `memory`. `TWILIO_AUTH_TOKEN` verifies signatures.
+//! `file` (appended, no fsync), `file-sync` (appended, `fdatasync` per
+//! batch: what any durable store pays at least) or `memory`. `TWILIO_AUTH_TOKEN` verifies signatures.
 //! Runs until killed.
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use ingress_egress::config::BusConfig;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [addr, sink, dir] = args.as_slice() else {
-        eprintln!("usage: native-baseline ADDR bus|bus-normal|file|memory DIR");
+        eprintln!("usage: native-baseline ADDR bus|bus-normal|file|file-sync|memory DIR");
         std::process::exit(2);
     };
     let addr: SocketAddr = addr.parse().expect("ADDR is HOST:PORT");
@@ -30,7 +31,8 @@ fn main() {
                 let bus = SqliteBus::with_synchronous(&dir.join("bus.sqlite3"), &config, Synchronous::Normal);
                 Sink::Bus(Arc::new(bus.expect("bus")))
             }
-            "file" => Sink::File(FileWriter::start(&dir.join("envelopes.jsonl")).expect("file")),
+            "file" => Sink::File(FileWriter::start(&dir.join("envelopes.jsonl"), false).expect("file")),
+            "file-sync" => Sink::File(FileWriter::start(&dir.join("envelopes.jsonl"), true).expect("file")),
             "memory" => Sink::Memory(Arc::default()),
             other => panic!("unknown sink {other}"),
         };
