@@ -10,7 +10,7 @@ use std::path::Path;
 
 use ingress_egress::config::{self, Env, Secrets};
 use twilio_connector::egress::message::classify_response;
-use twilio_connector::ingress::envelope::{self, Context, Params};
+use twilio_connector::ingress::envelope::{self, Context, Param, Params};
 use twilio_connector::ingress::event_streams::{self, Kind};
 use twilio_connector::ingress::signature::{self, SignedContent};
 use twilio_connector::ingress::signature_settings;
@@ -43,8 +43,10 @@ fn parts(data: &[u8], n: usize) -> Vec<String> {
     parts
 }
 
-fn form(text: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(text.as_bytes()).into_owned().collect()
+/// A form read as the connector reads one: values borrowed where no
+/// escape needed decoding.
+fn form(text: &str) -> Vec<Param<'_>> {
+    form_urlencoded::parse(text.as_bytes()).collect()
 }
 
 /// Any URL, form and signature header: verification answers, never panics;
@@ -94,7 +96,8 @@ fn context() -> Context {
 /// Any form body, as each webhook route reads it: an envelope or an error,
 /// never a panic; an envelope keeps every parameter as an attribute.
 pub fn webhook_envelope(data: &[u8]) {
-    let params = form(&String::from_utf8_lossy(data));
+    let text = String::from_utf8_lossy(data);
+    let params = form(&text);
     if let Ok(envelope) = envelope::inbound_message(Params(&params), &context()) {
         assert_eq!(envelope.attributes.len(), params.len());
     }
@@ -133,7 +136,7 @@ pub fn event_batch(data: &[u8]) {
 /// Any `Media` and `Attributes` JSON in an otherwise valid `onMessageAdded`.
 pub fn conversations_json(data: &[u8]) {
     let [media, attributes] = <[String; 2]>::try_from(parts(data, 2)).expect("two parts");
-    let mut params: Vec<(String, String)> = [
+    let mut params: Vec<Param<'_>> = [
         ("EventType", "onMessageAdded"),
         ("MessageSid", "IM00000000000000000000000000000001"),
         ("AccountSid", "AC00000000000000000000000000000001"),
@@ -142,10 +145,10 @@ pub fn conversations_json(data: &[u8]) {
         ("Body", "hi"),
     ]
     .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .map(|&(k, v)| (k.into(), v.into()))
     .collect();
-    params.push(("Media".into(), media));
-    params.push(("Attributes".into(), attributes));
+    params.push(("Media".into(), media.into()));
+    params.push(("Attributes".into(), attributes.into()));
     let _ = envelope::conversation_event(Params(&params), &context(), &envelope::media_content_base(None, None));
 }
 

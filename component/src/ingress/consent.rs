@@ -89,9 +89,10 @@ pub fn dedup_key(event: &ConsentEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::envelope::Param;
 
-    fn params(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    fn params<'a>(list: &[(&'a str, &'a str)]) -> Vec<Param<'a>> {
+        list.iter().map(|&(k, v)| (k.into(), v.into())).collect()
     }
 
     const INBOUND: [(&str, &str); 4] =

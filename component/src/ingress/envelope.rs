@@ -4,6 +4,8 @@
 //! Every parameter Twilio sent is kept in `attributes` in its order; parameters
 //! this code does not know are never an error.
 
+use std::borrow::Cow;
+
 use crate::ingress::typed_fields;
 use crate::platform::connector::types::{Attribute, Channel, IngressEnvelope, Media, StatusEvent};
 use crate::shared::segments;
@@ -42,14 +44,19 @@ impl std::fmt::Display for EnvelopeError {
     }
 }
 
+/// One webhook parameter, name and value, decoded: borrowed from the body
+/// where it needed no decoding, so a webhook's form costs an allocation only
+/// for a value with `+` or `%` escapes.
+pub type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// Webhook parameters with look-ups by name.
 #[derive(Debug, Clone, Copy)]
-pub struct Params<'a>(pub &'a [(String, String)]);
+pub struct Params<'a>(pub &'a [Param<'a>]);
 
 impl<'a> Params<'a> {
     /// The first value of `name`, when present and not empty.
     pub fn get(&self, name: &str) -> Option<&'a str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref()).filter(|v| !v.is_empty())
     }
 
     fn require(&self, name: &'static str) -> Result<&'a str, EnvelopeError> {
@@ -57,7 +64,7 @@ impl<'a> Params<'a> {
     }
 
     fn attributes(&self) -> Vec<Attribute> {
-        self.0.iter().map(|(name, value)| Attribute { name: name.clone(), value: value.clone() }).collect()
+        self.0.iter().map(|(name, value)| Attribute { name: name.to_string(), value: value.to_string() }).collect()
     }
 
     /// Inbound messages repeat the sid as `SmsMessageSid`/`SmsSid`; older ones carry only those.
@@ -130,7 +137,7 @@ fn message_media(params: Params<'_>) -> Vec<Media> {
         .iter()
         .filter_map(|(name, value)| {
             let index = name.strip_prefix("MediaUrl")?.parse::<u32>().ok()?;
-            (!value.is_empty()).then_some((index, value.as_str()))
+            (!value.is_empty()).then_some((index, value.as_ref()))
         })
         .collect();
     indexed.sort_by_key(|(index, _)| *index);
@@ -261,8 +268,8 @@ fn conversation_media(json: &str, chat_service_sid: Option<&str>, base: &str) ->
 mod tests {
     use super::*;
 
-    fn params(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    fn params<'a>(list: &[(&'a str, &'a str)]) -> Vec<Param<'a>> {
+        list.iter().map(|&(k, v)| (k.into(), v.into())).collect()
     }
 
     /// The default region's Media Content Service.
@@ -293,9 +300,9 @@ mod tests {
         let with = |from: &str, to: &str| {
             let mut p = params(SMS);
             for (name, value) in p.iter_mut() {
-                match name.as_str() {
-                    "From" => *value = from.to_owned(),
-                    "To" => *value = to.to_owned(),
+                match name.as_ref() {
+                    "From" => *value = from.to_owned().into(),
+                    "To" => *value = to.to_owned().into(),
                     _ => {}
                 }
             }

@@ -13,6 +13,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::ingress::envelope::Param;
+
 /// The status events Twilio's Messaging sends, by type suffix.
 const MESSAGE_STATUSES: [&str; 6] = ["queued", "sent", "delivered", "undelivered", "failed", "read"];
 const STATUS_PREFIX: &str = "com.twilio.messaging.message.";
@@ -41,7 +43,7 @@ pub struct Event {
     pub id: Option<String>,
     pub kind: Kind,
     /// Its `data` as webhook parameters (empty unless published).
-    pub params: Vec<(String, String)>,
+    pub params: Vec<Param<'static>>,
     /// The account it names (`data.accountSid`, else its `source` path).
     pub account: Option<String>,
     /// The event as it came, as JSON text.
@@ -96,7 +98,7 @@ fn classify(
     event: &Map<String, Value>,
     id: Option<&str>,
     data: Option<&Map<String, Value>>,
-) -> Result<(Kind, Vec<(String, String)>), String> {
+) -> Result<(Kind, Vec<Param<'static>>), String> {
     if event.get("specversion").and_then(Value::as_str) != Some("1.0") {
         return Err("specversion is not 1.0".to_owned());
     }
@@ -112,7 +114,7 @@ fn classify(
     let mut params = parameters(data);
     match kind {
         Kind::Status => set_status(&mut params, event_type, data)?,
-        Kind::ConversationMessage => params.push(("EventType".to_owned(), "onMessageAdded".to_owned())),
+        Kind::ConversationMessage => params.push(("EventType".into(), "onMessageAdded".into())),
         _ => {}
     }
     Ok((kind, params))
@@ -125,7 +127,7 @@ fn status_of_type(event_type: &str) -> Option<&'static str> {
 
 /// `MessageStatus` in Twilio's callback spelling (lower case): the data's
 /// `messageStatus` (sent in capitals), which must agree with the type's.
-fn set_status(params: &mut Vec<(String, String)>, event_type: &str, data: &Map<String, Value>) -> Result<(), String> {
+fn set_status(params: &mut Vec<Param<'static>>, event_type: &str, data: &Map<String, Value>) -> Result<(), String> {
     let of_type = status_of_type(event_type).unwrap_or_default();
     let status = match data.get("messageStatus").and_then(Value::as_str) {
         Some(status) if status.eq_ignore_ascii_case(of_type) => of_type,
@@ -133,14 +135,14 @@ fn set_status(params: &mut Vec<(String, String)>, event_type: &str, data: &Map<S
         None => of_type,
     };
     params.retain(|(name, _)| name != "MessageStatus");
-    params.push(("MessageStatus".to_owned(), status.to_owned()));
+    params.push(("MessageStatus".into(), status.into()));
     Ok(())
 }
 
 /// `data`'s fields as webhook parameters: names capitalised as Twilio's
 /// webhooks spell them, text as it is, other values as JSON text, nulls left
 /// out.
-fn parameters(data: &Map<String, Value>) -> Vec<(String, String)> {
+fn parameters(data: &Map<String, Value>) -> Vec<Param<'static>> {
     data.iter()
         .filter(|(_, value)| !value.is_null())
         .map(|(name, value)| {
@@ -148,7 +150,7 @@ fn parameters(data: &Map<String, Value>) -> Vec<(String, String)> {
                 Value::String(text) => text.clone(),
                 other => other.to_string(),
             };
-            (capitalised(name), value)
+            (capitalised(name).into(), value.into())
         })
         .collect()
 }
@@ -197,7 +199,7 @@ mod tests {
     }
 
     fn param<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
-        event.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        event.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref())
     }
 
     #[test]

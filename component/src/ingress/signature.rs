@@ -16,6 +16,8 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::ingress::envelope::Param;
+
 /// The HMAC a signature is computed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -50,27 +52,36 @@ impl std::fmt::Display for SignatureError {
 #[derive(Debug, Clone, Copy)]
 pub enum SignedContent<'a> {
     /// A form-encoded POST: its decoded parameters, in any order.
-    Form(&'a [(String, String)]),
+    Form(&'a [Param<'a>]),
     /// Any other body (JSON): covered by the URL's `bodySHA256` parameter.
     Raw(&'a [u8]),
 }
 
+/// The parameters of a request that is not a form (JSON): none, its body's
+/// hash is in the URL.
+pub const NO_PARAMS: &[(&str, &str)] = &[];
+
 /// Computes the signature Twilio would send for `url` and form `params`,
 /// signed with the Auth Token.
-pub fn compute(auth_token: &[u8], url: &str, params: &[(String, String)]) -> String {
+pub fn compute(auth_token: &[u8], url: &str, params: &[(impl AsRef<str>, impl AsRef<str>)]) -> String {
     compute_with(Algorithm::HmacSha1, auth_token, url, params)
 }
 
 /// Computes the signature Twilio would send with `algorithm` keyed by `key`.
-pub fn compute_with(algorithm: Algorithm, key: &[u8], url: &str, params: &[(String, String)]) -> String {
+pub fn compute_with(
+    algorithm: Algorithm,
+    key: &[u8],
+    url: &str,
+    params: &[(impl AsRef<str>, impl AsRef<str>)],
+) -> String {
     sign_sorted(algorithm, key, url, &sorted_params(params))
 }
 
 /// The parameters in the order Twilio signs them. Sorting whole pairs orders
 /// names by bytes, then each name's values; `dedup` keeps a repeated value
 /// once, as the reference libraries do.
-fn sorted_params(params: &[(String, String)]) -> Vec<(&str, &str)> {
-    let mut sorted: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+fn sorted_params(params: &[(impl AsRef<str>, impl AsRef<str>)]) -> Vec<(&str, &str)> {
+    let mut sorted: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
     sorted.sort_unstable();
     sorted.dedup();
     sorted
@@ -114,18 +125,17 @@ pub fn validate_with(
     signature: Option<&str>,
 ) -> Result<(), SignatureError> {
     let signature = signature.ok_or(SignatureError::Missing)?;
-    let params: &[(String, String)] = match content {
-        SignedContent::Form(params) => params,
+    let sorted = match content {
+        SignedContent::Form(params) => sorted_params(params),
         SignedContent::Raw(body) => {
             let expected = query_param(url, "bodySHA256").ok_or(SignatureError::Mismatch)?;
             let actual = hex(&Sha256::digest(body));
             if !bool::from(actual.as_bytes().ct_eq(expected.to_ascii_lowercase().as_bytes())) {
                 return Err(SignatureError::BodyHashMismatch);
             }
-            &[]
+            Vec::new()
         }
     };
-    let sorted = sorted_params(params);
     let signed = |candidate: &str| {
         bool::from(sign_sorted(algorithm, key, candidate, &sorted).as_bytes().ct_eq(signature.as_bytes()))
     };
@@ -247,11 +257,11 @@ mod tests {
 
     const TOKEN: &[u8] = b"12345";
 
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    fn pairs<'a>(list: &[(&'a str, &'a str)]) -> Vec<Param<'a>> {
+        list.iter().map(|&(k, v)| (k.into(), v.into())).collect()
     }
 
-    fn voice_params(caller: &str) -> Vec<(String, String)> {
+    fn voice_params(caller: &str) -> Vec<Param<'_>> {
         pairs(&[
             ("CallSid", "CA1234567890ABCDE"),
             ("Caller", caller),
@@ -289,7 +299,7 @@ mod tests {
         let url = "https://mycompany.com/myapp.php?foo=1&bar=2&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
         let body = br#"{"property": "value", "boolean": true}"#;
         let sig = "a9nBmqA0ju/hNViExpshrM61xv4=";
-        assert_eq!(compute(TOKEN, url, &[]), sig);
+        assert_eq!(compute(TOKEN, url, NO_PARAMS), sig);
         assert_eq!(validate(TOKEN, url, SignedContent::Raw(body), Some(sig)), Ok(()));
         let tampered = br#"{"property": "value", "boolean": false}"#;
         assert_eq!(
@@ -321,7 +331,7 @@ mod tests {
     #[test]
     fn json_body_without_hash_parameter_is_refused() {
         let url = "https://mycompany.com/myapp.php";
-        let sig = compute(TOKEN, url, &[]);
+        let sig = compute(TOKEN, url, NO_PARAMS);
         assert_eq!(validate(TOKEN, url, SignedContent::Raw(b"{}"), Some(&sig)), Err(SignatureError::Mismatch));
     }
 
@@ -402,6 +412,7 @@ mod tests {
                 shuffled.swap(i, (state % (i as u64 + 1)) as usize);
             }
             prop_assert_eq!(compute(TOKEN, url, &shuffled), original.clone());
+            let shuffled: Vec<Param<'_>> = shuffled.iter().map(|(k, v)| (k.into(), v.into())).collect();
             prop_assert_eq!(validate(TOKEN, url, SignedContent::Form(&shuffled), Some(&original)), Ok(()));
         }
     }

@@ -99,9 +99,10 @@ fn referral(params: Params<'_>) -> Option<Referral> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::envelope::Param;
 
     fn read_from(list: &[(&str, &str)]) -> TypedFields {
-        let params: Vec<(String, String)> = list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let params: Vec<Param<'_>> = list.iter().map(|&(k, v)| (k.into(), v.into())).collect();
         read(Params(&params))
     }
 

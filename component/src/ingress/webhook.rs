@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::exports::platform::connector::webhooks::{WebhookRequest, WebhookResponse};
 use crate::ingress::consent;
-use crate::ingress::envelope::{self, Context, Params};
+use crate::ingress::envelope::{self, Context, Param, Params};
 use crate::ingress::event_streams;
 use crate::ingress::signature::{self, SignatureError, SignedContent};
 use crate::ingress::signature_settings::{self, SignatureSettings};
@@ -181,8 +181,7 @@ fn answer(request: &Webhook) -> Reply {
         Route::Events => header("content-type").is_some_and(says_form),
         _ => header("content-type").is_none_or(says_form),
     };
-    let params: Vec<(String, String)> =
-        if is_form { form_urlencoded::parse(body).into_owned().collect() } else { Vec::new() };
+    let params: Vec<Param<'_>> = if is_form { form_urlencoded::parse(body).collect() } else { Vec::new() };
     let content = if is_form { SignedContent::Form(&params) } else { SignedContent::Raw(body) };
     let Some(signature) = header("x-twilio-signature") else {
         return refuse(Refusal::Unsigned, 400, "missing X-Twilio-Signature", path);

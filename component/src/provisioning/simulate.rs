@@ -148,7 +148,7 @@ fn event_streams_batch(options: &Options<'_>, id: &Identity<'_>) -> Simulated {
         path_with_query,
         headers: vec![
             ("content-type".to_owned(), "application/json".to_owned()),
-            ("x-twilio-signature".to_owned(), signature::compute(id.auth_token.as_bytes(), &url, &[])),
+            ("x-twilio-signature".to_owned(), signature::compute(id.auth_token.as_bytes(), &url, signature::NO_PARAMS)),
             ("user-agent".to_owned(), "Twilio-Event-Streams".to_owned()),
         ],
         body,
@@ -265,6 +265,7 @@ fn message_added(options: &Options<'_>, id: &Identity<'_>) -> Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::envelope::Param;
     use crate::ingress::signature::{SignedContent, validate};
 
     #[test]
@@ -284,7 +285,7 @@ mod tests {
                 ("status".to_owned(), "sent".to_owned()),
             ];
             let sim = build(kind, &options, &id).unwrap();
-            let params: Vec<(String, String)> = form_urlencoded::parse(sim.body.as_bytes()).into_owned().collect();
+            let params: Vec<Param<'_>> = form_urlencoded::parse(sim.body.as_bytes()).collect();
             let content = match kind {
                 "event-streams" => SignedContent::Raw(sim.body.as_bytes()),
                 _ => SignedContent::Form(&params),
@@ -309,7 +310,7 @@ mod tests {
         };
         let envelope = |kind: &str| {
             let sim = build(kind, &[("body".to_owned(), "Yes".to_owned())], &id).unwrap();
-            let params: Vec<(String, String)> = form_urlencoded::parse(sim.body.as_bytes()).into_owned().collect();
+            let params: Vec<Param<'_>> = form_urlencoded::parse(sim.body.as_bytes()).collect();
             let context = Context { id: "e".into(), received_at: "2026-12-07T00:00:00Z".into() };
             inbound_message(Params(&params), &context).unwrap()
         };
