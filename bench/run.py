@@ -831,6 +831,7 @@ def machine():
 
 def write_results(args, results, on_nats, egress, costs, profiled, traced=()):
     concurrencies = sorted({m.connections for m in results})
+    performance = os.path.relpath(ROOT / "docs/performance.md", args.results.parent)
     text = [
         "# Benchmark results",
         "",
@@ -863,10 +864,8 @@ def write_results(args, results, on_nats, egress, costs, profiled, traced=()):
         "",
         targets(results) + "".join(line + "\n" for line in traced),
         "What each missed target would take, with this profile: "
-        f"[docs/performance.md]({os.path.relpath(ROOT / 'docs/performance.md', args.results.parent)}"
-        "#what-the-missed-targets-would-take); what was removed and what was measured and left: "
-        f"[the same page]({os.path.relpath(ROOT / 'docs/performance.md', args.results.parent)}"
-        "#what-limits-the-service).",
+        f"[docs/performance.md]({performance}#what-the-missed-targets-would-take); what was removed and what "
+        f"was measured and left: [the same page]({performance}#what-limits-the-service).",
         "",
     ]
     if costs:
